@@ -1,0 +1,107 @@
+"""The one typed settings object of a fraudstream process.
+
+Read from the environment (prefix ``FRAUD_``) and from ``<home>/stack.env``, which ``fraudstream stack up``
+writes. Environment variables win over the file. This is the only module that reads the environment:
+everything else receives a ``Settings`` instance.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ModelBackendKind = Literal["local", "tfserving"]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class Topics(BaseModel):
+    """Topic names; the defaults are the contract in DESIGN.md."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    transactions: str = "transactions"
+    scored: str = "scored-transactions"
+    dead_letter: str = "transactions-dlq"
+    labels: str = "fraud-labels"
+    retrain_requests: str = "retrain-requests"
+    retrain_status: str = "retrain-status"
+    drift_alerts: str = "drift-alerts"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("FRAUD_HOME", ".fraudstream"))
+
+
+class Settings(BaseSettings):
+    """Everything a fraudstream process can be configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAUD_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+    )
+
+    home: Path = Field(default_factory=default_home, description="state, logs, models of this checkout")
+
+    # --- Kafka -------------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    topics: Topics = Topics()
+    transactions_partitions: int = Field(default=4, ge=1, le=1024)
+
+    # --- Redis -------------------------------------------------------------------------------------
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_username: str | None = None
+    redis_password: SecretStr | None = None
+
+    # --- worker ------------------------------------------------------------------------------------
+    app_id: str = "fraudstream-worker"
+    worker_web_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
+    batch_max_size: int = Field(default=256, ge=1, le=100_000)
+    batch_max_wait_ms: float = Field(default=5.0, gt=0, le=10_000)
+    max_batches_in_flight: int = Field(default=4, ge=1, le=1024)
+    max_message_bytes: int = Field(default=64 * 1024, ge=256)
+    max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
+    card_hash_secret: SecretStr = SecretStr("fraudstream-dev-secret-change-me")
+
+    # --- model -------------------------------------------------------------------------------------
+    model_backend: str = Field(
+        default="", description="local:///path/to/repo/fraud_dnn or tfserving://host:8500/fraud_dnn?label=stable"
+    )
+    model_name: str = "fraud_dnn"
+    model_deadline_s: float = Field(default=1.0, gt=0)
+    model_outage_grace_s: float = Field(default=30.0, ge=0, description="retry this long, then rules only")
+    canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
+    shadow: bool = False
+    policy_file: Path | None = None
+
+    # --- monitoring --------------------------------------------------------------------------------
+    api_token: SecretStr | None = None
+
+    @property
+    def model_repository(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def effective_model_backend(self) -> str:
+        return self.model_backend or f"local://{(self.model_repository / self.model_name).resolve()}"
+
+    @property
+    def stack_env_file(self) -> Path:
+        return self.home / "stack.env"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings: explicit overrides > environment > ``<home>/stack.env`` > defaults."""
+    home = Path(str(overrides.get("home") or default_home()))
+    env_file = home / "stack.env"
+    return Settings(_env_file=env_file if env_file.exists() else None, **overrides)  # type: ignore[call-arg]

@@ -1,0 +1,26 @@
+"""Typed records of every fraudstream topic (pydantic v2), with JSON Schemas for other languages."""
+
+from schemas.common import SCHEMA_VERSION, Record
+from schemas.dead_letter import DeadLetter, Stage
+from schemas.drift import DriftAlert
+from schemas.labels import FraudLabel
+from schemas.retrain import RetrainRequest, RetrainStatus
+from schemas.scored import Decision, Latencies, ReasonCode, ScoredTransaction, ShadowScore
+from schemas.transaction import Transaction
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "Decision",
+    "DriftAlert",
+    "FraudLabel",
+    "Latencies",
+    "ReasonCode",
+    "Record",
+    "RetrainRequest",
+    "RetrainStatus",
+    "ScoredTransaction",
+    "ShadowScore",
+    "Stage",
+    "Transaction",
+]
