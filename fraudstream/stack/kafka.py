@@ -1,0 +1,181 @@
+"""A single-node Apache Kafka 4 broker in KRaft mode, from the jars on Maven Central.
+
+The jars are resolved once with ``mvn dependency:copy-dependencies`` (deploy/kafka-broker/pom.xml) into a
+cache outside the checkout, so fresh clones on the same machine reuse them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from fraudstream.stack.errors import StackError
+
+KAFKA_VERSION = "4.1.1"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+POM = PROJECT_ROOT / "deploy" / "kafka-broker" / "pom.xml"
+LOG4J_CONFIG = PROJECT_ROOT / "deploy" / "kafka-broker" / "log4j2.yaml"
+
+
+def default_jar_cache() -> Path:
+    return Path.home() / ".cache" / "fraudstream" / f"kafka-{KAFKA_VERSION}"
+
+
+def ensure_jars(cache: Path) -> Path:
+    """Return the directory of the broker's jars, resolving them with Maven the first time."""
+    libs = cache / "libs"
+    marker = cache / ".complete"
+    if marker.exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        msg = "Maven ('mvn') is needed once to fetch the Kafka jars: apt-get install maven"
+        raise StackError(msg)
+    print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} (once)…", file=sys.stderr)
+    shutil.rmtree(libs, ignore_errors=True)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}", "-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}",
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        msg = f"mvn could not resolve the Kafka jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
+        raise StackError(msg)
+    marker.write_text(KAFKA_VERSION + "\n")
+    return libs
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaLayout:
+    data_dir: Path
+    config_file: Path
+    log_file: Path
+    port: int
+    controller_port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def java_binary() -> str:
+    java = shutil.which("java")
+    if java is None:
+        msg = "Java 17+ is needed for the Kafka broker: apt-get install openjdk-17-jre-headless"
+        raise StackError(msg)
+    return java
+
+
+def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
+    layout.config_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.config_file.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{layout.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={layout.data_dir}",
+                f"num.partitions={default_partitions}",
+                # Single node: replication 1, and few internal partitions so groups form fast.
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=4",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "message.max.bytes=2097152",
+                "log.retention.hours=168",
+                "",
+            ]
+        )
+    )
+
+
+def java_command(libs: Path, main_class: str, *args: str, heap: str = "512m") -> list[str]:
+    return [
+        java_binary(), f"-Xmx{heap}", "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", f"{libs}/*", main_class, *args,
+    ]
+
+
+def format_storage(libs: Path, layout: KafkaLayout) -> None:
+    """Format the KRaft metadata directory with Kafka's own storage tool (once per data dir)."""
+    if (layout.data_dir / "meta.properties").exists():
+        return
+    layout.data_dir.mkdir(parents=True, exist_ok=True)
+    # A Kafka cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints).
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    cmd = java_command(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+                       "-c", str(layout.config_file), heap="256m")
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        msg = f"kafka storage format failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        raise StackError(msg)
+
+
+async def _probe(bootstrap: str) -> bool:
+    # aiokafka logs every refused connection at ERROR; while waiting for start-up that is just noise.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+        return False
+    finally:
+        await admin.close()
+    return True
+
+
+def wait_healthy(bootstrap: str, *, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if asyncio.run(_probe(bootstrap)):
+            return
+        if alive is not None and not alive():
+            msg = "the Kafka broker exited during start-up; see its log"
+            raise StackError(msg)
+        time.sleep(0.5)
+    msg = f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s"
+    raise StackError(msg)
+
+
+def healthy(bootstrap: str) -> bool:
+    return asyncio.run(_probe(bootstrap))
+
+
+async def _ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
+        if missing:
+            await admin.create_topics(missing)
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
+
+
+def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet; returns the names created."""
+    return asyncio.run(_ensure_topics(bootstrap, topics))

@@ -1,0 +1,97 @@
+"""Start, watch and stop a local service process without leaving orphans."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fraudstream.stack.errors import StackError
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> int:
+    """Start ``argv`` in its own session (so a stop can signal its whole process group); output to a log."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - argv is built by the stack, not from input
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=cwd, env=env, start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            msg = f"cannot start {argv[0]!r}: not found on PATH"
+            raise StackError(msg) from exc
+    return proc.pid
+
+
+def is_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of this process counts as dead.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return _not_zombie(pid)
+    return waited == 0
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop(pid: int | None, *, timeout_s: float = 30.0) -> bool:
+    """SIGTERM the process group, then SIGKILL what is still there after ``timeout_s``. True if it ran."""
+    if not is_alive(pid):
+        return False
+    assert pid is not None
+    _signal_group(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_alive(pid):
+            break
+        time.sleep(0.1)
+    _signal_group(pid, signal.SIGKILL)  # also reaps any child the service left behind
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass

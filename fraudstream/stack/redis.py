@@ -1,0 +1,55 @@
+"""A local ``redis-server`` (Debian package) with append-only persistence, as docker-compose runs it."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from fraudstream.stack.errors import StackError
+
+
+def redis_binary() -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        msg = (
+            "redis-server is not installed. As root: apt-get install -y redis-server "
+            "(or run 'make setup' as root / with sudo); then try again."
+        )
+        raise StackError(msg)
+    return binary
+
+
+def redis_command(port: int, data_dir: Path, log_file: Path, *, appendonly: bool = True) -> list[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+        "--dir", str(data_dir), "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+        "--save", "", "--daemonize", "no", "--logfile", str(log_file), "--maxmemory-policy", "noeviction",
+    ]
+
+
+def healthy(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def wait_healthy(url: str, *, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if healthy(url):
+            return
+        if alive is not None and not alive():
+            msg = "redis-server exited during start-up; see its log under .fraudstream/logs/"
+            raise StackError(msg)
+        time.sleep(0.1)
+    msg = f"Redis at {url} did not answer PING within {timeout_s:.0f}s"
+    raise StackError(msg)
