@@ -54,7 +54,7 @@ class CircuitBreaker:
             return
         assert self._opened_at is not None
         remaining = self.reset_timeout_s - (self._clock() - self._opened_at)
-        msg = f"circuit {self.name} is open after {self._failures} failures; next probe in {max(remaining, 0):.2f}s"
+        msg = f"circuit {self.name} open ({self._failures} failures); next probe in {max(remaining, 0):.2f}s"
         raise CircuitOpen(msg)
 
     def record_success(self) -> None:

@@ -199,7 +199,9 @@ def _run(model: LoadedModel, features: npt.NDArray[np.float32]) -> tuple[npt.NDA
 
     out = model.signature(features=tf.constant(features))
     scores = out["score"].numpy().astype(np.float32, copy=False).reshape(-1)
-    contributions = out["contributions"].numpy().astype(np.float32, copy=False) if "contributions" in out else None
+    contributions = None
+    if "contributions" in out:
+        contributions = out["contributions"].numpy().astype(np.float32, copy=False)
     return scores, contributions
 
 
@@ -212,6 +214,4 @@ def _check_features(features: npt.NDArray[np.float32], n_features: int | None) -
 
 
 def _empty(n_features: int, name: str, version: int | None, label: str | None) -> Prediction:
-    return Prediction(
-        np.zeros(0, np.float32), np.zeros((0, n_features), np.float32), name, version, label
-    )
+    return Prediction(np.zeros(0, np.float32), np.zeros((0, n_features), np.float32), name, version, label)

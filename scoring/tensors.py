@@ -20,8 +20,10 @@ _LITTLE = sys.byteorder == "little"
 def float_tensor(array: npt.NDArray[np.float32]) -> tensor_pb2.TensorProto:
     """A DT_FLOAT TensorProto holding ``array`` (any shape) in ``tensor_content``."""
     array = np.ascontiguousarray(array, dtype="<f4")
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape])
-    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=array.tobytes())
+    dims = [tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in array.shape]
+    shape = tensor_shape_pb2.TensorShapeProto(dim=dims)
+    content = array.tobytes()
+    return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=content)
 
 
 def to_float_array(proto: tensor_pb2.TensorProto) -> npt.NDArray[np.float32]:

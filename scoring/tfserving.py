@@ -181,7 +181,8 @@ class TFServingBackend:
                 return response
 
     async def _check_status(self) -> None:
-        request = get_model_status_pb2.GetModelStatusRequest(model_spec=model_pb2.ModelSpec(name=self.model_name))
+        spec = model_pb2.ModelSpec(name=self.model_name)
+        request = get_model_status_pb2.GetModelStatusRequest(model_spec=spec)
         if self.version is not None:
             request.model_spec.version.value = self.version
         response = await self._call(self._model_stub.GetModelStatus, request, "GetModelStatus")
@@ -199,7 +200,8 @@ class TFServingBackend:
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(sig_map)
         if self.signature not in sig_map.signature_def:
-            msg = f"model {self.model_name} has no signature {self.signature!r} (has {sorted(sig_map.signature_def)})"
+            have = sorted(sig_map.signature_def)
+            msg = f"model {self.model_name} has no signature {self.signature!r} (has {have})"
             raise InvalidRequest(msg)
         signature = sig_map.signature_def[self.signature]
         if "features" not in signature.inputs or "score" not in signature.outputs:
@@ -220,7 +222,8 @@ class TFServingBackend:
         """Read the version's ``metadata`` signature and compare its feature-list hash."""
         request = predict_pb2.PredictRequest(model_spec=self._spec(None, "metadata", version))
         response = await self._call(self._predict_stub.Predict, request, "Predict(metadata)")
-        hashes = to_strings(response.outputs["feature_list_hash"]) if "feature_list_hash" in response.outputs else []
+        outputs = response.outputs
+        hashes = to_strings(outputs["feature_list_hash"]) if "feature_list_hash" in outputs else []
         model_hash = hashes[0] if hashes else None
         if self.expected_feature_hash is not None and model_hash != self.expected_feature_hash:
             raise FeatureHashMismatch(

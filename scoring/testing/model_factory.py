@@ -51,7 +51,7 @@ def feature_list_hash(names: Sequence[str]) -> str:
     return "sha256:" + hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
-class _FraudDnn(tf.Module):
+class _FraudDnn(tf.Module):  # type: ignore[misc]
     def __init__(self, *, names: Sequence[str], feature_hash: str, seed: int, hidden: int) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
@@ -100,7 +100,8 @@ def export_model(
     names = tuple(feature_names)
     fhash = feature_hash or feature_list_hash(names)
     module = _FraudDnn(names=names, feature_hash=fhash, seed=version if seed is None else seed, hidden=hidden)
-    serve = tf.function(module.serve, input_signature=[tf.TensorSpec([None, len(names)], tf.float32, "features")])
+    spec = tf.TensorSpec([None, len(names)], tf.float32, "features")
+    serve = tf.function(module.serve, input_signature=[spec])
     metadata = tf.function(module.metadata, input_signature=[])
     model_dir = repo / model_name
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,10 @@ class InProcessModelServer:
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.reload)
         server = grpc.aio.server(
-            options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
+            options=[
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(_PredictionService(self), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(_ModelService(self), server)
@@ -117,14 +120,14 @@ class InProcessModelServer:
 
     async def servable(self, spec: Any, context: grpc.aio.ServicerContext[Any, Any]) -> _Servable:
         if spec.name != self.model_name:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Latest({spec.name})")
+            msg = f"Servable not found for request: Latest({spec.name})"
+            await context.abort(grpc.StatusCode.NOT_FOUND, msg)
         if spec.HasField("version"):
             version = int(spec.version.value)
         elif spec.version_label:
             if spec.version_label not in self._labels:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT, f"Unrecognized servable version label: {spec.version_label}"
-                )
+                msg = f"Unrecognized servable version label: {spec.version_label}"
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
             version = self._labels[spec.version_label]
         elif self._servables:
             version = max(self._servables)
@@ -150,18 +153,18 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, server: InProcessModelServer) -> None:
         self.server = server
 
-    async def Predict(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def Predict(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await self.server.admit(context)
         self.server.predict_calls += 1
         servable = await self.server.servable(request.model_spec, context)
         signature = request.model_spec.signature_name or "serving_default"
         if signature not in servable.signature_defs:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Serving signature key \"{signature}\" not found.")
+            msg = f'Serving signature key "{signature}" not found.'
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         expected = set(servable.signature_defs[signature].inputs)
         if set(request.inputs) != expected:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"inputs {sorted(request.inputs)} != signature inputs {sorted(expected)}"
-            )
+            msg = f"inputs {sorted(request.inputs)} != signature inputs {sorted(expected)}"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, msg)
         try:
             inputs = {k: to_float_array(v) for k, v in request.inputs.items()}
             outputs = await self.server.run(servable, signature, inputs)
@@ -178,7 +181,7 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
         return response
 
-    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def GetModelMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await self.server.admit(context)
         servable = await self.server.servable(request.model_spec, context)
         if list(request.metadata_field) != ["signature_def"]:
@@ -197,11 +200,12 @@ class _ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
     def __init__(self, server: InProcessModelServer) -> None:
         self.server = server
 
-    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:  # noqa: N802
+    async def GetModelStatus(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await self.server.admit(context)
         spec = request.model_spec
         if spec.name != self.server.model_name:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
+            msg = f"Could not find any versions of model {spec.name}"
+            await context.abort(grpc.StatusCode.NOT_FOUND, msg)
         versions = sorted(self.server._servables)
         if spec.HasField("version"):
             versions = [v for v in versions if v == spec.version.value]
