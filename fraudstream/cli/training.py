@@ -1,9 +1,343 @@
-"""Sub-commands of this concern (filled in by its package's work)."""
+"""``fraudstream train | evaluate | retrain | trainer serve | models list|promote|rollback``.
+
+Thin: parse, build settings, call ``training``. Progress goes to stderr; with ``--json`` the last stdout
+line is the result.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import math
+import sys
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from fraudstream.settings import Settings, load_settings
+
+SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _emit(result: Any, as_json: bool) -> None:
+    def clean(value: Any) -> Any:
+        # JSON has no NaN; an undefined metric (one-class test window) is null.
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    text = json.dumps(clean(result), sort_keys=True)
+    if as_json:
+        print(text, flush=True)
+    else:
+        print(json.dumps(clean(result), indent=2, sort_keys=True))
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _dates(text: str) -> list[date]:
+    return [date.fromisoformat(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def _mapping(value: str) -> Any:
+    if value == "fdh":
+        return "fdh"
+    from training.dataset import ColumnMapping
+
+    return ColumnMapping(**json.loads(Path(value).read_text()))
+
+
+def _setup_tf(args: argparse.Namespace) -> Any:
+    """Threads first, then the strategy: both must precede any other TensorFlow work in the process."""
+    from training.distribute import configure_threads, make_strategy
+
+    configure_threads(args.threads, args.threads)
+    return make_strategy(args.strategy)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    from training.dataset import DEFAULT_FDH_PATH
+    from training.distribute import STRATEGY_KINDS
+
+    parser.add_argument("--input", type=Path, default=DEFAULT_FDH_PATH, help="history file (Parquet/CSV)")
+    parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
+    parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--strategy", choices=STRATEGY_KINDS, default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def _config(args: argparse.Namespace, quick: bool = False) -> Any:
+    from dataclasses import replace
+
+    from training.model import ModelConfig
+    from training.pipeline import QUICK_CONFIG
+
+    config = QUICK_CONFIG if quick else ModelConfig()
+    return replace(config, epochs=args.epochs) if args.epochs else config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from training.errors import TrainingError
+    from training.pipeline import TrainJob, run_training_job
+    from training.registry import GateConfig
+
+    settings = load_settings()
+    strategy = _setup_tf(args)
+    job = TrainJob(
+        input_path=args.input,
+        mapping=_mapping(args.mapping),
+        train_start=date.fromisoformat(args.train_start) if args.train_start else None,
+        train_days=args.days,
+        config=_config(args, args.quick),
+        limit=args.limit,
+        lookback_days=args.lookback_days,
+        promote=not args.no_promote,
+        tflite=not args.no_tflite,
+    )
+    try:
+        result = run_training_job(
+            job,
+            repository=settings.model_repository,
+            model_name=settings.model_name,
+            runs_dir=settings.home / "runs",
+            gate=GateConfig(args.gate_metric, args.gate_margin),
+            strategy=strategy,
+        )
+    except TrainingError as exc:
+        return _fail(str(exc))
+    _emit(result, args.json)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from training.dataset import MODEL_SELECTION_STARTS, build_history, default_feature_spec, load_history
+    from training.errors import StreamPathUnavailable, TrainingError
+    from training.evaluate import evaluate_protocol, resolve_provider
+
+    if args.protocol != "handbook":
+        return _fail(f"unknown protocol {args.protocol!r}")
+    settings = load_settings()
+    starts = _dates(args.train_starts) if args.train_starts else list(MODEL_SELECTION_STARTS)
+    try:
+        provider = resolve_provider(args.via, settings)
+    except StreamPathUnavailable as exc:
+        return _fail(str(exc))
+    strategy = _setup_tf(args)
+    run_dir = args.run_dir or settings.home / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-evaluate"
+    try:
+        transactions, labels = load_history(args.input, _mapping(args.mapping), args.limit)
+        print(f"computing offline features for {len(transactions)} transactions", file=sys.stderr)
+        history = build_history(transactions, labels, default_feature_spec())
+        report = evaluate_protocol(
+            history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy
+        )
+    except TrainingError as exc:
+        return _fail(str(exc))
+    _emit(report, args.json)
+    return 0
+
+
+def _retrain(args: argparse.Namespace) -> int:
+    from schemas.retrain import RetrainRequest
+    from training.pipeline import TrainJob, make_job_runner
+    from training.service import TrainerService
+
+    settings = load_settings()
+    _setup_tf(args)
+    request = RetrainRequest(
+        request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+        requested_by=args.requested_by,
+        reason=args.reason,
+        input_path=str(args.input),
+        train_start=date.fromisoformat(args.train_start) if args.train_start else None,
+        train_days=args.days,
+        promote=not args.no_promote,
+    )
+    defaults = TrainJob(
+        input_path=args.input,
+        mapping=_mapping(args.mapping),
+        config=_config(args, args.quick),
+        limit=args.limit,
+    )
+    runner = make_job_runner(
+        defaults,
+        repository=settings.model_repository,
+        model_name=settings.model_name,
+        runs_dir=settings.home / "runs",
+    )
+
+    async def report(status: Any) -> None:
+        print(f"[{status.state}] {status.message}", file=sys.stderr, flush=True)
+
+    async def main() -> Any:
+        publisher = await _publisher(settings) if args.publish else None
+
+        async def publish(status: Any) -> None:
+            await report(status)
+            if publisher is not None:
+                await publisher(status)
+
+        service = TrainerService(runner, publish)
+        try:
+            await service.submit(request)
+            service.start()
+            await service.join()
+        finally:
+            await service.stop()
+            if publisher is not None:
+                await publisher.close()
+        return service.status(request.request_id), service.result(request.request_id)
+
+    status, result = asyncio.run(main())
+    _emit({"status": status.model_dump(mode="json"), "result": result}, args.json)
+    return 0 if status.state == "succeeded" else 1
+
+
+async def _publisher(settings: Settings) -> Any:
+    from training.triggers import KafkaStatusPublisher
+
+    publisher = KafkaStatusPublisher(settings.kafka_bootstrap, settings.topics.retrain_status)
+    await publisher.start()
+    return publisher
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from training.pipeline import TrainJob, make_job_runner
+    from training.service import TrainerService
+    from training.triggers import consume_retrain_requests, make_app, serve_http
+
+    settings = load_settings()
+    _setup_tf(args)
+    defaults = TrainJob(
+        input_path=args.input,
+        mapping=_mapping(args.mapping),
+        config=_config(args, args.quick),
+        limit=args.limit,
+    )
+    runner = make_job_runner(
+        defaults,
+        repository=settings.model_repository,
+        model_name=settings.model_name,
+        runs_dir=settings.home / "runs",
+    )
+
+    async def main() -> None:
+        publisher = None if args.no_kafka else await _publisher(settings)
+        service = TrainerService(runner, publisher)
+        service.start()
+        http, port = await serve_http(make_app(service, settings.api_token), args.host, args.port)
+        print(f"trainer API on http://{args.host}:{port}", file=sys.stderr, flush=True)
+        try:
+            if args.no_kafka:
+                await asyncio.Event().wait()
+            else:
+                await consume_retrain_requests(
+                    settings.kafka_bootstrap, settings.topics.retrain_requests, service
+                )
+        finally:
+            await http.cleanup()
+            await service.stop()
+            if publisher is not None:
+                await publisher.close()
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from training.errors import RegistryError
+    from training.registry import ModelRegistry
+
+    settings = load_settings()
+    registry = ModelRegistry(settings.model_repository, settings.model_name)
+    try:
+        if args.models_command == "promote":
+            registry.promote(args.version, args.label)
+        elif args.models_command == "rollback":
+            registry.rollback(args.label)
+    except RegistryError as exc:
+        return _fail(str(exc))
+    _emit(registry.describe(), args.json)
+    return 0
+
+
+def register(commands: SubParsers) -> None:
     """Add this module's sub-commands to the ``fraudstream`` parser."""
+    train = commands.add_parser("train", help="train, evaluate on the next test week, export, apply the gate")
+    _common(train)
+    train.add_argument("--train-start", default=None, help="YYYY-MM-DD (default: latest full fold)")
+    train.add_argument("--days", type=int, default=7, help="training window in days")
+    train.add_argument("--quick", action="store_true", help="small model, few epochs (~1 min): demo")
+    train.add_argument("--lookback-days", type=int, default=40, help="history kept before the training start")
+    train.add_argument("--no-promote", action="store_true")
+    train.add_argument("--no-tflite", action="store_true")
+    train.add_argument("--gate-metric", default="average_precision")
+    train.add_argument("--gate-margin", type=float, default=0.0)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="one model per fold, handbook metrics")
+    _common(evaluate)
+    evaluate.add_argument("--protocol", default="handbook", choices=["handbook"])
+    evaluate.add_argument(
+        "--train-starts", default=None, help="D1,D2,… (default: the 4 model-selection folds)"
+    )
+    evaluate.add_argument("--via", choices=["offline", "stream"], default="offline")
+    evaluate.add_argument("--run-dir", type=Path, default=None)
+    evaluate.set_defaults(handler=_evaluate)
+
+    retrain = commands.add_parser("retrain", help="run one retraining job now through the trainer service")
+    _common(retrain)
+    retrain.add_argument("--train-start", default=None)
+    retrain.add_argument("--days", type=int, default=7)
+    retrain.add_argument("--quick", action="store_true")
+    retrain.add_argument("--no-promote", action="store_true")
+    retrain.add_argument("--request-id", default=None)
+    retrain.add_argument("--requested-by", default="cli")
+    retrain.add_argument("--reason", default="")
+    retrain.add_argument(
+        "--publish", action="store_true", help="also publish status to the retrain-status topic"
+    )
+    retrain.set_defaults(handler=_retrain)
+
+    trainer = commands.add_parser("trainer", help="the trainer service (HTTP API + retrain-requests topic)")
+    trainer_sub = trainer.add_subparsers(dest="trainer_command", required=True)
+    serve = trainer_sub.add_parser("serve")
+    _common(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--quick", action="store_true")
+    serve.add_argument(
+        "--no-kafka", action="store_true", help="HTTP only (no topic consumer or status topic)"
+    )
+    serve.set_defaults(handler=_serve)
+
+    models = commands.add_parser("models", help="model versions and labels")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    for name, text in (
+        ("list", "versions, labels, metrics"),
+        ("promote", "move a label to a version"),
+        ("rollback", "stable: previous stable version; canary: drop the canary"),
+    ):
+        sub = models_sub.add_parser(name, help=text)
+        sub.add_argument("--json", action="store_true")
+        if name != "list":
+            sub.add_argument("--label", choices=["stable", "canary"], default="stable")
+        if name == "promote":
+            sub.add_argument("--version", type=int, default=None, help="default: the current canary")
+        sub.set_defaults(handler=_models)

@@ -1,0 +1,210 @@
+"""Handbook-protocol evaluation: one model per fold, scores from a pluggable provider, JSON + PNG reports.
+
+The provider is what differs between ``--via offline`` (the trained Keras model on offline features) and
+``--via stream`` (the test window replayed through Kafka, the worker, Redis and the model backend): it
+receives the fold's trained model and the test rows and returns one score per test row, in order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from training.dataset import Fold, History, make_fold, split_validation
+from training.errors import StreamPathUnavailable
+from training.metrics import METRIC_NAMES, compute_metrics, summarise
+from training.model import ModelConfig, TrainedModel, train_model
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+class ScoreProvider(Protocol):
+    """Scores a fold's test rows with its trained model: float64, aligned with ``fold.test_idx``."""
+
+    @property
+    def name(self) -> str: ...
+
+    def scores(self, trained: TrainedModel, history: History, fold: Fold) -> npt.NDArray[np.float64]: ...
+
+
+@dataclass(frozen=True)
+class OfflineScores:
+    """The trained model applied in-process to the offline engine's feature vectors."""
+
+    name: str = "offline"
+
+    def scores(self, trained: TrainedModel, history: History, fold: Fold) -> npt.NDArray[np.float64]:
+        return trained.predict(history.features[fold.test_idx])
+
+
+STREAM_PROVIDER_MODULE = "streams.evaluation"
+
+
+def resolve_provider(via: str, settings: Any) -> ScoreProvider:
+    """``offline`` is built in; ``stream`` is ``streams.evaluation.stream_score_provider(settings)``,
+    which the streaming side provides (it needs Kafka, the worker and Redis)."""
+    if via == "offline":
+        return OfflineScores()
+    if via != "stream":
+        msg = f"unknown score path {via!r}; use 'offline' or 'stream'"
+        raise StreamPathUnavailable(msg)
+    try:
+        module = importlib.import_module(STREAM_PROVIDER_MODULE)
+        factory = module.stream_score_provider
+    except (ImportError, AttributeError) as exc:
+        msg = (
+            f"--via stream needs {STREAM_PROVIDER_MODULE}.stream_score_provider(settings) -> ScoreProvider, "
+            "which this build does not have yet; use --via offline"
+        )
+        raise StreamPathUnavailable(msg) from exc
+    provider: ScoreProvider = factory(settings)
+    return provider
+
+
+def fit_fold(
+    history: History,
+    fold: Fold,
+    config: ModelConfig,
+    *,
+    strategy: Any = None,
+    log_dir: Path | None = None,
+    verbose: bool = True,
+) -> TrainedModel:
+    """Train on the fold's training window, early-stopping on a stratified part of it."""
+    x, y = history.features[fold.train_idx], history.y[fold.train_idx]
+    fit_pos, val_pos = split_validation(y, config.validation_fraction, config.seed)
+    validation = (x[val_pos], y[val_pos]) if len(val_pos) and y[val_pos].any() else None
+    return train_model(
+        history.spec,
+        x[fit_pos],
+        y[fit_pos],
+        config,
+        validation=validation,
+        strategy=strategy,
+        log_dir=str(log_dir) if log_dir else None,
+        verbose=verbose,
+    )
+
+
+def write_plots(
+    directory: Path, y: npt.NDArray[np.int8], scores: npt.NDArray[np.float64], title: str
+) -> list[str]:
+    """``pr_curve.png`` and ``score_histograms.png`` (log-scaled counts per class) in ``directory``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on servers
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig, ax = plt.subplots(figsize=(5, 4))
+    if y.any():
+        precision, recall, _ = precision_recall_curve(y, scores)
+        ax.plot(recall, precision, label=f"AP={average_precision_score(y, scores):.3f}")
+        ax.axhline(y.mean(), color="grey", linestyle=":", label=f"base rate {y.mean():.4f}")
+    ax.set(xlabel="recall", ylabel="precision", title=f"PR curve — {title}", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(directory / "pr_curve.png", dpi=100)
+    written.append(str(directory / "pr_curve.png"))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    bins = [i / 40 for i in range(41)]
+    ax.hist(scores[y == 0], bins=bins, alpha=0.6, label=f"genuine (n={int((y == 0).sum())})", log=True)
+    ax.hist(scores[y == 1], bins=bins, alpha=0.6, label=f"fraud (n={int((y == 1).sum())})", log=True)
+    ax.set(xlabel="score", ylabel="transactions (log)", title=f"scores by class — {title}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(directory / "score_histograms.png", dpi=100)
+    written.append(str(directory / "score_histograms.png"))
+    plt.close(fig)
+    return written
+
+
+def evaluate_fold(
+    history: History,
+    fold: Fold,
+    trained: TrainedModel,
+    provider: ScoreProvider,
+    run_dir: Path | None,
+) -> dict[str, Any]:
+    y = history.y[fold.test_idx]
+    scores = np.asarray(provider.scores(trained, history, fold), dtype=np.float64)
+    if scores.shape != (len(fold.test_idx),):
+        msg = f"score provider {provider.name} returned {scores.shape}, expected ({len(fold.test_idx)},)"
+        raise ValueError(msg)
+    metrics = compute_metrics(y, scores, history.cards[fold.test_idx], history.day[fold.test_idx])
+    label = fold.train_start.date().isoformat()
+    result: dict[str, Any] = {
+        "train_start": label,
+        "window": fold.window(),
+        "metrics": metrics,
+        "train_rows": len(fold.train_idx),
+        "test_rows": len(fold.test_idx),
+        "test_frauds": int(y.sum()),
+        "train_seconds": round(trained.train_seconds, 2),
+        "best_epoch": trained.best_epoch,
+    }
+    if run_dir is not None:
+        fold_dir = run_dir / f"fold-{label}"
+        result["plots"] = write_plots(fold_dir, y, scores, f"fold {label} ({provider.name})")
+        (fold_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def evaluate_protocol(
+    history: History,
+    train_starts: Sequence[date],
+    config: ModelConfig,
+    provider: ScoreProvider,
+    *,
+    run_dir: Path | None = None,
+    train_days: int = 7,
+    gap_days: int = 7,
+    test_days: int = 7,
+    strategy: Any = None,
+    progress: Progress = stderr_progress,
+) -> dict[str, Any]:
+    """Train one model per fold, score its test week through ``provider`` and report per fold and overall."""
+    started = time.perf_counter()
+    folds = []
+    for start in train_starts:
+        fold = make_fold(history, start, train_days, gap_days, test_days)
+        progress(f"fold {start}: {len(fold.train_idx)} train rows, {len(fold.test_idx)} test rows")
+        log_dir = run_dir / f"fold-{start.isoformat()}" / "tensorboard" if run_dir else None
+        trained = fit_fold(history, fold, config, strategy=strategy, log_dir=log_dir)
+        result = evaluate_fold(history, fold, trained, provider, run_dir)
+        progress(f"fold {start}: " + ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items()))
+        folds.append(result)
+    summary = summarise([f["metrics"] for f in folds])
+    report: dict[str, Any] = {
+        "protocol": "handbook",
+        "via": provider.name,
+        "feature_list": history.spec.as_json(),
+        "model_config": config.as_json(),
+        "folds": folds,
+        "mean": {k: summary[k]["mean"] for k in METRIC_NAMES if k in summary},
+        "std": {k: summary[k]["std"] for k in METRIC_NAMES if k in summary},
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        report["run_dir"] = str(run_dir)
+        (run_dir / "evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report

@@ -1,0 +1,220 @@
+"""The fraud DNN: raw feature vector in, fraud probability out, preprocessing inside the model.
+
+``preprocess`` (signed log1p on heavy-tailed non-negative columns, then a ``Normalization`` whose mean and
+variance come from the training set) and ``head`` (the dense layers) are two Keras models chained into
+``model``; export needs them apart because reason codes are gradient × *normalised* input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import keras
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import average_precision_score
+
+from training.dataset import FeatureSpec, make_tf_dataset
+
+ClassWeighting = Literal["none", "sqrt", "balanced"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.2
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 20
+    patience: int = 4
+    """Epochs without a better validation average precision before stopping."""
+    class_weighting: ClassWeighting = "sqrt"
+    log_transform: bool = True
+    validation_fraction: float = 0.2
+    seed: int = 42
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="fraudstream")
+class SignedLog1p(keras.layers.Layer):  # type: ignore[misc]
+    """``sign(x)·log1p(|x|)`` on the masked columns; counts and amounts span decades, rates do not."""
+
+    def __init__(self, mask: Sequence[bool], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mask_values = [bool(m) for m in mask]
+
+    def build(self, input_shape: Any) -> None:
+        self.mask = self.add_weight(
+            name="mask",
+            shape=(len(self.mask_values),),
+            initializer=keras.initializers.Constant(np.array(self.mask_values, dtype=np.float32)),
+            trainable=False,
+        )
+
+    def call(self, inputs: Any) -> Any:
+        ops = keras.ops
+        # log(1 + |x|) rather than log1p: TFLite has LOG but no LOG1P kernel.
+        logged = ops.sign(inputs) * ops.log(1.0 + ops.abs(inputs))
+        return self.mask * logged + (1.0 - self.mask) * inputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "mask": self.mask_values}
+
+
+def log_mask(x: npt.NDArray[np.floating[Any]]) -> list[bool]:
+    """Columns to log-transform: non-negative with values above 1 (counts, amounts; not flags or rates)."""
+    return [bool(np.nanmin(col) >= 0 and np.nanmax(col) > 1) for col in x.T]
+
+
+def signed_log1p(x: npt.NDArray[np.floating[Any]], mask: Sequence[bool]) -> npt.NDArray[np.float64]:
+    out = np.asarray(x, dtype=np.float64).copy()
+    cols = np.asarray(mask, dtype=bool)
+    out[:, cols] = np.sign(out[:, cols]) * np.log1p(np.abs(out[:, cols]))
+    return out
+
+
+@dataclass
+class TrainedModel:
+    model: keras.Model
+    preprocess: keras.Model
+    head: keras.Model
+    spec: FeatureSpec
+    config: ModelConfig
+    history: dict[str, list[float]] = field(default_factory=dict)
+    best_epoch: int = 0
+    train_seconds: float = 0.0
+    train_rows: int = 0
+
+    def predict(self, x: npt.NDArray[np.floating[Any]], batch_size: int = 8192) -> npt.NDArray[np.float64]:
+        out = self.model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def build_model(
+    spec: FeatureSpec, x_train: npt.NDArray[np.floating[Any]], config: ModelConfig
+) -> tuple[keras.Model, keras.Model, keras.Model]:
+    """Untrained ``(model, preprocess, head)``; normalisation statistics from ``x_train``."""
+    n_features = len(spec.names)
+    mask = log_mask(x_train) if config.log_transform else [False] * n_features
+    transformed = signed_log1p(x_train, mask)
+    variance = np.maximum(transformed.var(axis=0), 1e-6)  # constant columns must not divide by zero
+
+    raw = keras.Input(shape=(n_features,), name="features", dtype="float32")
+    z = SignedLog1p(mask, name="signed_log1p")(raw)
+    z = keras.layers.Normalization(mean=transformed.mean(axis=0), variance=variance, name="normalise")(z)
+    preprocess = keras.Model(raw, z, name="preprocess")
+
+    z_in = keras.Input(shape=(n_features,), name="normalised", dtype="float32")
+    h = z_in
+    for i, width in enumerate(config.hidden):
+        h = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(h)
+        if config.dropout > 0:
+            h = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(h)
+    out = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
+    head = keras.Model(z_in, out, name="head")
+
+    model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        weighted_metrics=[],
+    )
+    return model, preprocess, head
+
+
+def sample_weights(y: npt.NDArray[np.integer[Any]], weighting: ClassWeighting) -> npt.NDArray[np.float64]:
+    """Per-row weights for the rare class: ``balanced`` = n_neg/n_pos, ``sqrt`` its square root (gentler)."""
+    pos = max(int(y.sum()), 1)
+    ratio = (len(y) - pos) / pos
+    w_pos = {"none": 1.0, "sqrt": float(np.sqrt(ratio)), "balanced": float(ratio)}[weighting]
+    return np.where(y == 1, w_pos, 1.0)
+
+
+class ValidationAveragePrecision(keras.callbacks.Callback):  # type: ignore[misc]
+    """Early stopping on the exact (scikit-learn) average precision of a validation set; keeps the best."""
+
+    def __init__(self, x_val: npt.NDArray[np.float32], y_val: npt.NDArray[np.int8], patience: int) -> None:
+        super().__init__()
+        self.x_val, self.y_val, self.patience = x_val, y_val, patience
+        self.best = -1.0
+        self.best_epoch = 0
+        self.best_weights: list[Any] | None = None
+        self.values: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        scores = self.model.predict(self.x_val, batch_size=8192, verbose=0).reshape(-1)
+        ap = float(average_precision_score(self.y_val, scores))
+        self.values.append(ap)
+        if logs is not None:
+            logs["val_average_precision"] = ap
+        if ap > self.best:
+            self.best, self.best_epoch, self.best_weights = ap, epoch + 1, self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, float))
+        print(f"  epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+
+
+def train_model(
+    spec: FeatureSpec,
+    x: npt.NDArray[np.floating[Any]],
+    y: npt.NDArray[np.integer[Any]],
+    config: ModelConfig,
+    *,
+    validation: tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int8]] | None = None,
+    strategy: Any = None,
+    log_dir: str | None = None,
+    verbose: bool = True,
+    steps_per_epoch: int | None = None,
+) -> TrainedModel:
+    """Fit a model on ``(x, y)``; with ``validation`` it stops early on validation average precision."""
+    keras.utils.set_random_seed(config.seed)
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        model, preprocess, head = build_model(spec, x, config)
+    weights = sample_weights(np.asarray(y), config.class_weighting)
+    ds = make_tf_dataset(
+        np.asarray(x), np.asarray(y), config.batch_size, shuffle=True, seed=config.seed, sample_weight=weights
+    )
+    if steps_per_epoch is not None:
+        # Multi-worker runs need a known, equal step count per worker; repeating keeps every worker fed.
+        ds = ds.repeat()
+    callbacks: list[keras.callbacks.Callback] = []
+    stopper = None
+    if validation is not None:
+        stopper = ValidationAveragePrecision(validation[0].astype(np.float32), validation[1], config.patience)
+        callbacks.append(stopper)
+    if log_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False))
+    if verbose:
+        callbacks.append(_Progress())
+    started = time.perf_counter()
+    fit = model.fit(ds, epochs=config.epochs, callbacks=callbacks, verbose=0, steps_per_epoch=steps_per_epoch)
+    elapsed = time.perf_counter() - started
+    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    return TrainedModel(
+        model=model,
+        preprocess=preprocess,
+        head=head,
+        spec=spec,
+        config=config,
+        history=history,
+        best_epoch=stopper.best_epoch if stopper else len(history.get("loss", [])),
+        train_seconds=elapsed,
+        train_rows=len(x),
+    )
