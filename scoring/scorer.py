@@ -135,7 +135,8 @@ class Scorer:
 
     async def score_batch(
         self,
-        features: npt.NDArray[np.float32],
+        features: npt.NDArray[np.float32] | npt.NDArray[np.float64],
+        *,
         ids: Sequence[str],
         card_refs: Sequence[str],
         amounts: Sequence[float],
