@@ -154,8 +154,8 @@ class _PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.server = server
 
     async def Predict(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        self.server.predict_calls += 1  # counted before faults: tests count attempts, failed ones too
         await self.server.admit(context)
-        self.server.predict_calls += 1
         servable = await self.server.servable(request.model_spec, context)
         signature = request.model_spec.signature_name or "serving_default"
         if signature not in servable.signature_defs:

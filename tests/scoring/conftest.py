@@ -31,7 +31,8 @@ def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def model_dir(template_repo: Path, tmp_path: Path) -> Path:
     shutil.copytree(template_repo, tmp_path / "repo")
-    return tmp_path / "repo" / MODEL
+    model_dir: Path = tmp_path / "repo" / MODEL
+    return model_dir
 
 
 @pytest.fixture

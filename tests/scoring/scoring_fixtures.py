@@ -31,10 +31,7 @@ class Interruptible:
     def __init__(self, inner: LocalBackend) -> None:
         self.inner = inner
         self.down = False
-
-    @property
-    def feature_list_hash(self) -> str | None:
-        return self.inner.feature_list_hash
+        self.feature_list_hash: str | None = inner.feature_list_hash
 
     async def start(self) -> None:
         await self.inner.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def reference(model_dir: Path, version: int, x: np.ndarray) -> dict[str, np.ndar
     return {k: v.numpy() for k, v in out.items()}
 
 
-def meta(n: int, start: int = 0) -> dict[str, list]:
+def meta(n: int, start: int = 0) -> dict[str, list[Any]]:
     ids = [f"tx-{i}" for i in range(start, start + n)]
     cards = [f"card-{i % 17}" for i in range(start, start + n)]
     return {"ids": ids, "card_refs": cards, "amounts": [25.0] * n, "currencies": ["EUR"] * n}
@@ -166,7 +167,7 @@ async def test_new_version_is_picked_up_without_restart(harness: Harness) -> Non
     await task
     assert versions[0] == {1} and versions[-1] == {3}
     assert all(len(v) == 1 for v in versions), "a batch is scored by exactly one version"
-    flat = [v.pop() for v in versions]
+    flat = [int(v.pop() or 0) for v in versions]
     assert flat == sorted(flat), "no flapping back to the old version"
 
 

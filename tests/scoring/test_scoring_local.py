@@ -1,0 +1,85 @@
+"""Local-backend specifics: refusing an incompatible new version, labels.json handling."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from scoring_fixtures import FEATURE_HASH, MODEL
+
+from scoring.errors import BadBackendUri, LabelNotFound
+from scoring.factory import open_backend
+from scoring.local import LocalBackend
+from scoring.testing.model_factory import export_model, sample_features, write_labels
+from scoring.tfserving import TFServingBackend
+from scoring.uri import parse_backend_uri
+
+
+async def test_refuses_incompatible_new_version_and_keeps_serving(model_dir: Path) -> None:
+    backend = LocalBackend(model_dir, expected_feature_hash=FEATURE_HASH, poll_interval_s=0)
+    await backend.start()
+    export_model(model_dir.parent, model_name=MODEL, version=7, feature_hash="sha256:someone-elses")
+    write_labels(model_dir, {"stable": 7, "canary": 2})
+    await backend.reload()
+    assert backend.labels["stable"] == 1, "an incompatible version must never serve"
+    assert (await backend.predict(sample_features(2))).model_version == 1
+    await backend.close()
+
+
+async def test_newest_version_is_stable_without_labels_file(model_dir: Path) -> None:
+    (model_dir / "labels.json").unlink()
+    backend = LocalBackend(model_dir, expected_feature_hash=FEATURE_HASH, poll_interval_s=0)
+    await backend.start()
+    assert backend.labels == {"stable": 2}
+    with pytest.raises(LabelNotFound):
+        await backend.predict(sample_features(1), label="canary")
+    await backend.close()
+
+
+async def test_half_exported_version_is_ignored(model_dir: Path) -> None:
+    (model_dir / "9").mkdir()  # a trainer still writing: no saved_model.pb yet
+    backend = LocalBackend(model_dir, expected_feature_hash=FEATURE_HASH, poll_interval_s=0)
+    await backend.start()
+    assert 9 not in backend.labels.values()
+    await backend.close()
+
+
+async def test_swap_under_concurrent_load_loses_and_duplicates_nothing(model_dir: Path) -> None:
+    backend = LocalBackend(model_dir, expected_feature_hash=FEATURE_HASH, poll_interval_s=0.05)
+    await backend.start()
+    export_model(model_dir.parent, model_name=MODEL, version=3)
+    calls = [backend.predict(sample_features(16, seed=i)) for i in range(200)]
+    write_labels(model_dir, {"stable": 3})
+    predictions = await asyncio.gather(*calls)
+    assert all(p.scores.shape == (16,) for p in predictions)
+    await asyncio.sleep(0.5)
+    assert (await backend.predict(sample_features(1))).model_version == 3
+    await backend.close()
+
+
+def test_backend_uris() -> None:
+    local = parse_backend_uri("local:///srv/models/fraud_dnn")
+    assert (
+        local.kind == "local"
+        and local.model_name == "fraud_dnn"
+        and str(local.path) == "/srv/models/fraud_dnn"
+    )
+    remote = parse_backend_uri("tfserving://tfs:8500/fraud_dnn?label=canary&deadline_ms=250&signature=s")
+    assert (remote.target, remote.label, remote.deadline_s, remote.signature) == (
+        "tfs:8500",
+        "canary",
+        0.25,
+        "s",
+    )
+    assert parse_backend_uri("tfserving://tfs/fraud_dnn?version=4").version == 4
+    for bad in (
+        "http://x/y",
+        "local://relative/path",
+        "tfserving://h:1/m?label=a&version=2",
+        "tfserving://h:1/m?x=1",
+    ):
+        with pytest.raises(BadBackendUri):
+            parse_backend_uri(bad)
+    assert isinstance(open_backend("tfserving://h:1/m", expected_feature_hash=None), TFServingBackend)
+    assert isinstance(open_backend("local:///tmp/m", expected_feature_hash=None), LocalBackend)

@@ -1,0 +1,172 @@
+"""Pure parts of scoring: policy, reason codes, rollout hashing, batcher, breaker, outage logic."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scoring.backend import Prediction
+from scoring.batcher import MicroBatcher
+from scoring.breaker import CircuitBreaker
+from scoring.errors import BackendUnavailable, CircuitOpen
+from scoring.policy import Policy, PolicyConfig, PolicyStore, reason_code, top_reasons
+from scoring.resilience import ModelOutage, ResilientPredictor
+from scoring.rollout import bucket, canary_mask
+
+
+def test_reason_codes_are_stable_names() -> None:
+    assert reason_code("card_tx_count_1d") == "R_CARD_TX_COUNT_1D"
+    assert reason_code("terminal-risk.7d") == "R_TERMINAL_RISK_7D"
+
+
+def test_top_reasons_only_positive_sorted_max_three() -> None:
+    names = ["a", "b", "c", "d", "e"]
+    contributions = np.array([[0.1, 2.0, -3.0, 0.5, 0.7], [-1, -1, -1, -1, 0.2]], np.float32)
+    first, second = top_reasons(contributions, names)
+    assert [r.feature for r in first] == ["b", "e", "d"]
+    assert [r.code for r in second] == ["R_E"]
+
+
+def test_thresholds_and_rules() -> None:
+    policy = Policy(
+        PolicyConfig(
+            review_threshold=0.4,
+            decline_threshold=0.8,
+            blocked_cards=frozenset({"bad"}),
+            amount_limits={"EUR": 1000, "*": 5000},
+            review_amounts={"EUR": 300},
+        )
+    )
+    assert policy.decide(0.1, "c", 10, "EUR") == ("approve", [])
+    assert policy.decide(0.5, "c", 10, "EUR") == ("review", [])
+    assert policy.decide(0.9, "c", 10, "EUR") == ("decline", [])
+    assert policy.decide(0.1, "bad", 10, "EUR") == ("decline", ["BLOCKED_CARD"])
+    assert policy.decide(0.1, "c", 2000, "USD") == ("approve", [])
+    assert policy.decide(0.1, "c", 6000, "USD") == ("decline", ["AMOUNT_LIMIT_USD"])
+    assert policy.decide(0.1, "c", 400, "EUR") == ("review", ["REVIEW_AMOUNT_EUR"])
+    assert policy.decide(0.95, "c", 400, "EUR")[0] == "decline", "rules never soften the model"
+    score, decision, fired = policy.decide_degraded("c", 10, "EUR")
+    assert (score, decision, fired) == (0.0, "approve", ["DEGRADED"])
+    assert policy.decide_degraded("bad", 10, "EUR")[1] == "decline"
+    assert policy.decide_degraded("c", 600, "GBP")[1:] == ("review", ["DEGRADED", "DEGRADED_REVIEW_AMOUNT"])
+
+
+def test_policy_file_reloads_at_runtime_and_survives_a_bad_edit(tmp_path: Path) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps({"decline_threshold": 0.9}))
+    store = PolicyStore(path, check_interval_s=0)
+    assert store.current().decide(0.1, "x", 1, "EUR")[0] == "approve"
+    path.write_text(json.dumps({"decline_threshold": 0.9, "blocked_cards": ["x"]}))
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert store.current().decide(0.1, "x", 1, "EUR")[0] == "decline"
+    path.write_text('{"decline_threshold": 2}')  # invalid: keep the previous policy
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
+    assert store.current().decide(0.1, "x", 1, "EUR")[0] == "decline"
+    with pytest.raises(ValueError):
+        PolicyConfig(review_threshold=0.9, decline_threshold=0.5)
+
+
+def test_canary_bucket_is_deterministic_and_uniform() -> None:
+    assert bucket("tx-1") == bucket("tx-1")
+    mask = canary_mask([f"tx-{i}" for i in range(20_000)], 0.1)
+    assert abs(mask.mean() - 0.1) < 0.01
+    assert not canary_mask(["a"], 0.0).any() and canary_mask(["a"], 1.0).all()
+
+
+class Recorder:
+    """A stand-in predict function that records batch sizes (the batcher never sees TensorFlow)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.delay = delay
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+    async def __call__(self, x: np.ndarray, label: str | None) -> Prediction:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.sizes.append(x.shape[0])
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
+        return Prediction(x[:, 0].copy(), x.copy(), "m", 1, label)
+
+
+async def test_batcher_merges_callers_and_returns_each_its_rows() -> None:
+    recorder = Recorder()
+    batcher = MicroBatcher(recorder, max_size=64, max_wait_s=0.01, max_in_flight=2)
+    chunks = [np.full((8, 2), i, np.float32) for i in range(20)]
+    results = await asyncio.gather(*(batcher.score(c) for c in chunks))
+    for i, prediction in enumerate(results):
+        assert prediction.scores.tolist() == [i] * 8
+    assert sum(recorder.sizes) == 160 and max(recorder.sizes) <= 64 + 7 and len(recorder.sizes) < 20
+
+
+async def test_batcher_bounds_calls_in_flight() -> None:
+    recorder = Recorder(delay=0.02)
+    batcher = MicroBatcher(recorder, max_size=4, max_wait_s=0.001, max_in_flight=2)
+    await asyncio.gather(*(batcher.score(np.zeros((4, 2), np.float32)) for _ in range(10)))
+    assert recorder.max_in_flight == 2
+
+
+async def test_batcher_propagates_failures_to_every_caller() -> None:
+    async def broken(x: np.ndarray, label: str | None) -> Prediction:
+        raise BackendUnavailable("down")
+
+    batcher = MicroBatcher(broken, max_size=100, max_wait_s=0.001)
+    outcomes = await asyncio.gather(
+        *(batcher.score(np.zeros((1, 2), np.float32)) for _ in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(o, BackendUnavailable) for o in outcomes)
+
+
+def test_breaker_states() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(name="b", failure_threshold=2, reset_timeout_s=1.0, clock=lambda: now[0])
+    breaker.record_failure()
+    breaker.before_call()
+    breaker.record_failure()
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    now[0] = 1.5
+    breaker.before_call()  # the single half-open probe
+    with pytest.raises(CircuitOpen):
+        breaker.before_call()
+    breaker.record_success()
+    assert breaker.state == "closed"
+
+
+class Flaky:
+    feature_list_hash: str | None = None
+
+    def __init__(self) -> None:
+        self.down = True
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+
+    async def predict(self, features: np.ndarray, *, label: str | None = None) -> Prediction:
+        if self.down:
+            raise BackendUnavailable("down")
+        return Prediction(np.zeros(len(features), np.float32), None, "m", 1, label)
+
+
+async def test_resilience_retries_within_grace_then_gives_up_then_recovers() -> None:
+    backend = Flaky()
+    predictor = ResilientPredictor(backend, grace_s=0.1, backoff_initial_s=0.01)
+    started = time.monotonic()
+    with pytest.raises(ModelOutage):
+        await predictor.predict(np.zeros((1, 2), np.float32))
+    assert time.monotonic() - started >= 0.09 and predictor.retries >= 2 and predictor.degraded
+    started = time.monotonic()
+    with pytest.raises(ModelOutage):  # already degraded: one quick attempt, no waiting
+        await predictor.predict(np.zeros((1, 2), np.float32))
+    assert time.monotonic() - started < 0.05
+    backend.down = False
+    await predictor.predict(np.zeros((1, 2), np.float32))
+    assert not predictor.degraded and predictor.outage_since is None
