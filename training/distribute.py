@@ -63,3 +63,49 @@ def is_chief(strategy: Any) -> bool:
         return True
     task_type, task_id = str(resolver.task_type), int(resolver.task_id)
     return task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def is_multi_worker(strategy: Any) -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def fit_multi_worker(
+    model: Any, dataset: Any, strategy: Any, *, epochs: int, steps_per_epoch: int, global_batch: int
+) -> dict[str, list[float]]:
+    """Synchronous data-parallel training of a compiled Keras model (weighted BCE) across workers.
+
+    Every worker runs the same number of steps; each step's gradients are summed across replicas by the
+    Keras optimizer (its all-reduce), with the loss scaled by the global batch size, so all workers apply
+    the same update and end with the same weights.
+    """
+    import keras
+    import tensorflow as tf
+
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    loss_fn = keras.losses.BinaryCrossentropy(reduction=None)
+    iterator = iter(strategy.experimental_distribute_dataset(dataset))
+
+    def replica_step(x: Any, y: Any, w: Any) -> Any:
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            per_example = loss_fn(tf.reshape(y, [-1, 1]), pred) * w
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        grads = tape.gradient(loss, model.trainable_variables)
+        model.optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    @tf.function  # type: ignore[untyped-decorator,unused-ignore]
+    def train_step(it: Any) -> Any:
+        per_replica = strategy.run(replica_step, args=next(it))
+        return strategy.reduce("SUM", per_replica, axis=None)
+
+    history: dict[str, list[float]] = {"loss": []}
+    for _ in range(epochs):
+        total = 0.0
+        for _ in range(steps_per_epoch):
+            total += float(train_step(iterator))
+        history["loss"].append(total / steps_per_epoch)
+    return history

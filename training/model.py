@@ -20,6 +20,7 @@ import numpy.typing as npt
 from sklearn.metrics import average_precision_score
 
 from training.dataset import FeatureSpec, make_tf_dataset
+from training.distribute import fit_multi_worker, is_multi_worker
 
 ClassWeighting = Literal["none", "sqrt", "balanced"]
 
@@ -164,6 +165,38 @@ class ValidationAveragePrecision(keras.callbacks.Callback):  # type: ignore[misc
             self.model.set_weights(self.best_weights)
 
 
+class ScalarEventLog(keras.callbacks.Callback):  # type: ignore[misc]
+    """Per-epoch scalars as TensorBoard event files (``tensorboard --logdir <run>/tensorboard``).
+
+    Keras' own TensorBoard callback needs the ``tensorboard`` package at training time; this writes the
+    same scalar events through ``tf.summary.write`` with the scalars plugin tag, so only viewing needs it.
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__()
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        self._tf = tf
+        self._writer = tf.summary.create_file_writer(log_dir)
+        self._metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        tf = self._tf
+        with self._writer.as_default():
+            for key, value in (logs or {}).items():
+                if isinstance(value, (int, float)):
+                    tf.summary.write(
+                        f"epoch_{key}", tf.constant(float(value)), step=epoch, metadata=self._metadata
+                    )
+        self._writer.flush()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._writer.close()
+
+
 class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         shown = ", ".join(f"{k}={v:.4f}" for k, v in (logs or {}).items() if isinstance(v, float))
@@ -200,13 +233,28 @@ def train_model(
         stopper = ValidationAveragePrecision(validation[0].astype(np.float32), validation[1], config.patience)
         callbacks.append(stopper)
     if log_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False))
+        callbacks.append(ScalarEventLog(log_dir))
     if verbose:
         callbacks.append(_Progress())
     started = time.perf_counter()
-    fit = model.fit(ds, epochs=config.epochs, callbacks=callbacks, verbose=0, steps_per_epoch=steps_per_epoch)
+    if strategy is not None and is_multi_worker(strategy):
+        # Keras 3's fit() cannot reduce its scalar logs under the collective strategy (it reduces along
+        # axis 0 of a scalar), so multi-worker runs use a plain synchronous loop; no early stopping there.
+        steps = steps_per_epoch or max(1, len(x) // config.batch_size)
+        history = fit_multi_worker(
+            model,
+            ds if steps_per_epoch else ds.repeat(),
+            strategy,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            global_batch=config.batch_size,
+        )
+    else:
+        fit = model.fit(
+            ds, epochs=config.epochs, callbacks=callbacks, verbose=0, steps_per_epoch=steps_per_epoch
+        )
+        history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     elapsed = time.perf_counter() - started
-    history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     return TrainedModel(
         model=model,
         preprocess=preprocess,

@@ -18,7 +18,7 @@ from typing import Any
 
 from fraudstream.settings import Settings, load_settings
 
-SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def _emit(result: Any, as_json: bool) -> None:
@@ -277,7 +277,7 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(commands: SubParsers) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's sub-commands to the ``fraudstream`` parser."""
     train = commands.add_parser("train", help="train, evaluate on the next test week, export, apply the gate")
     _common(train)

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from training_fixtures import STAND_IN_SPEC, START, synthetic_history
 
-from training_fixtures import START, STAND_IN_SPEC, synthetic_history
 from training.dataset import History, build_history, make_fold
 from training.model import ModelConfig, TrainedModel, train_model
 

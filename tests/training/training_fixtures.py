@@ -13,7 +13,9 @@ START = datetime(2018, 4, 1, tzinfo=UTC)
 DAY = 86_400.0
 
 
-def synthetic_history(days: int = 21, per_day: int = 40, cards: int = 30, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def synthetic_history(
+    days: int = 21, per_day: int = 40, cards: int = 30, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Transactions and labels in ``load_fdh`` form; large amounts are mostly fraud (a learnable signal)."""
     rng = np.random.default_rng(seed)
     n = days * per_day

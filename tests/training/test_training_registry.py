@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.errors import RegistryError
+from training.registry import GateConfig, ModelRegistry
+
+
+def _fake_version(registry: ModelRegistry, version: int) -> None:
+    (registry.model_dir / str(version) / "assets.extra").mkdir(parents=True)
+
+
+def test_versions_only_grow(repo: Path) -> None:
+    reg = ModelRegistry(repo, "fraud_dnn")
+    assert reg.next_version() == 1
+    _fake_version(reg, 1)
+    _fake_version(reg, 3)
+    assert reg.versions() == [1, 3] and reg.next_version() == 4
+
+
+def test_gate_first_version_becomes_stable_then_canary_only_if_better(repo: Path) -> None:
+    reg = ModelRegistry(repo, "fraud_dnn")
+    gate = GateConfig(metric="average_precision", margin=0.01)
+    _fake_version(reg, 1)
+    assert reg.gate(1, {"average_precision": 0.5}, None, gate).promoted_to == "stable"
+    _fake_version(reg, 2)
+    # Not better by the margin: labels unchanged.
+    d = reg.gate(2, {"average_precision": 0.505}, {"average_precision": 0.5}, gate)
+    assert d.promoted_to is None and reg.labels() == {"stable": 1}
+    _fake_version(reg, 3)
+    d = reg.gate(3, {"average_precision": 0.52}, {"average_precision": 0.5}, gate)
+    assert d.promoted_to == "canary"
+    assert json.loads((reg.model_dir / "labels.json").read_text()) == {"canary": 3, "stable": 1}
+    # A stable model that could not be scored on the holdout blocks the promotion.
+    _fake_version(reg, 4)
+    assert reg.gate(4, {"average_precision": 0.9}, None, gate).promoted_to is None
+
+
+def test_promote_rollback_and_models_config(repo: Path) -> None:
+    reg = ModelRegistry(repo, "fraud_dnn")
+    for v in (1, 2):
+        _fake_version(reg, v)
+    reg.set_label("stable", 1)
+    reg.set_label("canary", 2)
+    config = (repo / "models.config").read_text()
+    assert 'version_labels { key: "stable" value: 1 }' in config
+    assert 'version_labels { key: "canary" value: 2 }' in config
+    assert "versions: 1 versions: 2" in config and 'name: "fraud_dnn"' in config
+    assert reg.promote() == {"stable": 2}  # the canary becomes stable and stops being a canary
+    assert 'key: "canary"' not in (repo / "models.config").read_text()
+    assert reg.rollback() == {"stable": 1}
+    with pytest.raises(RegistryError):
+        reg.rollback()  # version 1 never had an earlier stable
+    with pytest.raises(RegistryError):
+        reg.promote(7)
+
+
+def test_rollback_canary_drops_label(repo: Path) -> None:
+    reg = ModelRegistry(repo, "fraud_dnn")
+    for v in (1, 2):
+        _fake_version(reg, v)
+    reg.set_label("stable", 1)
+    reg.set_label("canary", 2)
+    assert reg.rollback("canary") == {"stable": 1}
+    assert [r["label"] for r in reg.describe()["versions"]] == ["stable", None]
