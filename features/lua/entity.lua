@@ -1,0 +1,171 @@
+-- One transaction against one entity (card or terminal), atomically: dedup check, tile update, read.
+-- KEYS[1] entity hash: state blob 's', dedup 'd:<tx>', counterparty last-seen 'c:<cp>', label marks
+-- KEYS[2] expiry index ZSET (member = a field of KEYS[1], score = event time after which it can go)
+-- KEYS[3] label ZSET (terminal only; score = labelled event time, member = '<available_at>|<tx>')
+-- ARGV: tx id, event time, amount in cents, latitude|'', longitude|'', counterparty, wall clock (s)
+-- Returns the raw window statistics of the plan (RAW) as little-endian float64s; features/derive.py
+-- turns them into features, the same code as offline. Binary, because Lua numbers in integer replies are
+-- truncated and text would cost more than packing.
+-- State blob: 8 header doubles (watermark, has_prev, last effective time, has_geo, lat, lon, ttl
+-- refreshed at, next trim) then tiles of 8 doubles (level, bucket, count, sum, sum of squares, min, max,
+-- counterparties last seen in the tile), sorted by level then bucket.
+--@CONFIG@
+local st, ix, lab = KEYS[1], KEYS[2], KEYS[3]
+local dkey, ckey = 'd:' .. ARGV[1], 'c:' .. ARGV[6]
+local r = redis.call('HMGET', st, 's', dkey, ckey, 'nl')
+if r[2] then return r[2] end
+
+local t, c = tonumber(ARGV[2]), tonumber(ARGV[3])
+local lat, lon, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local floor = math.floor
+local v, nold
+if r[1] then
+  v = {struct.unpack('<' .. string.rep('d', #r[1] / 8), r[1])}
+  nold = #v - 1
+else
+  v = {t, 0, 0, 0, 0, 0, 0, t + TRIM_EVERY}
+  nold = 8
+end
+local te = v[1]
+if t > te then te = t end
+local prevseen = tonumber(r[3])
+
+-- per window: count, sum, sum of squares, min, max, distinct counterparties, known frauds
+local AN, AS, AQ, AMN, AMX, ADL, AF = {}, {}, {}, {}, {}, {}, {}
+local pieces = {''}
+local i = 9
+for L = 1, NLEVEL do
+  local tl = TILE[L]
+  local b = floor(te / tl)
+  local low = b - RING[L] + 1
+  local bp = -1e300
+  if prevseen and DLV[L] then bp = floor(prevseen / tl) end
+  while i <= nold and v[i] == L and v[i + 1] < low do i = i + 8 end
+  local ks = i
+  while i <= nold and v[i] == L do
+    if v[i + 1] == bp then v[i + 7] = v[i + 7] - 1 end
+    i = i + 8
+  end
+  local ke = i - 1
+  -- the current tile: update in place when it exists, else append one
+  local p
+  if ke >= ks and v[ke - 6] == b then
+    p = ke - 7
+    v[p + 2] = v[p + 2] + 1
+    v[p + 3] = v[p + 3] + c
+    v[p + 4] = v[p + 4] + c * c
+    if c < v[p + 5] then v[p + 5] = c end
+    if c > v[p + 6] then v[p + 6] = c end
+    if DLV[L] then v[p + 7] = v[p + 7] + 1 end
+  else
+    local dl = 0
+    if DLV[L] then dl = 1 end
+    pieces[#pieces + 1] = struct.pack('<dddddddd', L, b, 1, c, c * c, c, c, dl)
+  end
+  if ke >= ks then
+    pieces[#pieces + 1] = struct.pack('<' .. string.rep('d', ke - ks + 1), unpack(v, ks, ke))
+    -- keep level order: the appended current tile goes after the kept ones
+    if not p then pieces[#pieces], pieces[#pieces - 1] = pieces[#pieces - 1], pieces[#pieces] end
+  end
+  -- window statistics of this level (current event included through the updated tile)
+  for w = WFIRST[L], WLAST[L] do
+    local hi = b - WDELAY[w]
+    local lo = hi - WTILES[w] + 1
+    local n, s, q, mn, mx, dl = 0, 0, 0, 0, 0, 0
+    for j = ks, ke, 8 do
+      local tb = v[j + 1]
+      if tb >= lo and tb <= hi then
+        if n == 0 or v[j + 5] < mn then mn = v[j + 5] end
+        if n == 0 or v[j + 6] > mx then mx = v[j + 6] end
+        n = n + v[j + 2]; s = s + v[j + 3]; q = q + v[j + 4]; dl = dl + v[j + 7]
+      end
+    end
+    if not p and b <= hi and b >= lo then
+      if n == 0 or c < mn then mn = c end
+      if n == 0 or c > mx then mx = c end
+      n = n + 1; s = s + c; q = q + c * c
+      if DLV[L] then dl = dl + 1 end
+    end
+    AN[w], AS[w], AQ[w], AMN[w], AMX[w], ADL[w], AF[w] = n, s, q, mn, mx, dl, 0
+  end
+end
+
+-- Known frauds per delayed window: labels whose available_at <= te, bucketed by labelled event time.
+if HAS_LABELS and (tonumber(r[4]) or 0) > 0 then
+  local lo_t, hi_t = 1e300, -1e300
+  for w = 1, NWIN do
+    if WDELAY[w] > 0 then
+      local tl = TILE[WLEVEL[w]]
+      local hb = floor(te / tl) - WDELAY[w]
+      if (hb - WTILES[w] + 1) * tl < lo_t then lo_t = (hb - WTILES[w] + 1) * tl end
+      if (hb + 1) * tl > hi_t then hi_t = (hb + 1) * tl end
+    end
+  end
+  local got = redis.call('ZRANGEBYSCORE', lab, lo_t, '(' .. string.format('%.17g', hi_t), 'WITHSCORES')
+  for k = 1, #got, 2 do
+    if tonumber(string.match(got[k], '^[^|]+')) <= te then
+      local et = tonumber(got[k + 1])
+      for w = 1, NWIN do
+        if WDELAY[w] > 0 then
+          local tl = TILE[WLEVEL[w]]
+          local hb = floor(te / tl) - WDELAY[w]
+          local lb = floor(et / tl)
+          if lb <= hb and lb > hb - WTILES[w] then AF[w] = AF[w] + 1 end
+        end
+      end
+    end
+  end
+end
+
+local STAT = {AN, AS, AQ, AMN, AMX, ADL, AF}
+local out = {}
+for k = 1, #RAWS do
+  local w, code = RAWW[k], RAWS[k]
+  if w > 0 then out[k] = STAT[code][w]
+  elseif code == 1 then  -- seconds since the previous transaction, -1 when none
+    if v[2] == 1 then out[k] = te - v[3] else out[k] = -1 end
+  elseif code == 2 then out[k] = v[4]  -- whether the previous transaction had coordinates
+  elseif code == 3 then out[k] = v[5]
+  else out[k] = v[6] end
+end
+
+-- Trim what can no longer influence a feature (memory bound), at most once per TRIM_EVERY of event time.
+local nexttrim = v[8]
+if te >= nexttrim then
+  local gone = redis.call('ZRANGEBYSCORE', ix, '-inf', te)
+  for k = 1, #gone, 1000 do
+    redis.call('HDEL', st, unpack(gone, k, math.min(k + 999, #gone)))
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', ix, '-inf', te) end
+  if HAS_LABELS then
+    local cut = '(' .. string.format('%.17g', (floor(te / TILE[LABEL_LEVEL]) - RING[LABEL_LEVEL] + 1)
+      * TILE[LABEL_LEVEL])
+    local old = redis.call('ZRANGEBYSCORE', lab, '-inf', cut)
+    if #old > 0 then
+      for k = 1, #old do old[k] = 'l:' .. string.match(old[k], '|(.*)$') end
+      for k = 1, #old, 1000 do
+        redis.call('HDEL', st, unpack(old, k, math.min(k + 999, #old)))
+      end
+      redis.call('ZREMRANGEBYSCORE', lab, '-inf', cut)
+      redis.call('HINCRBY', st, 'nl', -#old)
+    end
+  end
+  nexttrim = te + TRIM_EVERY
+end
+
+-- Keys of an idle entity expire (wall clock); refreshed at most once per TTL_REFRESH seconds.
+local refresh = not r[1] or now - v[7] > TTL_REFRESH
+local ttlr = v[7]
+if refresh then ttlr = now end
+local glat, glon, hasgeo = 0, 0, 0
+if lat and lon then glat, glon, hasgeo = lat, lon, 1 end
+pieces[1] = struct.pack('<dddddddd', te, 1, te, hasgeo, glat, glon, ttlr, nexttrim)
+local res = struct.pack(OUTFMT, unpack(out))
+redis.call('HSET', st, 's', table.concat(pieces), dkey, res, ckey, te)
+redis.call('ZADD', ix, te + DEDUP_H, dkey, te + CP_KEEP, ckey)
+if refresh then
+  redis.call('PEXPIRE', st, TTL_MS)
+  redis.call('PEXPIRE', ix, TTL_MS)
+  if HAS_LABELS then redis.call('PEXPIRE', lab, TTL_MS) end
+end
+return res
