@@ -56,9 +56,3 @@ class BadBackendUri(ScoringError):
 
 class PolicyError(ScoringError):
     """The decision-policy file is invalid; the previous policy stays in force."""
-
-
-class BackpressureTimeout(ScoringError):
-    """The micro-batcher stayed full for longer than the caller was willing to wait."""
-
-    retryable = True

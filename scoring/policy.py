@@ -165,11 +165,13 @@ class PolicyStore:
         self._mtime = self._stat()
         self._checked = time.monotonic()
 
-    def _stat(self) -> float | None:
+    def _stat(self) -> tuple[int, int] | None:
+        # Modification time in ns and size: an edit within the same clock tick still changes the size.
         try:
-            return self.path.stat().st_mtime if self.path is not None else None
+            stat = self.path.stat() if self.path is not None else None
         except OSError:
             return None
+        return (stat.st_mtime_ns, stat.st_size) if stat is not None else None
 
     def current(self) -> Policy:
         now = time.monotonic()

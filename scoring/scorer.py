@@ -125,9 +125,25 @@ class Scorer:
     def degraded(self) -> bool:
         return self.predictor.degraded
 
-    async def start(self) -> None:
-        """Start the backend; raises ``FeatureHashMismatch`` when the model's feature list differs."""
-        await self.backend.start()
+    async def start(self, *, wait_s: float | None = None) -> None:
+        """Start the backend, retrying while it is unreachable for up to ``wait_s`` (default: the outage
+        grace period), so workers and model server may start in any order.
+
+        Raises ``FeatureHashMismatch`` (never retried) when the model's feature list differs.
+        """
+        deadline = time.monotonic() + (self.predictor.grace_s if wait_s is None else wait_s)
+        delay = 0.1
+        while True:
+            try:
+                await self.backend.start()
+            except ScoringError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("model backend not ready (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            else:
+                return
 
     async def close(self) -> None:
         await self.batcher.close()

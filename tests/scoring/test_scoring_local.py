@@ -83,3 +83,30 @@ def test_backend_uris() -> None:
             parse_backend_uri(bad)
     assert isinstance(open_backend("tfserving://h:1/m", expected_feature_hash=None), TFServingBackend)
     assert isinstance(open_backend("local:///tmp/m", expected_feature_hash=None), LocalBackend)
+
+
+async def test_scorer_from_settings_with_policy_file(model_dir: Path, tmp_path: Path) -> None:
+    from fraudstream.settings import Settings
+    from scoring import Scorer
+    from scoring.testing.model_factory import DEFAULT_FEATURES
+
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"blocked_cards": ["blocked"], "amount_limits": {"EUR": 100}}')
+    settings = Settings(
+        home=tmp_path, model_backend=f"local://{model_dir}", policy_file=policy, canary_share=0.5, shadow=True
+    )
+    scorer = Scorer.from_settings(settings, feature_names=DEFAULT_FEATURES, feature_hash=FEATURE_HASH)
+    await scorer.start()
+    ids = [f"tx-{i}" for i in range(40)]
+    cards = ["blocked" if i == 0 else f"c{i}" for i in range(40)]
+    amounts = [500.0 if i == 1 else 10.0 for i in range(40)]
+    results = await scorer.score_batch(
+        sample_features(40), ids=ids, card_refs=cards, amounts=amounts, currencies=["EUR"] * 40
+    )
+    assert results[0].decision == "decline" and results[0].rules_fired == ["BLOCKED_CARD"]
+    assert results[1].decision == "decline" and "AMOUNT_LIMIT_EUR" in results[1].rules_fired
+    assert {r.model_label for r in results} == {"stable", "canary"}
+    assert all(r.shadow is not None for r in results)
+    fields = results[2].record_fields()
+    assert fields["feature_list_hash"] == FEATURE_HASH and fields["degraded"] is False
+    await scorer.close()

@@ -135,3 +135,20 @@ def test_tensor_encoding_matches_tensorflow() -> None:
     via_float_val.ClearField("tensor_content")
     via_float_val.float_val.extend(x.reshape(-1).tolist())
     np.testing.assert_array_equal(to_float_array(via_float_val), x)
+
+
+async def test_scorer_start_waits_for_a_model_server_that_is_not_up_yet(server: InProcessModelServer) -> None:
+    server.fail_with(grpc.StatusCode.UNAVAILABLE, times=4)
+    scorer = Scorer(
+        client(server, retries=0),
+        model_name=MODEL,
+        feature_names=DEFAULT_FEATURES,
+        feature_hash=FEATURE_HASH,
+    )
+    await scorer.start(wait_s=10)
+    ids = ["a", "b"]
+    results = await scorer.score_batch(
+        sample_features(2), ids=ids, card_refs=ids, amounts=[1.0, 2.0], currencies=["EUR", "EUR"]
+    )
+    assert not any(r.degraded for r in results)
+    await scorer.close()
