@@ -1,9 +1,39 @@
-"""Sub-commands of this concern (filled in by its package's work)."""
+"""``fraudstream demo``: the main job end to end."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from fraudstream.stack import StackError
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fraudstream.demo import print_summary, run_demo, summary_json
+
+    try:
+        report = run_demo(args.transactions, keep_stack=args.keep_stack, invalid_share=args.invalid_share,
+                          rate=args.rate)
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print_summary(report)
+    if args.summary_json:
+        path = Path(args.summary_json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(summary_json(report), indent=2) + "\n")
+        print(f"\nsummary written to {path}")
+    return 0 if report.complete and report.scored > 0 else 1
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's sub-commands to the ``fraudstream`` parser."""
+    demo = commands.add_parser("demo", help="the main job end to end: stack, model, worker, traffic, summary")
+    demo.add_argument("--transactions", type=int, default=20_000, help="simulated transactions (default 20000)")
+    demo.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON")
+    demo.add_argument("--rate", type=float, default=None, help="offered tx/s (default: as fast as possible)")
+    demo.add_argument("--invalid-share", type=float, default=0.005,
+                      help="share of malformed records, to show the dead-letter path (default 0.005)")
+    demo.add_argument("--keep-stack", action="store_true", help="leave a stack the demo started running")
+    demo.set_defaults(handler=_demo)

@@ -122,9 +122,10 @@ def format_storage(libs: Path, layout: KafkaLayout) -> None:
     if (layout.data_dir / "meta.properties").exists():
         return
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    # A Kafka cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints).
+    # A Kafka cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints); it
+    # may start with '-', hence the '--cluster-id=' form.
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
-    cmd = java_command(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+    cmd = java_command(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                        "-c", str(layout.config_file), heap="256m")
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:

@@ -1,0 +1,97 @@
+"""The faust application: two thin agents over ``transactions`` and ``fraud-labels``.
+
+Agents batch with ``noack_take`` and ack a batch only after ``handle`` returned (published and
+acknowledged), because faust's ``take`` acks in a ``finally`` even when the batch failed. An unexpected
+error stops the worker process without acking, so the batch is redelivered to the next worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import Any
+
+import faust
+
+from fraudstream.settings import Settings
+from streams.messages import InboundMessage
+from streams.runtime import WorkerRuntime
+
+log = logging.getLogger(__name__)
+EXIT_UNEXPECTED = 70
+
+
+def _credentials(settings: Settings) -> Any:
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username, password=password, mechanism=settings.kafka_sasl_mechanism,
+        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
+    )
+
+
+def inbound(event: Any) -> InboundMessage:
+    message = event.message
+    return InboundMessage(
+        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
+        value=message.value, timestamp=message.timestamp,
+    )
+
+
+def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        topic_replication_factor=1,
+        topic_partitions=settings.transactions_partitions,
+        producer_acks=-1,
+        producer_linger_ms=1,
+        producer_max_batch_size=512 * 1024,
+        broker_commit_every=max(1000, settings.batch_max_size * 4),
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.batch_max_size * settings.max_batches_in_flight),
+        broker_max_poll_records=max(500, settings.batch_max_size),
+        web_enabled=False,
+        table_standby_replicas=0,
+    )
+    runtime.bind(app)
+    transactions = app.topic(settings.topics.transactions, key_type=bytes, value_type=bytes)
+    labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
+    within = settings.batch_max_wait_ms / 1000.0
+
+    @app.agent(transactions, name="score-transactions")
+    async def score_transactions(stream: faust.StreamT[bytes]) -> None:
+        pipeline = await runtime.pipeline()
+        async for events in stream.noack_take(settings.batch_max_size, within=within):
+            try:
+                outcome = await pipeline.handle([inbound(e) for e in events])
+            except Exception:
+                log.critical("unexpected error in a batch; stopping the worker without acking it", exc_info=True)
+                os._exit(EXIT_UNEXPECTED)
+            for event in events:
+                await stream.ack(event)
+            runtime.record(outcome)
+
+    @app.agent(labels, name="apply-labels")
+    async def apply_labels(stream: faust.StreamT[bytes]) -> None:
+        handler = await runtime.label_handler()
+        async for events in stream.noack_take(max(64, settings.batch_max_size), within=within * 10):
+            try:
+                await handler.handle([inbound(e) for e in events])
+            except Exception:
+                log.critical("unexpected error applying labels; stopping the worker", exc_info=True)
+                os._exit(EXIT_UNEXPECTED)
+            for event in events:
+                await stream.ack(event)
+
+    return app

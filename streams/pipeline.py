@@ -1,0 +1,141 @@
+"""One micro-batch of the ``transactions`` topic: validate → features → score → publish.
+
+``handle`` returns only when every message of the batch is published to ``scored-transactions`` or
+``transactions-dlq`` and acknowledged by the broker, so faust may ack (commit) the batch afterwards.
+Infrastructure failures (Redis, Kafka) are retried here with backoff — the stream pauses, nothing is
+skipped; a crash before the return leaves the batch uncommitted, and the redelivery is idempotent in the
+feature state (per transaction id).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from features.events import TransactionEvent
+from features.store import OnlineFeatureStore
+from schemas import Latencies, ScoredTransaction, Transaction
+from schemas.codec import Rejection, dead_letter, decode, encode
+from streams.identity import CardHasher
+from streams.messages import InboundMessage, OutboundMessage, Publisher
+from streams.retry import retry_forever
+from streams.scorer import BatchScorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    scored_topic: str
+    dead_letter_topic: str
+    feature_names: tuple[str, ...]
+    feature_list_hash: str
+    max_message_bytes: int = 64 * 1024
+    max_clock_skew_s: float = 86_400.0
+
+
+@dataclass
+class BatchOutcome:
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+    latencies: Latencies = Latencies()
+
+
+class TransactionPipeline:
+    def __init__(
+        self, config: PipelineConfig, *, features: OnlineFeatureStore, scorer: BatchScorer,
+        publisher: Publisher, hasher: CardHasher,
+    ) -> None:
+        self.config = config
+        self.features = features
+        self.scorer = scorer
+        self.publisher = publisher
+        self.hasher = hasher
+
+    async def handle(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
+        outcome = BatchOutcome(consumed=len(messages))
+        out: list[OutboundMessage] = []
+        t0 = time.perf_counter()
+        valid, valid_messages = self._validate(messages, out, outcome)
+        t1 = time.perf_counter()
+        vectors = await self._features(valid) if valid else np.empty((0, len(self.config.feature_names)))
+        t2 = time.perf_counter()
+        if valid:
+            refs = [e.card_ref for e in valid]
+            results = await self.scorer.score_batch(
+                vectors.astype(np.float32), ids=[t.transaction_id for t in valid_messages], card_refs=refs,
+                amounts=[t.amount for t in valid_messages], currencies=[t.currency for t in valid_messages],
+            )
+        t3 = time.perf_counter()
+        if valid:
+            now = datetime.now(UTC)
+            produced_at = [m.timestamp for m in messages if m.timestamp is not None]
+            end_to_end = (now.timestamp() - min(produced_at)) * 1000 if produced_at else 0.0
+            latencies = Latencies(
+                validate_ms=(t1 - t0) * 1000, features_ms=(t2 - t1) * 1000, model_ms=(t3 - t2) * 1000,
+                end_to_end_ms=end_to_end,
+            )
+            outcome.latencies = latencies
+            for tx, event, result in zip(valid_messages, valid, results, strict=True):
+                record = ScoredTransaction(
+                    transaction_id=tx.transaction_id, card_ref=event.card_ref, terminal_id=tx.terminal_id,
+                    amount=tx.amount, currency=tx.currency, event_time=tx.event_time, score=result.score,
+                    decision=result.decision, reason_codes=result.reason_codes, rules_fired=result.rules_fired,
+                    model_name=result.model_name, model_version=result.model_version,
+                    model_label=result.model_label, degraded=result.degraded, shadow=result.shadow,
+                    feature_list_hash=self.config.feature_list_hash, latencies=latencies, scored_at=now,
+                )
+                out.append(OutboundMessage(self.config.scored_topic, event.card_ref.encode(), encode(record)))
+                outcome.decisions[result.decision] = outcome.decisions.get(result.decision, 0) + 1
+            outcome.scored = len(valid)
+        await retry_forever(lambda: self.publisher.publish(out), what="publish to Kafka")
+        return outcome
+
+    def _validate(
+        self, messages: Sequence[InboundMessage], out: list[OutboundMessage], outcome: BatchOutcome
+    ) -> tuple[list[TransactionEvent], list[Transaction]]:
+        context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": self.config.max_clock_skew_s}
+        events: list[TransactionEvent] = []
+        transactions: list[Transaction] = []
+        seen: set[str] = set()
+        for message in messages:
+            parsed = decode(Transaction, message.value, max_bytes=self.config.max_message_bytes, context=context)
+            if isinstance(parsed, Transaction) and parsed.transaction_id in seen:
+                parsed = Rejection("validate", "duplicate:transaction_id", "transaction id repeated in the batch")
+            if isinstance(parsed, Rejection):
+                self._dead_letter(message, parsed, out, outcome)
+                continue
+            seen.add(parsed.transaction_id)
+            transactions.append(parsed)
+            events.append(
+                TransactionEvent(
+                    transaction_id=parsed.transaction_id, card_ref=self.hasher.reference(parsed.card_id),
+                    terminal_id=parsed.terminal_id, event_time=parsed.event_time.timestamp(),
+                    amount=parsed.amount, latitude=parsed.latitude, longitude=parsed.longitude,
+                )
+            )
+        return events, transactions
+
+    def _dead_letter(
+        self, message: InboundMessage, rejection: Rejection, out: list[OutboundMessage], outcome: BatchOutcome
+    ) -> None:
+        record = dead_letter(
+            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset
+        )
+        # The DLQ is keyed by topic/partition, never by the (clear) card id the raw message may hold.
+        key = f"{message.topic}:{message.partition}".encode()
+        out.append(OutboundMessage(self.config.dead_letter_topic, key, encode(record)))
+        outcome.dead_lettered += 1
+        outcome.reasons[rejection.reason] = outcome.reasons.get(rejection.reason, 0) + 1
+
+    async def _features(self, events: list[TransactionEvent]) -> npt.NDArray[np.float64]:
+        return await retry_forever(lambda: self.features.apply_and_read(events), what="feature state in Redis")

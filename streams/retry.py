@@ -1,0 +1,44 @@
+"""Retry infrastructure calls until they succeed: while Redis or Kafka is away the stream pauses (consumer
+lag grows) instead of skipping or dropping records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.exceptions
+from aiokafka.errors import KafkaError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+    OSError,
+)
+
+
+async def retry_forever(
+    call: Callable[[], Awaitable[T]], *, what: str, first_delay_s: float = 0.05, max_delay_s: float = 5.0
+) -> T:
+    """Await ``call()`` until it succeeds; only transient errors are retried, anything else propagates."""
+    delay = first_delay_s
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except TRANSIENT as exc:
+            attempt += 1
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)
+            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            delay = min(max_delay_s, delay * 2)

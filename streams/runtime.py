@@ -1,0 +1,102 @@
+"""The worker's dependencies, built once when the first agent starts (inside faust's event loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+import faust
+import redis.asyncio as aioredis
+
+from features import FEATURE_LIST, RedisFeatureStore
+from fraudstream.settings import Settings
+from scoring import Scorer
+from streams.identity import CardHasher
+from streams.labels import LabelHandler
+from streams.pipeline import BatchOutcome, PipelineConfig, TransactionPipeline
+from streams.publisher import FaustPublisher
+
+log = logging.getLogger(__name__)
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    return aioredis.Redis.from_url(
+        settings.redis_url, username=settings.redis_username, password=password,
+        socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
+    )
+
+
+@dataclass
+class Totals:
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    degraded: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.totals = Totals()
+        self._app: faust.App | None = None
+        self._lock = asyncio.Lock()
+        self._pipeline: TransactionPipeline | None = None
+        self._labels: LabelHandler | None = None
+        self._last_report = time.monotonic()
+
+    def bind(self, app: faust.App) -> None:
+        self._app = app
+
+    async def _build(self) -> None:
+        async with self._lock:
+            if self._pipeline is not None:
+                return
+            assert self._app is not None
+            settings = self.settings
+            features = RedisFeatureStore(redis_client(settings))
+            scorer = Scorer.from_settings(
+                settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
+            )
+            await scorer.start()
+            publisher = FaustPublisher(self._app)
+            hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+            config = PipelineConfig(
+                scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
+                feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
+                max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
+            )
+            self._pipeline = TransactionPipeline(
+                config, features=features, scorer=scorer, publisher=publisher, hasher=hasher
+            )
+            self._labels = LabelHandler(
+                features=features, publisher=publisher, hasher=hasher,
+                dead_letter_topic=settings.topics.dead_letter, max_message_bytes=settings.max_message_bytes,
+            )
+            log.info("worker ready: %d features (hash %s), model backend %s", len(FEATURE_LIST.names),
+                     FEATURE_LIST.hash[:12], settings.effective_model_backend)
+
+    async def pipeline(self) -> TransactionPipeline:
+        await self._build()
+        assert self._pipeline is not None
+        return self._pipeline
+
+    async def label_handler(self) -> LabelHandler:
+        await self._build()
+        assert self._labels is not None
+        return self._labels
+
+    def record(self, outcome: BatchOutcome) -> None:
+        totals = self.totals
+        totals.consumed += outcome.consumed
+        totals.scored += outcome.scored
+        totals.dead_lettered += outcome.dead_lettered
+        now = time.monotonic()
+        if now - self._last_report >= 5.0:
+            self._last_report = now
+            rate = totals.consumed / max(1e-9, now - totals.started)
+            log.info("consumed %d, scored %d, dead-lettered %d (%.0f tx/s since start)",
+                     totals.consumed, totals.scored, totals.dead_lettered, rate)

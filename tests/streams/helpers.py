@@ -1,0 +1,122 @@
+"""Helpers for integration tests that run real worker processes against the session's stack."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from fraudstream.settings import Topics
+from fraudstream.sources.topics import assign_at_end
+from fraudstream.stack.process import is_alive, stop
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    log: Path
+
+    def stop(self) -> None:
+        stop(self.pid, timeout_s=20)
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait for the worker's "ready" log line; False if it exited or timed out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "worker ready" in self.tail(200):
+                return True
+            if not is_alive(self.pid):
+                return False
+            time.sleep(0.2)
+        return False
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+
+
+def worker_env(home: Path, bootstrap: str, redis_url: str, model_backend: str, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "FRAUD_HOME": str(home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": redis_url,
+        "FRAUD_MODEL_BACKEND": model_backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+    })
+    env.update(extra)
+    return env
+
+
+def start_worker(env: dict[str, str], log: Path) -> WorkerProcess:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "fraudstream", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    return WorkerProcess(proc.pid, log)
+
+
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for topic, key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(futures)
+
+
+@dataclass
+class Outputs:
+    scored: dict[str, dict[str, Any]] = field(default_factory=dict)
+    scored_count: int = 0
+    dead: list[dict[str, Any]] = field(default_factory=list)
+
+    def dead_ids(self, marker: str) -> list[dict[str, Any]]:
+        return [d for d in self.dead if marker.encode() in base64.b64decode(d["original_b64"])]
+
+
+class OutputReader:
+    """Reads ``scored-transactions`` and the DLQ from the offsets they had when it was opened."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self.topics = topics
+        self.bootstrap = bootstrap
+        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self.outputs = Outputs()
+
+    async def __aenter__(self) -> OutputReader:
+        await self.consumer.start()
+        await assign_at_end(self.consumer, self.bootstrap, [self.topics.scored, self.topics.dead_letter])
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.consumer.stop()
+
+    async def read_until(self, done: Any, timeout_s: float) -> Outputs:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not done(self.outputs):
+            batches = await self.consumer.getmany(timeout_ms=300)
+            for tp, messages in batches.items():
+                for m in messages:
+                    record = orjson.loads(m.value)
+                    if tp.topic == self.topics.scored:
+                        self.outputs.scored[record["transaction_id"]] = record
+                        self.outputs.scored_count += 1
+                    else:
+                        self.outputs.dead.append(record)
+        return self.outputs
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
