@@ -62,6 +62,10 @@ class CircuitBreaker:
         self._opened_at = None
         self._probing = False
 
+    def release_probe(self) -> None:
+        """The call ended without an outcome (cancelled): let another call probe."""
+        self._probing = False
+
     def record_failure(self) -> None:
         self._failures += 1
         self._probing = False

@@ -117,9 +117,8 @@ class TFServingBackend:
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
         await self._check_status()
-        await self._check_signature()
-        spec_version = await self._resolve_version(self.default_label)
-        await self._verify_version(spec_version)
+        version = await self._check_signature()
+        await self._verify_version(version)
 
     async def close(self) -> None:
         if self._channel is not None and self._own_channel:
@@ -165,6 +164,10 @@ class TFServingBackend:
             self.breaker.before_call()
             try:
                 response = await method(request, timeout=self.deadline_s)
+            except asyncio.CancelledError:
+                # A cancelled half-open probe must not leave the breaker waiting for it forever.
+                self.breaker.release_probe()
+                raise
             except grpc.aio.AioRpcError as exc:
                 error = translate(exc, f"{what} {self.model_name}@{self.target}")
                 if not error.retryable:
@@ -192,7 +195,8 @@ class TFServingBackend:
             msg = f"model {self.model_name} at {self.target} has no AVAILABLE version (states: {states})"
             raise ModelNotFound(msg)
 
-    async def _check_signature(self) -> None:
+    async def _check_signature(self) -> int:
+        """Check the serving signature of the configured label/version; returns that version."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(
             model_spec=self._spec(self.default_label, self.signature), metadata_field=["signature_def"]
         )
@@ -210,12 +214,6 @@ class TFServingBackend:
         dims = signature.inputs["features"].tensor_shape.dim
         if len(dims) == 2 and dims[1].size > 0:
             self.n_features = int(dims[1].size)
-
-    async def _resolve_version(self, label: str | None) -> int:
-        request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._spec(label, self.signature), metadata_field=["signature_def"]
-        )
-        response = await self._call(self._predict_stub.GetModelMetadata, request, "GetModelMetadata")
         return int(response.model_spec.version.value)
 
     async def _verify_version(self, version: int) -> None:

@@ -170,3 +170,13 @@ async def test_resilience_retries_within_grace_then_gives_up_then_recovers() -> 
     backend.down = False
     await predictor.predict(np.zeros((1, 2), np.float32))
     assert not predictor.degraded and predictor.outage_since is None
+
+
+def test_breaker_cancelled_probe_lets_the_next_call_probe() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(name="b", failure_threshold=1, reset_timeout_s=1.0, clock=lambda: now[0])
+    breaker.record_failure()
+    now[0] = 2.0
+    breaker.before_call()
+    breaker.release_probe()  # the probe was cancelled (e.g. a shadow call timed out)
+    breaker.before_call()
