@@ -29,6 +29,10 @@ from fraudstream.stack import LocalStack
 from fraudstream.stack.process import is_alive, stop
 
 
+class DemoError(RuntimeError):
+    """The demo cannot run; the message says why."""
+
+
 @dataclass
 class DemoReport:
     produced: int = 0
@@ -53,6 +57,17 @@ class DemoReport:
 def has_model(settings: Settings) -> bool:
     base = settings.model_repository / settings.model_name
     return base.is_dir() and any(p.name.isdigit() for p in base.iterdir())
+
+
+def train_first_model(settings: Settings) -> None:
+    """Train, export and promote a first model with the trainer's quick path (its own process)."""
+    env = dict(os.environ, FRAUD_HOME=str(settings.home))
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "fraudstream", "train", "--mapping", "fdh", "--quick"], env=env, check=False,
+    )
+    if result.returncode != 0:
+        msg = "training the first model failed (see the trainer's output above)"
+        raise DemoError(msg)
 
 
 def start_worker(settings: Settings, log_path: Path) -> int:
@@ -149,8 +164,6 @@ def run_demo(transactions: int, *, keep_stack: bool = False, invalid_share: floa
     worker_pid: int | None = None
     try:
         if not has_model(settings):
-            from training.quickstart import train_first_model
-
             print("no model in the repository yet: training a first one on the FDH history…", file=sys.stderr)
             train_first_model(settings)
         worker_log = settings.home / "logs" / "worker-demo.log"

@@ -11,12 +11,12 @@ from fraudstream.stack import StackError
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fraudstream.demo import print_summary, run_demo, summary_json
+    from fraudstream.demo import DemoError, print_summary, run_demo, summary_json
 
     try:
         report = run_demo(args.transactions, keep_stack=args.keep_stack, invalid_share=args.invalid_share,
                           rate=args.rate)
-    except StackError as exc:
+    except (StackError, DemoError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print_summary(report)

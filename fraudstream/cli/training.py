@@ -284,7 +284,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train.add_argument("--train-start", default=None, help="YYYY-MM-DD (default: latest full fold)")
     train.add_argument("--days", type=int, default=7, help="training window in days")
     train.add_argument("--quick", action="store_true", help="small model, few epochs (~1 min): demo")
-    train.add_argument("--lookback-days", type=int, default=40, help="history kept before the training start")
+    train.add_argument("--lookback-days", type=int, default=None, help="history kept before the training start")
     train.add_argument("--no-promote", action="store_true")
     train.add_argument("--no-tflite", action="store_true")
     train.add_argument("--gate-metric", default="average_precision")

@@ -74,6 +74,7 @@ class LocalStack:
         state = self.load()
         try:
             self._up_redis(state, timeout_s)
+            self._save(state)  # saved per service, so a failed start can still stop what did start
             self._up_kafka(state, timeout_s)
             self._save(state)
             created = kafka.ensure_topics(state.bootstrap, topic_partitions(self.topics, self.transactions_partitions))
@@ -114,6 +115,7 @@ class LocalStack:
         kafka.format_storage(libs, layout)
         svc.pid = process.spawn(kafka.java_command(libs, "kafka.Kafka", str(layout.config_file)),
                                 log_path=layout.log_file)
+        self._save(state)
         print(f"Kafka {kafka.KAFKA_VERSION} (KRaft) starting on {state.bootstrap} (pid {svc.pid})", file=sys.stderr)
         pid = svc.pid
         kafka.wait_healthy(state.bootstrap, timeout_s=timeout_s, alive=lambda: process.is_alive(pid))
