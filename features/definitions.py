@@ -266,9 +266,7 @@ def _terminal() -> list[Feature]:
     ]
     stats: tuple[RiskStat, ...] = ("tx_count", "fraud_count", "fraud_rate")
     out += [
-        DelayedLabelRisk(entity="terminal", stat=s, window=w)
-        for w in (W1D_DAYTILE, W7D, W30D)
-        for s in stats
+        DelayedLabelRisk(entity="terminal", stat=s, window=w) for w in (W1D_DAYTILE, W7D, W30D) for s in stats
     ]
     return out
 

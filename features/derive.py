@@ -7,12 +7,15 @@ derived values agree bit for bit (geo velocity included: the trigonometry runs h
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
 from features.plan import OPCODES, EntityPlan
 
 F64 = npt.NDArray[np.float64]
+RawGetter = Callable[[tuple[str, int]], npt.NDArray[np.float64] | npt.NDArray[np.int64]]
 EARTH_RADIUS_KM = 6371.0088
 
 
@@ -29,15 +32,18 @@ def _safe_div(num: F64, den: F64) -> F64:
     return out
 
 
-def derive_entity(ep: EntityPlan, raw: F64, cents: F64, lat: F64, lon: F64) -> F64:
-    """(rows, len(ep.ops)) features from (rows, len(ep.raw)) statistics; NaN coordinates = missing."""
-    out = np.zeros((raw.shape[0], len(ep.ops)), dtype=np.float64)
+def derive_entity(ep: EntityPlan, raw: RawGetter, cents: F64, lat: F64, lon: F64) -> list[F64]:
+    """One column per feature of ``ep`` from the raw statistics; NaN coordinates = missing.
+
+    ``raw((stat, window))`` returns a statistic's column (``ep.raw`` lists what exists).
+    """
+    out: list[F64] = []
     with np.errstate(invalid="ignore", divide="ignore"):
-        for k, op in enumerate(ep.ops):
+        for op in ep.ops:
             w = op.window
 
             def col(stat: str, w: int = w) -> F64:
-                return raw[:, ep.raw_index(stat, w)]
+                return np.asarray(raw((stat, w)), dtype=np.float64)
 
             code = op.code
             if code in (OPCODES["count"], OPCODES["tx_count"]):
@@ -74,5 +80,5 @@ def derive_entity(ep: EntityPlan, raw: F64, cents: F64, lat: F64, lon: F64) -> F
             else:
                 msg = f"no formula for opcode {code}"
                 raise AssertionError(msg)
-            out[:, k] = x
+            out.append(np.asarray(x, dtype=np.float64))
     return out

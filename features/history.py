@@ -50,7 +50,7 @@ def load_fdh(path: str | Path, limit: int | None = None) -> tuple[pd.DataFrame, 
     coords_file = path.parent / "terminal_coordinates.csv"
     if coords_file.exists():
         coords = pd.read_csv(coords_file).set_index("TERMINAL_ID")
-        pos = coords.index.get_indexer(terminal)
+        pos = coords.index.get_indexer(pd.Index(terminal))
         found = pos >= 0
         lat[found] = 50.0 + coords["y_terminal_id"].to_numpy()[pos[found]] * 0.01
         lon[found] = 4.0 + coords["x_terminal_id"].to_numpy()[pos[found]] * 0.01

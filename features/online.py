@@ -19,9 +19,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from features.definitions import FEATURE_LIST, DelayedLabelRisk, FeatureList
+from features.derive import RawGetter, derive_entity
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.events import LabelEvent, TransactionEvent
-from features.derive import derive_entity
 from features.plan import (
     SPECIAL_STATS,
     WINDOW_STATS,
@@ -59,6 +59,7 @@ def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float
     """The Lua source for one entity, with its plan compiled in as constants."""
     label_levels = [ep.windows[op.window].level for op in ep.ops if isinstance(op.feature, DelayedLabelRisk)]
     levels = [w.level for w in ep.windows]
+    nlevel = len(ep.tile_s)
     stats = {name: i + 1 for i, name in enumerate(WINDOW_STATS)} | {
         name: i + 1 for i, name in enumerate(SPECIAL_STATS)
     }
@@ -71,8 +72,8 @@ def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float
         "WLEVEL": [lv + 1 for lv in levels],
         "WTILES": [w.tiles for w in ep.windows],
         "WDELAY": [w.delay for w in ep.windows],
-        "WFIRST": [levels.index(lv) + 1 if lv in levels else 1 for lv in range(len(ep.tile_s))],
-        "WLAST": [len(levels) - levels[::-1].index(lv) if lv in levels else 0 for lv in range(len(ep.tile_s))],
+        "WFIRST": [levels.index(lv) + 1 if lv in levels else 1 for lv in range(nlevel)],
+        "WLAST": [len(levels) - levels[::-1].index(lv) if lv in levels else 0 for lv in range(nlevel)],
         "RAWS": [stats[name] for name, _ in ep.raw],
         "RAWW": [w + 1 for _, w in ep.raw],
         "DLV": {lv + 1: True for lv in ep.distinct_levels},
@@ -94,6 +95,11 @@ def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float
 def label_script(*, ttl_s: float) -> str:
     body = resources.files("features").joinpath("lua/label.lua").read_text()
     return body.replace("--@CONFIG@", f"local TTL_MS = {int(ttl_s * 1000)}")
+
+
+def _columns(ep: EntityPlan, table: npt.NDArray[np.float64]) -> RawGetter:
+    index = {name: i for i, name in enumerate(ep.raw)}
+    return lambda key: table[:, index[key]]
 
 
 def _num(x: float | None) -> bytes:
@@ -153,7 +159,8 @@ class RedisFeatureStore:
                     continue
                 raise FeatureScriptError(str(exc)) from exc
             except (RedisError, OSError) as exc:
-                raise FeatureStoreUnavailable(f"redis: {exc}") from exc
+                msg = f"redis: {exc}"
+                raise FeatureStoreUnavailable(msg) from exc
         msg = "unreachable"
         raise AssertionError(msg)
 
@@ -199,7 +206,8 @@ class RedisFeatureStore:
             if raw.size != n * len(ep.raw):
                 msg = f"{ep.entity} script returned {raw.size} values for {n} transactions"
                 raise FeatureScriptError(msg)
-            out[:, list(ep.columns)] = derive_entity(ep, raw.reshape(n, len(ep.raw)), cents, lat, lon)
+            cols = derive_entity(ep, _columns(ep, raw.reshape(n, len(ep.raw))), cents, lat, lon)
+            out[:, list(ep.columns)] = np.column_stack(cols)
         out[:, list(self.plan.stateless_columns)] = compute_stateless(self.plan, amount, times)
         return out
 
@@ -212,8 +220,17 @@ class RedisFeatureStore:
                 continue
             s, _, lab = entity_keys(self.key_prefix, "terminal", lb.terminal_id)
             cmds.append(
-                [b"EVALSHA", sha, b"2", s.encode(), lab.encode(), lb.transaction_id.encode(),
-                 repr(float(lb.event_time)).encode(), repr(float(lb.available_at)).encode(), b"1"]
+                [
+                    b"EVALSHA",
+                    sha,
+                    b"2",
+                    s.encode(),
+                    lab.encode(),
+                    lb.transaction_id.encode(),
+                    repr(float(lb.event_time)).encode(),
+                    repr(float(lb.available_at)).encode(),
+                    b"1",
+                ]
             )
         if cmds:
             await self._run(cmds)

@@ -89,7 +89,9 @@ def label_events(labels: pd.DataFrame | None) -> list[LabelEvent]:
         return []
     card = prepared["card_ref"] if "card_ref" in prepared else prepared["terminal_id"]
     return [
-        LabelEvent(transaction_id=tx, card_ref=c, terminal_id=term, event_time=t, available_at=a, is_fraud=True)
+        LabelEvent(
+            transaction_id=tx, card_ref=c, terminal_id=term, event_time=t, available_at=a, is_fraud=True
+        )
         for tx, c, term, t, a in zip(
             prepared["transaction_id"].astype(str).tolist(),
             card.astype(str).tolist(),

@@ -41,7 +41,7 @@ class RespChannel:
         if not commands:
             return []
         pool = self._client.connection_pool
-        conn = await pool.get_connection()
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
             await conn.connect()
             reader, writer = conn._reader, conn._writer
@@ -59,7 +59,8 @@ class RespChannel:
         await pool.release(conn)
         if errors:
             noscript = any(e.startswith(b"NOSCRIPT") for e in errors)
-            msg = f"{len(errors)} of {len(commands)} commands failed, first: {errors[0].decode(errors='replace')}"
+            first = errors[0].decode(errors="replace")
+            msg = f"{len(errors)} of {len(commands)} commands failed, first: {first}"
             raise ScriptReplyError(msg, noscript=noscript)
         return replies
 
