@@ -1,0 +1,92 @@
+"""Fault 1: the worker is SIGKILLed mid-stream and restarted.
+
+Promise: every transaction read is published to ``scored-transactions`` or ``transactions-dlq``; the batch
+that was in flight (processed, not yet committed) is redelivered, and redelivery changes no feature state,
+so the Redis state equals what the offline engine computes from the history applied once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from fraudstream.stack import LocalStack
+from fraudstream.stack.process import is_alive
+from tests.chaos.harness import (
+    Collector,
+    History,
+    create_topics,
+    launch,
+    max_rel_diff,
+    offline_probe_vectors,
+    online_probe_vectors,
+    produce,
+    run_id,
+    run_topics,
+    wait_caught_up,
+    wait_ready,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+
+BAD = [b'{"transaction_id": "bad-1", "amount": -1}', b"\xff\xfe not utf-8", b"not json"]
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
+    local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
+) -> None:
+    run = run_id("crash")
+    topics = run_topics(run)
+    await create_topics(kafka_bootstrap, topics)
+    history = History.build(run, cards=150, per_card=40)  # 6,000 transactions
+    records = history.records(topics)
+    bad = [(topics.transactions, b"bad", value) for value in BAD]
+    # A backlog before the worker starts, so the kill surely lands mid-stream.
+    positions = await produce(kafka_bootstrap, records + bad)
+    bad_positions = set(positions[len(records):])
+    env = worker_env(
+        tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
+    )
+
+    async with Collector(kafka_bootstrap, topics) as collector:
+        first = launch(env, tmp_path / "worker-1.log")
+        try:
+            await wait_ready(first)
+            await collector.wait(lambda o: len(o.scored) >= 1500, 120, "1500 scored before the kill")
+            os.kill(first.pid, signal.SIGKILL)
+        finally:
+            first.stop()
+        assert not is_alive(first.pid)
+        at_kill = collector.out.scored_total
+        assert at_kill < len(history.tx), "the worker finished before the kill: raise the backlog"
+
+        second = launch(env, tmp_path / "worker-2.log")
+        try:
+            await wait_ready(second)
+            out = await collector.wait(
+                lambda o: history.ids <= o.scored.keys() and bad_positions <= o.dead.keys(), 180,
+                "every transaction after the restart",
+            )
+            await wait_caught_up(kafka_bootstrap, run, topics.labels)
+            await wait_caught_up(kafka_bootstrap, run, topics.transactions)
+        finally:
+            second.stop()
+        assert "Traceback" not in second.tail(400), second.tail(60)
+
+    assert set(out.scored) == history.ids
+    assert {d["reason"] for d in out.dead.values()} == {
+        "validation:card_id:missing", "decode:utf8", "decode:json"
+    }
+    redelivered = out.scored_total - len(out.scored)
+    print(f"scored {len(out.scored)} ids in {out.scored_total} records ({redelivered} redelivered)")
+
+    # Redelivered transactions changed nothing: the state equals the offline engine's on the history.
+    probes = history.probes()
+    online = await online_probe_vectors(redis_url, probes)
+    offline = offline_probe_vectors(history, probes)
+    diff, worst = max_rel_diff(online, offline)
+    assert diff <= 1e-6, f"online state differs from offline on {worst}: {diff}"
