@@ -154,11 +154,18 @@ async def run_parity(
     features: FeatureList = FEATURE_LIST,
     batch_size: int = 2000,
     key_prefix: str | None = None,
+    dedup_horizon_s: float = 86_400.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> ParityResult:
-    """Both engines on the same history; the online run uses its own key prefix and deletes it after."""
+    """Both engines on the same history; the online run uses its own key prefix and deletes it after.
+
+    Offline, a repeated transaction id always repeats the first vector; online only within
+    ``dedup_horizon_s``: histories with older repeats need a longer horizon to compare.
+    """
     prefix = key_prefix or f"fsparity:{uuid.uuid4().hex[:12]}"
-    store = RedisFeatureStore(redis_client, features=features, key_prefix=prefix)
+    store = RedisFeatureStore(
+        redis_client, features=features, key_prefix=prefix, dedup_horizon_s=dedup_horizon_s
+    )
     try:
         await store.load_scripts()
         t0 = time.perf_counter()

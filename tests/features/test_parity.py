@@ -1,0 +1,126 @@
+"""Online (real Redis) and offline engines agree: random histories, and a slice of the fdh data set."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from features import FEATURE_LIST
+from features.history import load_fdh
+from features.offline import compute_offline
+from features.parity import TOLERANCE, run_parity
+
+T0 = 1_530_000_000.0
+DAY = 86_400.0
+FDH = (
+    Path(__file__).resolve().parents[3]
+    / "shared"
+    / "data"
+    / "fdh"
+    / ("transactions-2018-04-01_2018-07-31.parquet")
+)
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Random event sequences: few entities, bursts and gaps, late events, duplicates, labels."""
+    n = draw(st.integers(min_value=1, max_value=40))
+    gaps = draw(
+        st.lists(
+            st.sampled_from([0.0, 1.0, 59.0, 61.0, 300.0, 3599.0, 3 * 3600.0, DAY, 8 * DAY]),
+            min_size=n,
+            max_size=n,
+        )
+    )
+    times = T0 + np.cumsum(gaps)
+    rows = []
+    for i in range(n):
+        late = draw(st.sampled_from([0.0, 0.0, 0.0, 30.0, 2 * 3600.0, 2 * DAY]))
+        has_geo = draw(st.booleans())
+        rows.append(
+            {
+                "transaction_id": f"x{i}",
+                "card_ref": draw(st.sampled_from(["a", "b", "c"])),
+                "terminal_id": draw(st.sampled_from(["1", "2", "3"])),
+                "event_time": float(times[i] - late),
+                "amount": draw(st.sampled_from([0.0, 1.0, 9.99, 10.0, 10.0, 123.45, 5000.0])),
+                "latitude": 50.0 + draw(st.integers(0, 100)) * 0.01 if has_geo else np.nan,
+                "longitude": 4.0 + draw(st.integers(0, 100)) * 0.01 if has_geo else np.nan,
+            }
+        )
+    for _ in range(draw(st.integers(min_value=0, max_value=5))):  # redeliveries, later in arrival order
+        j = draw(st.integers(min_value=0, max_value=n - 1))
+        k = draw(st.integers(min_value=j + 1, max_value=len(rows)))
+        rows.insert(k, dict(rows[j]))
+    tx = pd.DataFrame(rows)
+    frauds = [r for r in rows[:n] if draw(st.integers(0, 3)) == 0]
+    labels = pd.DataFrame(
+        {
+            "transaction_id": [r["transaction_id"] for r in frauds],
+            "card_ref": [r["card_ref"] for r in frauds],
+            "terminal_id": [r["terminal_id"] for r in frauds],
+            "event_time": [r["event_time"] for r in frauds],
+            "available_at": [
+                r["event_time"] + draw(st.sampled_from([0.0, DAY, 7 * DAY, 7.5 * DAY])) for r in frauds
+            ],
+            "is_fraud": [True] * len(frauds),
+        },
+        columns=["transaction_id", "card_ref", "terminal_id", "event_time", "available_at", "is_fraud"],
+    )
+    return tx, labels
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories())
+async def test_property_parity(redis_url: str, history: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    tx, labels = history
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        # small batches so labels interleave with transactions as they would on the stream
+        result = await run_parity(
+            client,
+            tx,
+            labels,
+            batch_size=3,
+            key_prefix=f"fsprop:{uuid.uuid4().hex[:8]}",
+            dedup_horizon_s=1e9,
+        )
+    finally:
+        await client.aclose()
+    assert result.max_rel_diff <= TOLERANCE, result
+
+
+def test_offline_duplicates_repeat_the_first_vector() -> None:
+    tx = pd.DataFrame(
+        {
+            "transaction_id": ["1", "2", "1"],
+            "card_ref": ["a", "a", "a"],
+            "terminal_id": ["t", "t", "t"],
+            "event_time": [T0, T0 + 60, T0],
+            "amount": [10.0, 20.0, 10.0],
+        }
+    )
+    out = compute_offline(tx, None)
+    assert np.array_equal(out[2], out[0])
+    count = FEATURE_LIST.names.index("card_count_10m")
+    assert list(out[:, count]) == [1.0, 2.0, 1.0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FDH.exists(), reason="fdh data set not present")
+async def test_fdh_slice_parity(redis_url: str) -> None:
+    tx, labels = load_fdh(FDH, limit=20_000)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        result = await run_parity(client, tx, labels, batch_size=2000)
+    finally:
+        await client.aclose()
+    assert result.rows == 20_000
+    assert result.max_rel_diff <= TOLERANCE, result
