@@ -1,0 +1,129 @@
+"""Prometheus metrics of the streaming worker, updated once per micro-batch.
+
+The worker owns one ``WorkerMetrics`` and calls ``observe_batch`` after each batch was published; the
+per-batch cost is a handful of counter increments and histogram observations, independent of the batch
+size except for the decision/reason dictionaries the pipeline already built. ``serve`` starts the
+``/metrics`` HTTP endpoint Prometheus scrapes (port 9108 in docker-compose).
+
+Per-stage latencies are per batch (the pipeline measures stages per batch); end-to-end is the batch's
+oldest event (Kafka timestamp → publish), i.e. the worst record of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from schemas.scored import Latencies
+
+PREFIX = "fraudstream"
+STAGES = ("validate", "features", "model", "publish")
+# Latencies from a fraction of a millisecond (validation of a small batch) to seconds (a model outage
+# being retried); end-to-end adds Kafka queueing, hence the longer tail.
+STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class BatchOutcomeLike(Protocol):
+    """What ``streams.pipeline.BatchOutcome`` provides (kept structural so monitoring does not import
+    the worker)."""
+
+    consumed: int
+    scored: int
+    dead_lettered: int
+    reasons: dict[str, int]
+    decisions: dict[str, int]
+    latencies: Latencies
+
+
+class WorkerMetrics:
+    """The worker's metric families in their own registry (several can coexist in one test process)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.consumed = Counter(f"{PREFIX}_transactions_consumed", "Messages read from transactions",
+                                registry=r)
+        self.scored = Counter(f"{PREFIX}_transactions_scored", "Records published to scored-transactions",
+                              registry=r)
+        self.dead_lettered = Counter(f"{PREFIX}_transactions_dead_lettered",
+                                     "Records sent to the dead-letter topic", ["reason"], registry=r)
+        self.decisions = Counter(f"{PREFIX}_decisions", "Scored records by decision", ["decision"],
+                                 registry=r)
+        self.stage_latency = Histogram(f"{PREFIX}_stage_latency_seconds", "Time per pipeline stage per batch",
+                                       ["stage"], buckets=STAGE_BUCKETS, registry=r)
+        self.end_to_end = Histogram(f"{PREFIX}_end_to_end_latency_seconds",
+                                    "Event Kafka timestamp to publication (oldest record of a batch)",
+                                    buckets=E2E_BUCKETS, registry=r)
+        self.batch_size = Histogram(f"{PREFIX}_batch_size", "Messages per micro-batch", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.model_info = Gauge(f"{PREFIX}_model_info", "1 for each model version/label this worker uses",
+                                ["model", "version", "label"], registry=r)
+        self.scored_by_model = Counter(f"{PREFIX}_scored_by_model", "Scored records by model version/label",
+                                       ["model", "version", "label"], registry=r)
+        self.degraded = Gauge(f"{PREFIX}_degraded", "1 while scoring runs on rules only (model unavailable)",
+                              registry=r)
+        self.degraded_records = Counter(f"{PREFIX}_degraded_records", "Records scored in degraded mode",
+                                        registry=r)
+        self.backend_errors = Counter(f"{PREFIX}_backend_errors", "Errors talking to a backend",
+                                      ["backend", "kind"], registry=r)
+        self.consumer_lag = Gauge(f"{PREFIX}_consumer_lag", "Messages behind the partition end",
+                                  ["topic", "partition"], registry=r)
+        self._models: set[tuple[str, str, str]] = set()
+        self._stage = {s: self.stage_latency.labels(stage=s) for s in STAGES}
+
+    # --- the per-batch hook ------------------------------------------------------------------------
+    def observe_batch(self, outcome: BatchOutcomeLike, *, publish_s: float | None = None) -> None:
+        """Call once per micro-batch, after it was published (``publish_s``: time spent publishing)."""
+        self.consumed.inc(outcome.consumed)
+        self.batch_size.observe(outcome.consumed)
+        if outcome.scored:
+            self.scored.inc(outcome.scored)
+            lat = outcome.latencies
+            self._stage["validate"].observe(lat.validate_ms / 1000)
+            self._stage["features"].observe(lat.features_ms / 1000)
+            self._stage["model"].observe(lat.model_ms / 1000)
+            self.end_to_end.observe(max(0.0, lat.end_to_end_ms) / 1000)
+        if publish_s is not None:
+            self._stage["publish"].observe(publish_s)
+        for reason, n in outcome.reasons.items():
+            self.dead_lettered.labels(reason=reason).inc(n)
+        for decision, n in outcome.decisions.items():
+            self.decisions.labels(decision=decision).inc(n)
+
+    def observe_models(self, counts: Mapping[tuple[str, int | None, str | None], int]) -> None:
+        """Records of one batch per ``(model_name, version, label)``: traffic shares and the versions in
+        use. ``collections.Counter((r.model_name, r.model_version, r.model_label) for r in results)``."""
+        for (model, version, label), n in counts.items():
+            key = (model, "none" if version is None else str(version), label or "none")
+            self.scored_by_model.labels(*key).inc(n)
+            if key not in self._models:
+                self._models.add(key)
+                self.model_info.labels(*key).set(1)
+
+    def set_degraded(self, degraded: bool, records: int = 0) -> None:
+        self.degraded.set(1 if degraded else 0)
+        if records:
+            self.degraded_records.inc(records)
+
+    def backend_error(self, backend: str, kind: str) -> None:
+        """One failed call to ``backend`` (``redis``, ``kafka``, ``model``); ``kind``: a short class name."""
+        self.backend_errors.labels(backend=backend, kind=kind).inc()
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+    def retire_model(self, model: str, version: int | None, label: str | None) -> None:
+        """Drop a version from ``model_info`` after a rollout replaced it."""
+        key = (model, "none" if version is None else str(version), label or "none")
+        if key in self._models:
+            self._models.discard(key)
+            self.model_info.remove(*key)
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> int:  # scraped from other containers
+        """Start ``/metrics`` in a daemon thread; returns the bound port (``port=0`` picks a free one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port)

@@ -1,0 +1,105 @@
+"""The worker's /metrics endpoint exposes every family; the Grafana dashboard is valid and only queries
+metrics that exist."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from monitoring.metrics import WorkerMetrics
+from monitoring.service import MonitorMetrics
+from schemas.scored import Latencies
+
+GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "fraudstream.json"
+SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "gauge": ("",)}
+
+
+@dataclass
+class Outcome:
+    """The shape of streams.pipeline.BatchOutcome (a plain value, not a mock of a service)."""
+
+    consumed: int = 0
+    scored: int = 0
+    dead_lettered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    decisions: dict[str, int] = field(default_factory=dict)
+    latencies: Latencies = field(default_factory=Latencies)
+
+
+def series_names(registry: CollectorRegistry) -> set[str]:
+    names: set[str] = set()
+    for family in registry.collect():
+        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ("",)))
+    return names
+
+
+def test_worker_metrics_endpoint_exposes_every_family() -> None:
+    metrics = WorkerMetrics()
+    port = metrics.serve(0, host="127.0.0.1")
+    latencies = Latencies(validate_ms=0.4, features_ms=3.0, model_ms=7.5, end_to_end_ms=42.0)
+    outcome = Outcome(consumed=12, scored=10, dead_lettered=2,
+                      reasons={"decode:json": 1, "validation:amount:greater_than": 1},
+                      decisions={"approve": 9, "decline": 1}, latencies=latencies)
+    metrics.observe_batch(outcome, publish_s=0.002)
+    metrics.observe_models({("fraud_dnn", 3, "stable"): 9, ("fraud_dnn", 4, "canary"): 1})
+    metrics.set_degraded(False)
+    metrics.backend_error("redis", "ConnectionError")
+    metrics.set_consumer_lag("transactions", 0, 17)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    expected = [
+        "fraudstream_transactions_consumed_total 12.0",
+        "fraudstream_transactions_scored_total 10.0",
+        'fraudstream_transactions_dead_lettered_total{reason="decode:json"} 1.0',
+        'fraudstream_decisions_total{decision="approve"} 9.0',
+        'fraudstream_stage_latency_seconds_count{stage="model"} 1.0',
+        'fraudstream_stage_latency_seconds_count{stage="publish"} 1.0',
+        'fraudstream_end_to_end_latency_seconds_bucket{le="0.05"} 1.0',
+        'fraudstream_batch_size_bucket{le="16.0"} 1.0',
+        'fraudstream_model_info{label="canary",model="fraud_dnn",version="4"} 1.0',
+        'fraudstream_scored_by_model_total{label="stable",model="fraud_dnn",version="3"} 9.0',
+        "fraudstream_degraded 0.0",
+        'fraudstream_backend_errors_total{backend="redis",kind="ConnectionError"} 1.0',
+        'fraudstream_consumer_lag{partition="0",topic="transactions"} 17.0',
+    ]
+    missing = [line for line in expected if line not in text]
+    assert not missing, text
+
+
+def test_grafana_dashboard_is_valid_and_queries_existing_metrics() -> None:
+    dashboard = json.loads(GRAFANA.read_text())
+    assert dashboard["uid"] and dashboard["title"] and isinstance(dashboard["schemaVersion"], int)
+    known = series_names(WorkerMetrics().registry) | series_names(_monitor_registry())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len(panels) >= 12
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    used: set[str] = set()
+    for panel in panels:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, panel["title"]
+        grid = panel["gridPos"]
+        assert {"x", "y", "w", "h"} <= grid.keys() and grid["x"] + grid["w"] <= 24
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["expr"].count("(") == target["expr"].count(")"), target["expr"]
+            used.update(re.findall(r"\bfraudstream_[a-z_]+", target["expr"]))
+    unknown = used - known
+    assert not unknown, f"panels query metrics nobody exports: {sorted(unknown)}"
+    # Every family the worker exports has a panel.
+    worker_families = {f.name for f in WorkerMetrics().registry.collect()}
+    shown = {name for name in worker_families if any(u.startswith(name) for u in used)}
+    assert shown == worker_families, worker_families - shown
+    window = dashboard["templating"]["list"][0]
+    assert window["name"] == "window" and "fraudstream_drift_psi" in window["definition"]
+
+
+def _monitor_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MonitorMetrics(registry)
+    return registry
