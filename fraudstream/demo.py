@@ -27,6 +27,7 @@ from fraudstream.sources.topics import assign_at_end
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import is_alive, stop
+from fraudstream.workers import spawn_worker
 
 
 class DemoError(RuntimeError):
@@ -68,18 +69,6 @@ def train_first_model(settings: Settings) -> None:
     if result.returncode != 0:
         msg = "training the first model failed (see the trainer's output above)"
         raise DemoError(msg)
-
-
-def start_worker(settings: Settings, log_path: Path) -> int:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, FRAUD_HOME=str(settings.home), FRAUD_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-               FRAUD_REDIS_URL=settings.redis_url)
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "fraudstream", "worker"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-        )
-    return proc.pid
 
 
 async def _collect(consumer: AIOKafkaConsumer, settings: Settings, prefix: str, report: DemoReport,
@@ -167,7 +156,9 @@ def run_demo(transactions: int, *, keep_stack: bool = False, invalid_share: floa
             print("no model in the repository yet: training a first one on the FDH history…", file=sys.stderr)
             train_first_model(settings)
         worker_log = settings.home / "logs" / "worker-demo.log"
-        worker_pid = start_worker(settings, worker_log)
+        worker = spawn_worker({"FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+                               "FRAUD_REDIS_URL": settings.redis_url}, worker_log)
+        worker_pid = worker.pid
         print(f"worker started (pid {worker_pid}, log {worker_log})", file=sys.stderr)
         report = asyncio.run(stream_demo(
             settings, transactions, invalid_share=invalid_share, rate=rate,

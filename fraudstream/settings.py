@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_username: str | None = None
+    feature_key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]+$", description="Redis key prefix")
     redis_password: SecretStr | None = None
 
     # --- worker ------------------------------------------------------------------------------------
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     max_batches_in_flight: int = Field(default=4, ge=1, le=1024)
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
+    pipeline_mode: Literal["batched", "naive"] = Field(
+        default="batched", description="naive = one Redis trip, model call and send per record (benchmark baseline)"
+    )
     card_hash_secret: SecretStr = SecretStr("fraudstream-dev-secret-change-me")
 
     # --- model -------------------------------------------------------------------------------------

@@ -1,26 +1,62 @@
-"""Batched publishing through the faust app's own producer (much faster than ``topic.send`` per event)."""
+"""Batched publishing: one Kafka record batch per (topic, partition) per micro-batch.
+
+Per-record ``send`` (faust's ``topic.send`` or aiokafka's ``send``) costs a future and a lookup per record;
+here a micro-batch of scored records becomes a handful of ``send_batch`` calls. Keys are partitioned with
+Kafka's default murmur2 partitioner, as the Java clients do, so a card's records always share a partition.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-import faust
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 from streams.messages import OutboundMessage
 
 
-class FaustPublisher:
-    def __init__(self, app: faust.App) -> None:
-        self._app = app
+class KafkaBatchPublisher:
+    def __init__(self, bootstrap: str, **client_options: Any) -> None:
+        # acks=all + idempotence: a retried batch is neither duplicated nor reordered by the broker.
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
+            max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024, **client_options,
+        )
+        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, list[int]] = {}
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def close(self) -> None:
+        await self._producer.stop()
+
+    async def _partitions_of(self, topic: str) -> list[int]:
+        if topic not in self._partitions:
+            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
+        return self._partitions[topic]
 
     async def publish(self, messages: Sequence[OutboundMessage]) -> None:
         if not messages:
             return
-        producer = self._app.producer
-        pending = [
-            await producer.send(m.topic, m.key, m.value, partition=None, timestamp=None, headers=None)
-            for m in messages
-        ]
-        # At-least-once: the batch counts as done only when the broker acknowledged every record.
+        grouped: dict[tuple[str, int], list[OutboundMessage]] = defaultdict(list)
+        for message in messages:
+            partitions = await self._partitions_of(message.topic)
+            partition = self._partitioner(message.key, partitions, partitions) if message.key else partitions[0]
+            grouped[(message.topic, partition)].append(message)
+        pending = []
+        for (topic, partition), group in grouped.items():
+            batch = self._producer.create_batch()
+            for message in group:
+                if batch.append(key=message.key, value=message.value, timestamp=None) is None:
+                    batch.close()
+                    pending.append(await self._producer.send_batch(batch, topic, partition=partition))
+                    batch = self._producer.create_batch()
+                    batch.append(key=message.key, value=message.value, timestamp=None)
+            batch.close()
+            pending.append(await self._producer.send_batch(batch, topic, partition=partition))
+        # At-least-once: the micro-batch is done only when the broker acknowledged every record batch.
         await asyncio.gather(*pending)

@@ -30,13 +30,19 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 async def retry_forever(
     call: Callable[[], Awaitable[T]], *, what: str, first_delay_s: float = 0.05, max_delay_s: float = 5.0
 ) -> T:
-    """Await ``call()`` until it succeeds; only transient errors are retried, anything else propagates."""
+    """Await ``call()`` until it succeeds; only transient errors are retried, anything else propagates.
+
+    Transient: the client libraries' connection errors, and any package error that says ``retryable``
+    (``features`` wraps Redis connection errors in ``FeatureStoreUnavailable``, which must pause the stream,
+    not stop the worker)."""
     delay = first_delay_s
     attempt = 0
     while True:
         try:
             return await call()
-        except TRANSIENT as exc:
+        except Exception as exc:
+            if not (isinstance(exc, TRANSIENT) or getattr(exc, "retryable", False) is True):
+                raise
             attempt += 1
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)

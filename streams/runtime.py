@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import faust
 import redis.asyncio as aioredis
@@ -16,7 +18,7 @@ from scoring import Scorer
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
 from streams.pipeline import BatchOutcome, PipelineConfig, TransactionPipeline
-from streams.publisher import FaustPublisher
+from streams.publisher import KafkaBatchPublisher
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,22 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         settings.redis_url, username=settings.redis_username, password=password,
         socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
     )
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka client options for TLS / SASL from the settings (nothing for PLAINTEXT)."""
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return {}
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        options["ssl_context"] = ssl.create_default_context(cafile=cafile)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=password)
+    return options
 
 
 @dataclass
@@ -57,17 +75,19 @@ class WorkerRuntime:
                 return
             assert self._app is not None
             settings = self.settings
-            features = RedisFeatureStore(redis_client(settings))
+            features = RedisFeatureStore(redis_client(settings), key_prefix=settings.feature_key_prefix)
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
             )
             await scorer.start()
-            publisher = FaustPublisher(self._app)
+            publisher = KafkaBatchPublisher(settings.kafka_bootstrap, **kafka_client_options(settings))
+            await publisher.start()
             hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
             config = PipelineConfig(
                 scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
                 feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
                 max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
+                naive=settings.pipeline_mode == "naive",
             )
             self._pipeline = TransactionPipeline(
                 config, features=features, scorer=scorer, publisher=publisher, hasher=hasher

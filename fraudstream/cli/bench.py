@@ -18,6 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     bench = commands.add_parser("bench", help="run a benchmark and report its figures")
     benches: BenchCommands = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     _register_scoring(benches)
+    _register_e2e(benches)
 
 
 def _register_scoring(benches: BenchCommands) -> None:
@@ -35,3 +36,46 @@ def _scoring(args: argparse.Namespace) -> int:
     from scoring.bench import main
 
     return main(args)
+
+
+def _register_e2e(benches: BenchCommands) -> None:
+    parser = benches.add_parser(
+        "e2e", help="whole pipeline: saturation throughput, latency at a fixed load, speed-up over the naive design"
+    )
+    parser.add_argument("--transactions", type=int, default=60_000, help="saturation backlog (default 60000)")
+    parser.add_argument("--naive-transactions", type=int, default=3_000, help="naive backlog (default 3000)")
+    parser.add_argument("--rate", type=float, default=5_000.0, help="offered load for latency (default 5000/s)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of a fixed-load phase (default 10)")
+    parser.add_argument("--sweep", default="", help="extra offered loads, e.g. 1000,2500,7500,10000")
+    parser.add_argument("--batch", type=int, default=512, help="worker micro-batch size (default 512)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    parser.set_defaults(handler=_e2e)
+
+
+def _e2e(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import sys
+
+    from fraudstream.bench_e2e import BenchOptions, run_bench
+    from fraudstream.settings import load_settings
+    from fraudstream.stack import LocalStack
+
+    settings = load_settings()
+    stack = LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions)
+    started = not all(s["healthy"] for s in stack.status().values())
+    if started:
+        print("[bench e2e] starting the local stack", file=sys.stderr)
+        stack.up()
+        settings = load_settings()
+    options = BenchOptions(
+        saturation_count=args.transactions, naive_count=args.naive_transactions, fixed_rate=args.rate,
+        fixed_seconds=args.seconds, sweep=tuple(float(x) for x in args.sweep.split(",") if x), batch=args.batch,
+    )
+    try:
+        result = asyncio.run(run_bench(settings, options))
+    finally:
+        if started:
+            stack.down()
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0

@@ -19,30 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from fraudstream.settings import Topics
 from fraudstream.sources.topics import assign_at_end
-from fraudstream.stack.process import is_alive, stop
-
-
-@dataclass
-class WorkerProcess:
-    pid: int
-    log: Path
-
-    def stop(self) -> None:
-        stop(self.pid, timeout_s=20)
-
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Wait for the worker's "ready" log line; False if it exited or timed out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if "worker ready" in self.tail(200):
-                return True
-            if not is_alive(self.pid):
-                return False
-            time.sleep(0.2)
-        return False
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:]) if self.log.exists() else ""
+from fraudstream.workers import WorkerProcess, spawn_worker
 
 
 def worker_env(home: Path, bootstrap: str, redis_url: str, model_backend: str, **extra: str) -> dict[str, str]:
@@ -56,13 +33,7 @@ def worker_env(home: Path, bootstrap: str, redis_url: str, model_backend: str, *
 
 
 def start_worker(env: dict[str, str], log: Path) -> WorkerProcess:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "fraudstream", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    return WorkerProcess(proc.pid, log)
+    return spawn_worker(env, log)
 
 
 async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:

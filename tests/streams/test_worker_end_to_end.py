@@ -11,6 +11,7 @@ import pytest
 
 from features import FEATURE_LIST
 from fraudstream.settings import Topics
+from schemas import ScoredTransaction
 from scoring.testing.model_factory import export_model
 from tests.streams.helpers import OutputReader, WorkerProcess, produce, start_worker, unique, worker_env
 
@@ -65,6 +66,7 @@ async def test_transactions_are_scored_and_bad_records_dead_lettered(
     scored = {k: v for k, v in out.scored.items() if k.startswith(run)}
     assert len(scored) == 300, worker.tail()
     record = scored[f"{run}-5"]
+    ScoredTransaction.model_validate(record)  # the published bytes follow the published schema
     assert 0.0 <= record["score"] <= 1.0
     assert record["decision"] in {"approve", "review", "decline"}
     assert record["feature_list_hash"] == FEATURE_LIST.hash

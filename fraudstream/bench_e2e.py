@@ -1,0 +1,274 @@
+"""``fraudstream bench e2e``: the whole pipeline (Kafka → worker → Redis → model → Kafka), measured against
+the naive design in the same run.
+
+* saturation: a backlog of N transactions is waiting in the topic when the worker starts; throughput is the
+  rate at which scored records are produced (their Kafka timestamps) once the worker is consuming;
+* latency: the worker idles, then transactions are offered at a fixed rate; latency is the time from each
+  transaction's send to the arrival of its scored record at this process;
+* naive: the same worker in ``pipeline_mode=naive`` (one Redis trip, one model call, one send per record),
+  saturation again.
+
+Each phase has its own topics, consumer group and Redis key prefix, so runs never see each other's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from fraudstream.settings import Settings
+from fraudstream.sources.simulator import SimulationConfig, Simulator
+from fraudstream.sources.topics import assign_at_end
+from fraudstream.workers import WorkerProcess, spawn_worker
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    transactions: str
+    scored: str
+    dead_letter: str
+    key_prefix: str
+
+
+def payloads(count: int, seed: int, prefix: str) -> list[tuple[bytes, bytes]]:
+    """Pre-generated (key, value) pairs, so producing is not what is measured."""
+    simulator = Simulator(SimulationConfig(count=count, seed=seed, id_prefix=prefix))
+    return [(str(tx.payload["card_id"]).encode(), orjson.dumps(tx.payload)) for tx in simulator.transactions()]
+
+
+async def create_topics(bootstrap: str, phase: Phase, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(phase.transactions, partitions, 1), NewTopic(phase.scored, partitions, 1),
+            NewTopic(phase.dead_letter, 1, 1),
+        ])
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, phases: list[Phase]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([t for p in phases for t in (p.transactions, p.scored, p.dead_letter)])
+    finally:
+        await admin.close()
+
+
+async def send_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float | None = None
+                   ) -> dict[bytes, float]:
+    """Send items (optionally paced at ``rate``/s); returns each value's transaction id → send time."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2, max_batch_size=512 * 1024)
+    await producer.start()
+    sent_at: dict[bytes, float] = {}
+    try:
+        start = time.perf_counter()
+        futures = []
+        for i, (key, value) in enumerate(items):
+            if rate:
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0.001:
+                    await asyncio.sleep(delay)
+            futures.append(await producer.send(topic, value, key=key))
+            sent_at[_tx_id(value)] = time.time()
+            if len(futures) >= 5000:
+                await asyncio.gather(*futures)
+                futures.clear()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return sent_at
+
+
+def _tx_id(value: bytes) -> bytes:
+    start = value.index(b'"transaction_id":"') + 18
+    return value[start : value.index(b'"', start)]
+
+
+async def collect(consumer: AIOKafkaConsumer, expected: int, timeout_s: float) -> tuple[list[float], dict[bytes, float], int]:
+    """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
+    transaction id, and the number of dead letters seen."""
+    stamps: list[float] = []
+    arrivals: dict[bytes, float] = {}
+    dead = 0
+    deadline = time.monotonic() + timeout_s
+    while len(arrivals) + dead < expected and time.monotonic() < deadline:
+        batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+        now = time.time()
+        for tp, messages in batches.items():
+            for m in messages:
+                if tp.topic.endswith("-dlq"):
+                    dead += 1
+                    continue
+                stamps.append(m.timestamp / 1000.0)
+                arrivals[_tx_id(m.value or b'"transaction_id":""')] = now
+    return stamps, arrivals, dead
+
+
+def worker_env(settings: Settings, phase: Phase, model_backend: str, mode: str, batch: int) -> dict[str, str]:
+    return {
+        "FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "FRAUD_REDIS_URL": settings.redis_url, "FRAUD_MODEL_BACKEND": model_backend,
+        "FRAUD_APP_ID": f"bench-{phase.name}-{uuid.uuid4().hex[:6]}", "FRAUD_PIPELINE_MODE": mode,
+        "FRAUD_TOPICS__TRANSACTIONS": phase.transactions, "FRAUD_TOPICS__SCORED": phase.scored,
+        "FRAUD_TOPICS__DEAD_LETTER": phase.dead_letter, "FRAUD_FEATURE_KEY_PREFIX": phase.key_prefix,
+        "FRAUD_BATCH_MAX_SIZE": str(batch),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+async def saturation(settings: Settings, phase: Phase, model_backend: str, *, count: int, mode: str, batch: int,
+                     seed: int, log_dir: Path) -> dict[str, Any]:
+    items = payloads(count, seed, phase.name)
+    await send_all(settings.kafka_bootstrap, phase.transactions, items)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    worker = spawn_worker(worker_env(settings, phase, model_backend, mode, batch), log_dir / f"{phase.name}.log")
+    try:
+        await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
+        await consumer.seek_to_beginning()
+        stamps, _, dead = await collect(consumer, count, timeout_s=120 + count / 200)
+    finally:
+        await consumer.stop()
+        worker.stop()
+    stamps.sort()
+    # Skip the first and last 5%: start-up (group join, model warm-up) and the tail are not "sustained".
+    lo, hi = int(len(stamps) * 0.05), int(len(stamps) * 0.95)
+    span = stamps[hi - 1] - stamps[lo] if hi - 1 > lo else float("nan")
+    return {"transactions": count, "scored": len(stamps), "dead_lettered": dead,
+            "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0}
+
+
+async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, rate: float, seconds: float,
+                     batch: int, seed: int, log_dir: Path, worker: WorkerProcess | None = None) -> dict[str, Any]:
+    count = int(rate * seconds)
+    warm = payloads(2000, seed + 100, f"{phase.name}-warm")
+    items = payloads(count, seed, phase.name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    own = worker is None
+    worker = worker or spawn_worker(worker_env(settings, phase, model_backend, "batched", batch),
+                                    log_dir / f"{phase.name}.log")
+    try:
+        if not worker.wait_ready(180):
+            raise RuntimeError("worker did not become ready:\n" + worker.tail())
+        await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
+        await send_all(settings.kafka_bootstrap, phase.transactions, warm)  # group join + warm-up
+        await collect(consumer, len(warm), timeout_s=120)
+        sender = asyncio.create_task(send_all(settings.kafka_bootstrap, phase.transactions, items, rate=rate))
+        _, arrivals, dead = await collect(consumer, count, timeout_s=seconds + 120)
+        sent_at = await sender
+    finally:
+        await consumer.stop()
+        if own:
+            worker.stop()
+    latencies = [(arrivals[k] - sent_at[k]) * 1000 for k in arrivals if k in sent_at]
+    return {"offered_tps": rate, "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
+            "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
+            "max_ms": max(latencies) if latencies else float("nan")}
+
+
+def cleanup_redis(url: str, prefixes: list[str]) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        for prefix in prefixes:
+            keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+            for i in range(0, len(keys), 5000):
+                client.delete(*keys[i : i + 5000])
+    finally:
+        client.close()
+
+
+def progress(message: str) -> None:
+    print(f"[bench e2e] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    saturation_count: int = 60_000
+    naive_count: int = 3_000
+    fixed_rate: float = 5_000.0
+    fixed_seconds: float = 10.0
+    sweep: tuple[float, ...] = ()
+    batch: int = 512
+    seed: int = 11
+
+
+def model_backend_for(settings: Settings) -> str:
+    base = settings.model_repository / settings.model_name
+    if base.is_dir() and any(p.name.isdigit() for p in base.iterdir()):
+        return settings.effective_model_backend
+    from features import FEATURE_LIST
+    from scoring.testing.model_factory import export_model
+
+    repo = settings.home / "bench-models"
+    if not (repo / settings.model_name / "1").is_dir():
+        progress("no trained model: exporting a small real DNN over the full feature list for the benchmark")
+        export_model(repo, model_name=settings.model_name, feature_names=FEATURE_LIST.names,
+                     feature_hash=FEATURE_LIST.hash, hidden=64)
+    return f"local://{(repo / settings.model_name).resolve()}"
+
+
+async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
+    run = uuid.uuid4().hex[:6]
+    phases = {name: Phase(name=f"{name}-{run}", transactions=f"bench-{run}-{name}-tx",
+                          scored=f"bench-{run}-{name}-scored", dead_letter=f"bench-{run}-{name}-dlq",
+                          key_prefix=f"bench-{run}-{name}")
+              for name in ("batched", "latency", "naive", *(f"load{int(r)}" for r in options.sweep))}
+    backend = model_backend_for(settings)
+    log_dir = settings.home / "logs" / "bench"
+    for phase in phases.values():
+        await create_topics(settings.kafka_bootstrap, phase, settings.transactions_partitions)
+    try:
+        progress(f"saturation, batched pipeline: {options.saturation_count:,} transactions backlog")
+        batched = await saturation(settings, phases["batched"], backend, count=options.saturation_count,
+                                   mode="batched", batch=options.batch, seed=options.seed, log_dir=log_dir)
+        progress(f"  → {batched['throughput_tps']:,.0f} tx/s")
+        progress(f"latency at {options.fixed_rate:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
+        latency = await fixed_load(settings, phases["latency"], backend, rate=options.fixed_rate,
+                                   seconds=options.fixed_seconds, batch=options.batch, seed=options.seed + 1,
+                                   log_dir=log_dir)
+        progress(f"  → p50 {latency['p50_ms']:.1f} ms, p99 {latency['p99_ms']:.1f} ms")
+        progress(f"saturation, naive pipeline: {options.naive_count:,} transactions backlog")
+        naive = await saturation(settings, phases["naive"], backend, count=options.naive_count, mode="naive",
+                                 batch=options.batch, seed=options.seed + 2, log_dir=log_dir)
+        progress(f"  → {naive['throughput_tps']:,.0f} tx/s")
+        sweep = []
+        for rate in options.sweep:
+            progress(f"sweep: {rate:,.0f} tx/s offered")
+            sweep.append(await fixed_load(settings, phases[f"load{int(rate)}"], backend, rate=rate,
+                                          seconds=options.fixed_seconds, batch=options.batch,
+                                          seed=options.seed + int(rate), log_dir=log_dir))
+    finally:
+        await delete_topics(settings.kafka_bootstrap, list(phases.values()))
+        cleanup_redis(settings.redis_url, [p.key_prefix for p in phases.values()])
+    speedup = batched["throughput_tps"] / naive["throughput_tps"] if naive["throughput_tps"] else float("nan")
+    return {
+        "throughput_tps": round(batched["throughput_tps"], 1),
+        "p50_ms": round(latency["p50_ms"], 2),
+        "p99_ms": round(latency["p99_ms"], 2),
+        "speedup_vs_naive": round(speedup, 2),
+        "naive_throughput_tps": round(naive["throughput_tps"], 1),
+        "offered_tps": options.fixed_rate,
+        "batch_max_size": options.batch,
+        "phases": {"batched": batched, "latency": latency, "naive": naive},
+        "sweep": sweep,
+        "model_backend": backend,
+    }

@@ -1,0 +1,53 @@
+"""Start real ``fraudstream worker`` processes (demo, benchmarks, tests) and wait until they are ready."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fraudstream.stack.process import is_alive, stop
+
+READY_MARKER = "worker ready"
+
+
+@dataclass
+class WorkerProcess:
+    pid: int
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout_s: float = 120.0) -> bool:
+        """Wait for the worker's ready line (model loaded, features wired); False if it died or timed out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.log.exists() and READY_MARKER in self.log.read_text(errors="replace"):
+                return True
+            if not is_alive(self.pid):
+                return False
+            time.sleep(0.2)
+        return False
+
+    def alive(self) -> bool:
+        return is_alive(self.pid)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        stop(self.pid, timeout_s=timeout_s)
+
+
+def spawn_worker(env_overrides: dict[str, str], log: Path, *, extra_args: tuple[str, ...] = ()) -> WorkerProcess:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_overrides}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "fraudstream", "worker", *extra_args], env=env, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    return WorkerProcess(proc.pid, log)

@@ -1,0 +1,251 @@
+"""``fraudstream features rebuild``: restore the online feature state from the topics after Redis lost it.
+
+The topics are the source of truth: ``transactions`` and ``fraud-labels`` are read from their beginning up
+to the end offsets seen at start, validated by the same decoder as the worker (rejected records changed no
+state there, so they change none here), card ids hashed with the same keyed hash, and applied through the
+same online engine (``RedisFeatureStore``). Partitions are merged by Kafka record timestamp, keeping each
+partition's offset order, so every card's transactions (one partition: key = card id) are applied in the
+order the worker applied them. Labels are applied as the stream would see them: before each batch, every
+label whose ``available_at`` is at or before the latest event time so far (as ``features.parity`` does).
+
+Why the state must be empty first: the engine forgets transaction ids older than its de-duplication horizon,
+so replaying old transactions onto surviving state would count them twice. ``rebuild`` therefore refuses to
+run over existing keys unless told to replace them (``replace=True``: the prefix is purged first). Run it
+with the workers stopped; they resume from their committed offsets afterwards, and what they re-read is
+de-duplicated (it is recent, so within the horizon).
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
+from features.offline import compute_offline
+from features.parity import compare
+from fraudstream.settings import Settings
+from schemas import FraudLabel, Transaction
+from schemas.codec import Rejection, decode
+from streams.identity import CardHasher
+from streams.runtime import redis_client
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+class RebuildRefused(RuntimeError):
+    """The online state is not empty and the caller did not ask to replace it (never retry as is)."""
+
+
+@dataclass
+class RebuildReport:
+    transactions: int = 0
+    labels: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    purged_keys: int = 0
+    seconds: float = 0.0
+    verified_rows: int | None = None
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    offsets: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "transactions": self.transactions, "labels": self.labels, "rejected": self.rejected,
+            "duplicates": self.duplicates, "purged_keys": self.purged_keys, "seconds": round(self.seconds, 3),
+            "verified_rows": self.verified_rows, "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+            "end_offsets": {t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()},
+        }
+
+
+async def read_topic(bootstrap: str, topic: str, *, security: dict[str, object] | None = None) -> tuple[
+    list[ConsumerRecord[bytes, bytes]], dict[int, int]
+]:
+    """Every record of ``topic`` up to the end offsets at the start, merged across partitions by record
+    timestamp (stable within a partition); plus those end offsets."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 << 20, **(security or {}),
+    )
+    await consumer.start()
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        parts = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        per_part: dict[int, list[ConsumerRecord[bytes, bytes]]] = {tp.partition: [] for tp in parts}
+        remaining = {tp for tp in parts if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(*remaining, timeout_ms=500)
+            for tp, messages in batches.items():
+                per_part[tp.partition].extend(m for m in messages if m.offset < ends[tp])
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    merged = list(heapq.merge(*per_part.values(), key=lambda m: m.timestamp))
+    return merged, {tp.partition: ends[tp] for tp in parts}
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # the topic's metadata is fetched on first use
+    return consumer.partitions_for_topic(topic) or {0}
+
+
+def _transactions(
+    records: list[ConsumerRecord[bytes, bytes]], hasher: CardHasher, settings: Settings, report: RebuildReport
+) -> Iterator[TransactionEvent]:
+    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": settings.max_clock_skew_s}
+    seen: set[str] = set()
+    for m in records:
+        tx = decode(Transaction, m.value, max_bytes=settings.max_message_bytes, context=context)
+        if isinstance(tx, Rejection):
+            report.rejected += 1
+            continue
+        if tx.transaction_id in seen:  # applying it again would change nothing: skip the round trip
+            report.duplicates += 1
+            continue
+        seen.add(tx.transaction_id)
+        yield TransactionEvent(
+            transaction_id=tx.transaction_id, card_ref=hasher.reference(tx.card_id),
+            terminal_id=tx.terminal_id, event_time=tx.event_time.timestamp(), amount=tx.amount,
+            latitude=tx.latitude, longitude=tx.longitude,
+        )
+
+
+def _labels(
+    records: list[ConsumerRecord[bytes, bytes]], hasher: CardHasher, settings: Settings, report: RebuildReport
+) -> list[LabelEvent]:
+    out: list[LabelEvent] = []
+    for m in records:
+        label = decode(FraudLabel, m.value, max_bytes=settings.max_message_bytes)
+        if isinstance(label, Rejection):
+            report.rejected += 1
+            continue
+        out.append(LabelEvent(
+            transaction_id=label.transaction_id, card_ref=hasher.reference(label.card_id),
+            terminal_id=label.terminal_id, event_time=label.event_time.timestamp(),
+            available_at=label.available_at.timestamp(), is_fraud=label.is_fraud,
+        ))
+    out.sort(key=lambda lb: lb.available_at)
+    return out
+
+
+async def rebuild(
+    settings: Settings, *, replace: bool = False, verify: bool = False, batch_size: int = 2000,
+    key_prefix: str = "fs", progress: Progress | None = None,
+) -> RebuildReport:
+    """Replay the topics into the online store; with ``verify``, compare every vector with the offline
+    engine on the same ordered history (``max_rel_diff`` in the report)."""
+    started = time.perf_counter()
+    report = RebuildReport()
+    client = redis_client(settings)
+    store = RedisFeatureStore(client, key_prefix=key_prefix)
+    try:
+        existing = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=100)]
+        if existing and not replace:
+            msg = (f"Redis already holds online state under '{key_prefix}:*'; replaying onto it would count "
+                   "old transactions twice. Stop the workers and rerun with --replace to purge and rebuild.")
+            raise RebuildRefused(msg)
+        if existing:
+            report.purged_keys = await store.purge()
+        await store.load_scripts()
+        hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+        security = kafka_security(settings)
+        tx_records, tx_ends = await read_topic(settings.kafka_bootstrap, settings.topics.transactions,
+                                               security=security)
+        label_records, label_ends = await read_topic(settings.kafka_bootstrap, settings.topics.labels,
+                                                     security=security)
+        report.offsets = {settings.topics.transactions: tx_ends, settings.topics.labels: label_ends}
+        events = list(_transactions(tx_records, hasher, settings, report))
+        labels = _labels(label_records, hasher, settings, report)
+        vectors = await _apply(store, events, labels, batch_size=batch_size, keep=verify, progress=progress)
+        report.transactions = len(events)
+        report.labels = len(labels)
+        if verify and vectors is not None:
+            offline = compute_offline(_frame(events), _label_frame(labels) if labels else None)
+            max_abs, max_rel, _, _ = compare(vectors, offline, FEATURE_LIST.names)
+            report.verified_rows, report.max_abs_diff, report.max_rel_diff = len(events), max_abs, max_rel
+    finally:
+        await store.close()
+        await client.aclose()
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _apply(
+    store: RedisFeatureStore, events: list[TransactionEvent], labels: list[LabelEvent], *, batch_size: int,
+    keep: bool, progress: Progress | None,
+) -> npt.NDArray[np.float64] | None:
+    out = np.zeros((len(events), len(FEATURE_LIST.names))) if keep else None
+    li = 0
+    horizon = -np.inf
+    for start in range(0, len(events), batch_size):
+        batch = events[start:start + batch_size]
+        horizon = max(horizon, max(e.event_time for e in batch))
+        lj = li
+        while lj < len(labels) and labels[lj].available_at <= horizon:
+            lj += 1
+        if lj > li:
+            await store.apply_labels(labels[li:lj])
+            li = lj
+        vectors = await store.apply_and_read(batch)
+        if out is not None:
+            out[start:start + len(batch)] = vectors
+        if progress is not None:
+            progress(start + len(batch), len(events))
+    if li < len(labels):  # labels known after the last transaction still belong in the state
+        await store.apply_labels(labels[li:])
+    return out
+
+
+def _frame(events: list[TransactionEvent]) -> pd.DataFrame:
+    nan = float("nan")
+    return pd.DataFrame({
+        "transaction_id": [e.transaction_id for e in events], "card_ref": [e.card_ref for e in events],
+        "terminal_id": [e.terminal_id for e in events], "event_time": [e.event_time for e in events],
+        "amount": [e.amount for e in events],
+        "latitude": [nan if e.latitude is None else e.latitude for e in events],
+        "longitude": [nan if e.longitude is None else e.longitude for e in events],
+    })
+
+
+def _label_frame(labels: list[LabelEvent]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "transaction_id": [lb.transaction_id for lb in labels], "card_ref": [lb.card_ref for lb in labels],
+        "terminal_id": [lb.terminal_id for lb in labels], "event_time": [lb.event_time for lb in labels],
+        "available_at": [lb.available_at for lb in labels], "is_fraud": [lb.is_fraud for lb in labels],
+    })
+
+
+def kafka_security(settings: Settings) -> dict[str, object]:
+    """aiokafka keyword arguments for the configured protocol (the same settings the worker uses)."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return {}
+    import ssl
+
+    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+    context = ssl.create_default_context(cafile=cafile)
+    out: dict[str, object] = {"security_protocol": settings.kafka_security_protocol}
+    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
+        out["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        out["sasl_plain_username"] = settings.kafka_sasl_username
+        out["sasl_plain_password"] = (
+            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
+        )
+    return out
