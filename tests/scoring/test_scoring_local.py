@@ -53,7 +53,9 @@ async def test_swap_under_concurrent_load_loses_and_duplicates_nothing(model_dir
     write_labels(model_dir, {"stable": 3})
     predictions = await asyncio.gather(*calls)
     assert all(p.scores.shape == (16,) for p in predictions)
-    await asyncio.sleep(0.5)
+    deadline = asyncio.get_running_loop().time() + 10
+    while backend.labels.get("stable") != 3 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
     assert (await backend.predict(sample_features(1))).model_version == 3
     await backend.close()
 

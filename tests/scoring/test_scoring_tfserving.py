@@ -28,7 +28,7 @@ async def server(model_dir: Path):  # type: ignore[no-untyped-def]
 
 
 def client(server: InProcessModelServer, **kwargs: object) -> TFServingBackend:
-    options: dict[str, object] = {"label": "stable", "deadline_s": 0.3, "retries": 2, "backoff_s": 0.001}
+    options: dict[str, object] = {"label": "stable", "deadline_s": 2.0, "retries": 2, "backoff_s": 0.001}
     options.update(kwargs)
     return TFServingBackend(server.target, MODEL, expected_feature_hash=FEATURE_HASH, **options)  # type: ignore[arg-type]
 

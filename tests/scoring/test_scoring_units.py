@@ -163,10 +163,10 @@ async def test_resilience_retries_within_grace_then_gives_up_then_recovers() -> 
     with pytest.raises(ModelOutage):
         await predictor.predict(np.zeros((1, 2), np.float32))
     assert time.monotonic() - started >= 0.09 and predictor.retries >= 2 and predictor.degraded
-    started = time.monotonic()
-    with pytest.raises(ModelOutage):  # already degraded: one quick attempt, no waiting
+    retries = predictor.retries
+    with pytest.raises(ModelOutage):  # already degraded: one attempt, no backoff sleeps
         await predictor.predict(np.zeros((1, 2), np.float32))
-    assert time.monotonic() - started < 0.05
+    assert predictor.retries == retries
     backend.down = False
     await predictor.predict(np.zeros((1, 2), np.float32))
     assert not predictor.degraded and predictor.outage_since is None
