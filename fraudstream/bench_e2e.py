@@ -99,7 +99,9 @@ def _tx_id(value: bytes) -> bytes:
     return value[start : value.index(b'"', start)]
 
 
-async def collect(consumer: AIOKafkaConsumer, expected: int, timeout_s: float) -> tuple[list[float], dict[bytes, float], int]:
+async def collect(
+    consumer: AIOKafkaConsumer, expected: int, timeout_s: float
+) -> tuple[list[float], dict[bytes, float], int]:
     """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
     transaction id, and the number of dead letters seen."""
     stamps: list[float] = []

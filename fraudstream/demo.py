@@ -15,7 +15,6 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,8 +22,8 @@ from aiokafka import AIOKafkaConsumer
 
 from fraudstream.settings import Settings, load_settings
 from fraudstream.sources.producer import OutboundRecord, produce
-from fraudstream.sources.topics import assign_at_end
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
+from fraudstream.sources.topics import assign_at_end
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import is_alive, stop
 from fraudstream.workers import spawn_worker
@@ -63,7 +62,7 @@ def has_model(settings: Settings) -> bool:
 def train_first_model(settings: Settings) -> None:
     """Train, export and promote a first model with the trainer's quick path (its own process)."""
     env = dict(os.environ, FRAUD_HOME=str(settings.home))
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [sys.executable, "-m", "fraudstream", "train", "--mapping", "fdh", "--quick"], env=env, check=False,
     )
     if result.returncode != 0:

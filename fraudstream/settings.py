@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -104,7 +104,7 @@ class Settings(BaseSettings):
         return self.home / "stack.env"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Build the settings: explicit overrides > environment > ``<home>/stack.env`` > defaults."""
     home = Path(str(overrides.get("home") or default_home()))
     env_file = home / "stack.env"

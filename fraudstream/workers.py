@@ -46,7 +46,7 @@ def spawn_worker(env_overrides: dict[str, str], log: Path, *, extra_args: tuple[
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_overrides}
     with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        proc = subprocess.Popen(
             [sys.executable, "-m", "fraudstream", "worker", *extra_args], env=env, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )

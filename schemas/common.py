@@ -16,9 +16,10 @@ SCHEMA_VERSION = 1
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 
 # ISO 4217 codes the bank settles in; anything else is a bad record, not a new currency.
-CURRENCIES = frozenset(
-    "EUR USD GBP CHF JPY CAD AUD SEK NOK DKK PLN CZK HUF RON BGN TRY CNY HKD SGD INR BRL MXN ZAR".split()
-)
+CURRENCIES = frozenset({
+    "EUR", "USD", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "RON", "BGN",
+    "TRY", "CNY", "HKD", "SGD", "INR", "BRL", "MXN", "ZAR",
+})
 
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from schemas.dead_letter import DeadLetter
 from schemas.drift import DriftAlert
 from schemas.labels import FraudLabel
@@ -12,7 +14,7 @@ from schemas.retrain import RetrainRequest, RetrainStatus
 from schemas.scored import ScoredTransaction
 from schemas.transaction import Transaction
 
-TOPIC_RECORDS = {
+TOPIC_RECORDS: dict[str, type[BaseModel]] = {
     "transaction": Transaction,
     "fraud-label": FraudLabel,
     "scored-transaction": ScoredTransaction,

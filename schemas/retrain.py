@@ -26,5 +26,5 @@ class RetrainStatus(Record):
     message: str = ""
     model_version: int | None = None
     promoted_to: str | None = None
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = Field(default_factory=dict)
     at: datetime

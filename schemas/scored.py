@@ -49,13 +49,13 @@ class ScoredTransaction(Record):
     event_time: datetime
     score: Annotated[float, Field(ge=0.0, le=1.0)]
     decision: Decision
-    reason_codes: Annotated[list[ReasonCode], Field(max_length=3)] = []
-    rules_fired: list[str] = []
+    reason_codes: Annotated[list[ReasonCode], Field(default_factory=list, max_length=3)]
+    rules_fired: list[str] = Field(default_factory=list)
     model_name: str
     model_version: int | None
     model_label: str | None = None
     degraded: bool = False
     shadow: ShadowScore | None = None
     feature_list_hash: str
-    latencies: Latencies = Latencies()
+    latencies: Latencies = Field(default_factory=Latencies)
     scored_at: datetime

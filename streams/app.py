@@ -70,7 +70,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     within = settings.batch_max_wait_ms / 1000.0
 
     @app.agent(transactions, name="score-transactions")
-    async def score_transactions(stream: faust.StreamT[bytes]) -> None:
+    async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
         pipeline = await runtime.pipeline()
         async for events in stream.noack_take(settings.batch_max_size, within=within):
             try:
@@ -83,7 +83,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
             runtime.record(outcome)
 
     @app.agent(labels, name="apply-labels")
-    async def apply_labels(stream: faust.StreamT[bytes]) -> None:
+    async def apply_labels(stream: Any) -> None:
         handler = await runtime.label_handler()
         async for events in stream.noack_take(max(64, settings.batch_max_size), within=within * 10):
             try:

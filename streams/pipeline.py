@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 import numpy.typing as npt
+import orjson
 
 from features.events import TransactionEvent
 from features.store import OnlineFeatureStore
@@ -50,7 +51,7 @@ class BatchOutcome:
     dead_lettered: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
-    latencies: Latencies = Latencies()
+    latencies: Latencies = field(default_factory=Latencies)
 
 
 def _iso(moment: datetime) -> str:
@@ -93,7 +94,7 @@ class TransactionPipeline:
                 end_to_end_ms=end_to_end,
             )
             outcome.latencies = latencies
-            common = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
+            common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
             for tx, event, result in zip(valid_messages, valid, results, strict=True):
                 out.append(OutboundMessage(self.config.scored_topic, event.card_ref.encode(),
                                            self._scored_json(tx, event, result, common)))
@@ -123,7 +124,7 @@ class TransactionPipeline:
             await retry_forever(lambda: self.publisher.publish(out), what="publish to Kafka")
             return
         for message in out:
-            await retry_forever(lambda m=message: self.publisher.publish([m]), what="publish to Kafka")
+            await retry_forever(partial(self.publisher.publish, [message]), what="publish to Kafka")
 
     def _scored_json(
         self, tx: Transaction, event: TransactionEvent, result: ScoreResult, common: dict[str, object]
@@ -188,7 +189,7 @@ class TransactionPipeline:
         if not self.config.naive:
             return await retry_forever(lambda: self.features.apply_and_read(events), what="feature state in Redis")
         rows = [
-            await retry_forever(lambda e=event: self.features.apply_and_read([e]), what="feature state in Redis")
+            await retry_forever(partial(self.features.apply_and_read, [event]), what="feature state in Redis")
             for event in events
         ]
         return np.vstack(rows)

@@ -46,5 +46,5 @@ async def retry_forever(
             attempt += 1
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(max_delay_s, delay * 2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import Any

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from fraudstream.cli import bench, demo, features, monitoring, stack, streaming, training
+from fraudstream.cli import bench, demo, features, monitoring, reliability, stack, streaming, training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(written by 'fraudstream stack up').",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (stack, demo, streaming, features, training, monitoring, bench):
+    for module in (stack, demo, streaming, features, training, monitoring, bench, reliability):
         module.register(commands)
     return parser
 

@@ -176,13 +176,14 @@ class Simulator:
         return SimulatedLabel(payload, available)
 
 
+_BASE = b'"transaction_id": "%s", "card_id": "c1", "terminal_id": "t1"'
 INVALID_RECORDS: list[bytes] = [
-    b'{"transaction_id": "%s", "card_id": "c1", "terminal_id": "t1", "amount": -5, "event_time": "2024-01-01T00:00:00Z"}',
-    b'{"transaction_id": "%s", "card_id": "c1", "terminal_id": "t1", "amount": 12.5, "currency": "XXX", "event_time": "2024-01-01T00:00:00Z"}',
+    b"{" + _BASE + b', "amount": -5, "event_time": "2024-01-01T00:00:00Z"}',
+    b"{" + _BASE + b', "amount": 12.5, "currency": "XXX", "event_time": "2024-01-01T00:00:00Z"}',
     b'{"transaction_id": "%s", "card_id": "c1", "amount": 12.5, "event_time": "2024-01-01T00:00:00Z"}',
-    b'{"transaction_id": "%s", "card_id": "c1", "terminal_id": "t1", "amount": 12.5, "event_time": "2100-01-01T00:00:00Z"}',
-    b'not json at all: %s',
-    b'{"transaction_id": "%s", "card_id": "c1", "terminal_id": "t1", "amount": NaN, "event_time": "2024-01-01T00:00:00Z"}',
+    b"{" + _BASE + b', "amount": 12.5, "event_time": "2100-01-01T00:00:00Z"}',
+    b"not json at all: %s",
+    b"{" + _BASE + b', "amount": NaN, "event_time": "2024-01-01T00:00:00Z"}',
 ]
 
 

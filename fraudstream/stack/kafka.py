@@ -48,7 +48,7 @@ def ensure_jars(cache: Path) -> Path:
         mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
         f"-DoutputDirectory={libs}", "-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"mvn could not resolve the Kafka jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         raise StackError(msg)
@@ -127,7 +127,7 @@ def format_storage(libs: Path, layout: KafkaLayout) -> None:
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
     cmd = java_command(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                        "-c", str(layout.config_file), heap="256m")
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"kafka storage format failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
         raise StackError(msg)
@@ -140,7 +140,7 @@ async def _probe(bootstrap: str) -> bool:
     try:
         await admin.start()
         await admin.list_topics()
-    except Exception:  # noqa: BLE001 - any failure means "not ready yet"
+    except Exception:
         return False
     finally:
         await admin.close()
