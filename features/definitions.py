@@ -265,9 +265,7 @@ def _terminal() -> list[Feature]:
         *(DistinctCounterparties(entity="terminal", window=w) for w in (W1D, W7D, W30D)),
     ]
     stats: tuple[RiskStat, ...] = ("tx_count", "fraud_count", "fraud_rate")
-    out += [
-        DelayedLabelRisk(entity="terminal", stat=s, window=w) for w in (W1D_DAYTILE, W7D, W30D) for s in stats
-    ]
+    out += [DelayedLabelRisk(entity="terminal", stat=s, window=w) for w in (W1D_DAYTILE, W7D, W30D) for s in stats]
     return out
 
 

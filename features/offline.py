@@ -114,9 +114,8 @@ def _entity_raw(
         b, key = keys[spec.level]
         hi_b = b - spec.delay
         lo = np.maximum(np.searchsorted(key, key - (spec.delay + spec.tiles - 1), side="left"), ent.start)
-        if spec.delay == 0:
-            end = pos + 1
-        else:
+        end = pos + 1  # undelayed windows end with the current row
+        if spec.delay:
             end = np.maximum(np.searchsorted(key, ent.base + hi_b, side="right"), lo)
         spans[w] = (lo, end)
         if ("n", w) in need:

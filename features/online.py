@@ -31,7 +31,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
-from features.resp import RespChannel, ScriptReplyError
+from features.resp import RespChannel, ScriptReplyError, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
 
@@ -55,25 +55,38 @@ def _lua_value(x: object) -> str:
     raise TypeError(msg)
 
 
-def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float, ttl_s: float) -> str:
+def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float, trim_count: int, ttl_s: float) -> str:
     """The Lua source for one entity, with its plan compiled in as constants."""
     label_levels = [ep.windows[op.window].level for op in ep.ops if isinstance(op.feature, DelayedLabelRisk)]
-    levels = [w.level for w in ep.windows]
-    nlevel = len(ep.tile_s)
-    stats = {name: i + 1 for i, name in enumerate(WINDOW_STATS)} | {
-        name: i + 1 for i, name in enumerate(SPECIAL_STATS)
-    }
+    # Per level, the bucket offsets (from the current bucket b) where window totals are read, newest
+    # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends.
+    checkpoints = [
+        sorted({o for w in ep.windows if w.level == lv for o in (-w.delay + 1, -w.delay - w.tiles + 1)}, reverse=True)
+        for lv in range(len(ep.tile_s))
+    ]
+    cp_index: dict[tuple[int, int], int] = {}
+    cp_first: list[int] = []
+    cp_last: list[int] = []
+    for lv, offs in enumerate(checkpoints):
+        cp_first.append(len(cp_index) + 1)
+        for off in offs:
+            cp_index[(lv, off)] = len(cp_index) + 1
+        cp_last.append(len(cp_index))
+    stats = {name: i + 1 for i, name in enumerate(WINDOW_STATS)} | {name: i + 1 for i, name in enumerate(SPECIAL_STATS)}
     # Flat tables only: the script body (with these constants) runs on every call.
     config: dict[str, object] = {
         "NLEVEL": len(ep.tile_s),
         "TILE": list(ep.tile_s),
         "RING": list(ep.ring),
         "NWIN": len(ep.windows),
-        "WLEVEL": [lv + 1 for lv in levels],
+        "WLEVEL": [w.level + 1 for w in ep.windows],
         "WTILES": [w.tiles for w in ep.windows],
         "WDELAY": [w.delay for w in ep.windows],
-        "WFIRST": [levels.index(lv) + 1 if lv in levels else 1 for lv in range(nlevel)],
-        "WLAST": [len(levels) - levels[::-1].index(lv) if lv in levels else 0 for lv in range(nlevel)],
+        "CPOFF": [off for offs in checkpoints for off in offs],
+        "CPFIRST": cp_first,
+        "CPLAST": cp_last,
+        "WLO": [cp_index[(w.level, -w.delay - w.tiles + 1)] for w in ep.windows],
+        "WHI": [cp_index[(w.level, -w.delay + 1)] for w in ep.windows],
         "RAWS": [stats[name] for name, _ in ep.raw],
         "RAWW": [w + 1 for _, w in ep.raw],
         "DLV": {lv + 1: True for lv in ep.distinct_levels},
@@ -83,6 +96,7 @@ def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float
         # A counterparty's last-seen field must outlive the tile it points into (see the tile rebuild).
         "CP_KEEP": float(ep.retention_s),
         "TRIM_EVERY": float(trim_every_s),
+        "TRIM_COUNT": trim_count,
         "TTL_MS": int(ttl_s * 1000),
         "TTL_REFRESH": 3600.0,
     }
@@ -121,7 +135,8 @@ class RedisFeatureStore:
         features: FeatureList = FEATURE_LIST,
         key_prefix: str = "fs",
         dedup_horizon_s: float = 86_400.0,
-        trim_every_s: float = 86_400.0,
+        trim_every_s: float = 3 * 86_400.0,
+        trim_count: int = 256,
         ttl_s: float | None = None,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
@@ -133,7 +148,9 @@ class RedisFeatureStore:
         retention = max(ep.retention_s for ep in self.plan.entities)
         ttl = ttl_s if ttl_s is not None else retention + 2 * 86_400.0
         self._scripts = [
-            entity_script(ep, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, ttl_s=ttl)
+            entity_script(
+                ep, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, trim_count=trim_count, ttl_s=ttl
+            )
             for ep in self.plan.entities
         ]
         self._label_script = label_script(ttl_s=ttl)
@@ -147,10 +164,10 @@ class RedisFeatureStore:
         sources = [*self._scripts, self._label_script]
         await self._channel.call_many([[b"SCRIPT", b"LOAD", src.encode()] for src in sources])
 
-    async def _run(self, commands: list[list[bytes]]) -> list[bytes | int]:
+    async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
         for attempt in (0, 1):
             try:
-                return await self._channel.call_many(commands)
+                return await self._channel.call_packed(payload, count)
             except ScriptReplyError as exc:
                 # Redis restarted or flushed its script cache: reload and replay the whole batch, which is
                 # safe because every script is idempotent per transaction id.
@@ -164,42 +181,64 @@ class RedisFeatureStore:
         msg = "unreachable"
         raise AssertionError(msg)
 
-    def _transaction_commands(self, events: Sequence[TransactionEvent]) -> list[list[bytes]]:
-        cents = to_cents(np.fromiter((e.amount for e in events), dtype=np.float64, count=len(events)))
+    def _transaction_payload(self, events: Sequence[TransactionEvent], cents: list[int]) -> bytes:
+        """RESP frames of every (transaction, entity) EVALSHA, built with one %-format per command.
+
+        This loop is the client's hot path (two commands per transaction), hence no per-argument calls.
+        """
         now = repr(time.time()).encode()
-        cmds: list[list[bytes]] = []
-        pre = self.key_prefix
-        shas = self._shas
-        for e, c in zip(events, cents.tolist(), strict=True):
-            tx, t, cb = e.transaction_id.encode(), repr(float(e.event_time)).encode(), str(c).encode()
+        formats = []
+        for ep, sha in zip(self.plan.entities, self._shas, strict=True):
+            nkeys = 3 if ep.needs_labels else 2
+            head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n%d\r\n" % (3 + nkeys + 7, len(sha), sha, nkeys)
+            keys = b"$%d\r\n%s%s}:s\r\n$%d\r\n%s%s}:x\r\n"
+            if ep.needs_labels:
+                keys += b"$%d\r\n%s%s}:l\r\n"
+            tail = b"%s$%d\r\n%s\r\n" + b"$%d\r\n%s\r\n" % (len(now), now)
+            tag = f"{self.key_prefix}:{{{ENTITY_TAG[ep.entity]}:".encode()
+            formats.append((ep.entity == "card", ep.needs_labels, head + keys + tail, tag))
+        parts: list[bytes] = []
+        for e, c in zip(events, cents, strict=True):
+            tx = e.transaction_id.encode()
+            t = repr(float(e.event_time)).encode()
+            cb = b"%d" % c
             lat, lon = _num(e.latitude), _num(e.longitude)
-            for ep, sha in zip(self.plan.entities, shas, strict=True):
-                if ep.entity == "card":
-                    s, x, lab = entity_keys(pre, "card", e.card_ref)
-                    cp = e.terminal_id
+            args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+                len(tx),
+                tx,
+                len(t),
+                t,
+                len(cb),
+                cb,
+                len(lat),
+                lat,
+                len(lon),
+                lon,
+            )
+            card, term = e.card_ref.encode(), e.terminal_id.encode()
+            for is_card, labels, fmt, tag in formats:
+                own, cp = (card, term) if is_card else (term, card)
+                n = len(tag) + len(own) + 3
+                if labels:
+                    parts.append(fmt % (n, tag, own, n, tag, own, n, tag, own, args, len(cp), cp))
                 else:
-                    s, x, lab = entity_keys(pre, "terminal", e.terminal_id)
-                    cp = e.card_ref
-                if ep.needs_labels:
-                    head = [b"EVALSHA", sha, b"3", s.encode(), x.encode(), lab.encode()]
-                else:
-                    head = [b"EVALSHA", sha, b"2", s.encode(), x.encode()]
-                cmds.append([*head, tx, t, cb, lat, lon, cp.encode(), now])
-        return cmds
+                    parts.append(fmt % (n, tag, own, n, tag, own, args, len(cp), cp))
+        return b"".join(parts)
 
     async def apply_and_read(self, events: Sequence[TransactionEvent]) -> npt.NDArray[np.float64]:
         n = len(events)
         out = np.zeros((n, self.plan.width), dtype=np.float64)
         if n == 0:
             return out
-        replies = await self._run(self._transaction_commands(events))
         amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=n)
+        cents_i = to_cents(amount)
+        ne = len(self.plan.entities)
+        replies = await self._run(self._transaction_payload(events, cents_i.tolist()), n * ne)
         times = np.fromiter((e.event_time for e in events), dtype=np.float64, count=n)
         nan = float("nan")
         lat = np.fromiter((nan if e.latitude is None else e.latitude for e in events), np.float64, n)
         lon = np.fromiter((nan if e.longitude is None else e.longitude for e in events), np.float64, n)
-        cents = to_cents(amount).astype(np.float64)
-        ne = len(self.plan.entities)
+        cents = cents_i.astype(np.float64)
         for j, ep in enumerate(self.plan.entities):
             blob = b"".join(r for r in replies[j::ne] if isinstance(r, bytes))
             raw = np.frombuffer(blob, dtype="<f8")
@@ -233,7 +272,7 @@ class RedisFeatureStore:
                 ]
             )
         if cmds:
-            await self._run(cmds)
+            await self._run(pack_commands(cmds), len(cmds))
 
     async def purge(self) -> int:
         """Delete every key under this store's prefix (SCAN + UNLINK; never FLUSHALL)."""

@@ -89,9 +89,7 @@ def label_events(labels: pd.DataFrame | None) -> list[LabelEvent]:
         return []
     card = prepared["card_ref"] if "card_ref" in prepared else prepared["terminal_id"]
     return [
-        LabelEvent(
-            transaction_id=tx, card_ref=c, terminal_id=term, event_time=t, available_at=a, is_fraud=True
-        )
+        LabelEvent(transaction_id=tx, card_ref=c, terminal_id=term, event_time=t, available_at=a, is_fraud=True)
         for tx, c, term, t, a in zip(
             prepared["transaction_id"].astype(str).tolist(),
             card.astype(str).tolist(),
@@ -163,9 +161,7 @@ async def run_parity(
     ``dedup_horizon_s``: histories with older repeats need a longer horizon to compare.
     """
     prefix = key_prefix or f"fsparity:{uuid.uuid4().hex[:12]}"
-    store = RedisFeatureStore(
-        redis_client, features=features, key_prefix=prefix, dedup_horizon_s=dedup_horizon_s
-    )
+    store = RedisFeatureStore(redis_client, features=features, key_prefix=prefix, dedup_horizon_s=dedup_horizon_s)
     try:
         await store.load_scripts()
         t0 = time.perf_counter()

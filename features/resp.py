@@ -38,7 +38,11 @@ class RespChannel:
         self._client = client
 
     async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
-        if not commands:
+        return await self.call_packed(pack_commands(commands), len(commands))
+
+    async def call_packed(self, payload: bytes, count: int) -> list[bytes | int]:
+        """Send ``count`` already RESP-framed commands in one write and read their replies."""
+        if not count:
             return []
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -48,9 +52,9 @@ class RespChannel:
             if reader is None or writer is None:
                 msg = "redis connection has no stream"
                 raise ConnectionError(msg)
-            writer.write(pack_commands(commands))
+            writer.write(payload)
             await writer.drain()
-            replies, errors = await _read_replies(reader, len(commands))
+            replies, errors = await _read_replies(reader, count)
         except BaseException:
             # The stream may hold half a reply: never hand it back to the pool in that state.
             await conn.disconnect(nowait=True)
@@ -60,7 +64,7 @@ class RespChannel:
         if errors:
             noscript = any(e.startswith(b"NOSCRIPT") for e in errors)
             first = errors[0].decode(errors="replace")
-            msg = f"{len(errors)} of {len(commands)} commands failed, first: {first}"
+            msg = f"{len(errors)} of {count} commands failed, first: {first}"
             raise ScriptReplyError(msg, noscript=noscript)
         return replies
 

@@ -6,7 +6,7 @@
 -- Returns the raw window statistics of the plan (RAW) as little-endian float64s; features/derive.py
 -- turns them into features, the same code as offline. Binary, because Lua numbers in integer replies are
 -- truncated and text would cost more than packing.
--- State blob: 8 header doubles (watermark, has_prev, last effective time, has_geo, lat, lon, ttl
+-- State blob: 8 header doubles (watermark, transactions applied since the last trim (0 = none yet), last effective time, has_geo, lat, lon, ttl
 -- refreshed at, next trim) then tiles of 8 doubles (level, bucket, count, sum, sum of squares, min, max,
 -- counterparties last seen in the tile), sorted by level then bucket.
 --@CONFIG@
@@ -32,6 +32,7 @@ local prevseen = tonumber(r[3])
 
 -- per window: count, sum, sum of squares, min, max, distinct counterparties, known frauds
 local AN, AS, AQ, AMN, AMX, ADL, AF = {}, {}, {}, {}, {}, {}, {}
+local CN, CS, CQ, CDL, CMN, CMX = {}, {}, {}, {}, {}, {}
 local pieces = {''}
 local i = 9
 for L = 1, NLEVEL do
@@ -67,27 +68,32 @@ for L = 1, NLEVEL do
     -- keep level order: the appended current tile goes after the kept ones
     if not p then pieces[#pieces], pieces[#pieces - 1] = pieces[#pieces - 1], pieces[#pieces] end
   end
-  -- window statistics of this level (current event included through the updated tile)
-  for w = WFIRST[L], WLAST[L] do
-    local hi = b - WDELAY[w]
-    local lo = hi - WTILES[w] + 1
-    local n, s, q, mn, mx, dl = 0, 0, 0, 0, 0, 0
-    for j = ks, ke, 8 do
-      local tb = v[j + 1]
-      if tb >= lo and tb <= hi then
-        if n == 0 or v[j + 5] < mn then mn = v[j + 5] end
-        if n == 0 or v[j + 6] > mx then mx = v[j + 6] end
-        n = n + v[j + 2]; s = s + v[j + 3]; q = q + v[j + 4]; dl = dl + v[j + 7]
-      end
-    end
-    if not p and b <= hi and b >= lo then
-      if n == 0 or c < mn then mn = c end
-      if n == 0 or c > mx then mx = c end
-      n = n + 1; s = s + c; q = q + c * c
+  -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
+  -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
+  -- [lo, hi] is then CP(lo) - CP(hi + 1), and min/max are the running values at lo (undelayed windows).
+  local n, s, q, dl, mn, mx = 0, 0, 0, 0, 0, 0
+  local pend = not p
+  local j = ke - 7
+  for ci = CPFIRST[L], CPLAST[L] do
+    local x = b + CPOFF[ci]
+    if pend and b >= x then
+      pend = false
+      n, s, q, mn, mx = n + 1, s + c, q + c * c, c, c
       if DLV[L] then dl = dl + 1 end
     end
-    AN[w], AS[w], AQ[w], AMN[w], AMX[w], ADL[w], AF[w] = n, s, q, mn, mx, dl, 0
+    while j >= ks and v[j + 1] >= x do
+      if n == 0 or v[j + 5] < mn then mn = v[j + 5] end
+      if n == 0 or v[j + 6] > mx then mx = v[j + 6] end
+      n = n + v[j + 2]; s = s + v[j + 3]; q = q + v[j + 4]; dl = dl + v[j + 7]
+      j = j - 8
+    end
+    CN[ci], CS[ci], CQ[ci], CDL[ci], CMN[ci], CMX[ci] = n, s, q, dl, mn, mx
   end
+end
+for w = 1, NWIN do
+  local lo, hi = WLO[w], WHI[w]
+  AN[w], AS[w], AQ[w], ADL[w] = CN[lo] - CN[hi], CS[lo] - CS[hi], CQ[lo] - CQ[hi], CDL[lo] - CDL[hi]
+  AMN[w], AMX[w], AF[w] = CMN[lo], CMX[lo], 0
 end
 
 -- Known frauds per delayed window: labels whose available_at <= te, bucketed by labelled event time.
@@ -123,15 +129,17 @@ for k = 1, #RAWS do
   local w, code = RAWW[k], RAWS[k]
   if w > 0 then out[k] = STAT[code][w]
   elseif code == 1 then  -- seconds since the previous transaction, -1 when none
-    if v[2] == 1 then out[k] = te - v[3] else out[k] = -1 end
+    if v[2] >= 1 then out[k] = te - v[3] else out[k] = -1 end
   elseif code == 2 then out[k] = v[4]  -- whether the previous transaction had coordinates
   elseif code == 3 then out[k] = v[5]
   else out[k] = v[6] end
 end
 
--- Trim what can no longer influence a feature (memory bound), at most once per TRIM_EVERY of event time.
-local nexttrim = v[8]
-if te >= nexttrim then
+-- Trim what can no longer influence a feature (memory bound): once per TRIM_EVERY of event time or
+-- TRIM_COUNT transactions, whichever comes first, so busy entities trim often and idle ones rarely.
+local nexttrim, applied = v[8], v[2] + 1
+if te >= nexttrim or applied > TRIM_COUNT then
+  applied = 1
   local gone = redis.call('ZRANGEBYSCORE', ix, '-inf', te)
   for k = 1, #gone, 1000 do
     redis.call('HDEL', st, unpack(gone, k, math.min(k + 999, #gone)))
@@ -159,7 +167,7 @@ local ttlr = v[7]
 if refresh then ttlr = now end
 local glat, glon, hasgeo = 0, 0, 0
 if lat and lon then glat, glon, hasgeo = lat, lon, 1 end
-pieces[1] = struct.pack('<dddddddd', te, 1, te, hasgeo, glat, glon, ttlr, nexttrim)
+pieces[1] = struct.pack('<dddddddd', te, applied, te, hasgeo, glat, glon, ttlr, nexttrim)
 local res = struct.pack(OUTFMT, unpack(out))
 redis.call('HSET', st, 's', table.concat(pieces), dkey, res, ckey, te)
 redis.call('ZADD', ix, te + DEDUP_H, dkey, te + CP_KEEP, ckey)

@@ -99,7 +99,7 @@ async def test_label_counts_only_once_available(redis_client: aioredis.Redis, ke
 
 
 async def test_state_is_bounded_and_expires(redis_client: aioredis.Redis, key_prefix: str) -> None:
-    store = RedisFeatureStore(redis_client, key_prefix=key_prefix)
+    store = RedisFeatureStore(redis_client, key_prefix=key_prefix, trim_every_s=DAY)
     # one card at 200 terminals over 120 days: fields for dedup and counterparties must be trimmed
     events = [tx(i, T0 + i * 0.6 * DAY, terminal=f"t{i}") for i in range(200)]
     for start in range(0, len(events), 50):

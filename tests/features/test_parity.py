@@ -19,13 +19,7 @@ from features.parity import TOLERANCE, run_parity
 
 T0 = 1_530_000_000.0
 DAY = 86_400.0
-FDH = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "fdh"
-    / ("transactions-2018-04-01_2018-07-31.parquet")
-)
+FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / ("transactions-2018-04-01_2018-07-31.parquet")
 
 
 @st.composite
@@ -67,9 +61,7 @@ def histories(draw: st.DrawFn) -> tuple[pd.DataFrame, pd.DataFrame]:
             "card_ref": [r["card_ref"] for r in frauds],
             "terminal_id": [r["terminal_id"] for r in frauds],
             "event_time": [r["event_time"] for r in frauds],
-            "available_at": [
-                r["event_time"] + draw(st.sampled_from([0.0, DAY, 7 * DAY, 7.5 * DAY])) for r in frauds
-            ],
+            "available_at": [r["event_time"] + draw(st.sampled_from([0.0, DAY, 7 * DAY, 7.5 * DAY])) for r in frauds],
             "is_fraud": [True] * len(frauds),
         },
         columns=["transaction_id", "card_ref", "terminal_id", "event_time", "available_at", "is_fraud"],
