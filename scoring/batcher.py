@@ -2,9 +2,15 @@
 
 Callers (several faust agents / partitions) hand in small groups of rows with ``await score(rows)``; rows
 for the same label are merged into one backend call when ``max_size`` rows are waiting or the oldest waited
-``max_wait_s``. At most ``max_in_flight`` backend calls run at once. Backpressure is structural: every caller
-awaits its own rows' result, so a slow model blocks the callers (the faust stream pauses, Kafka lag grows)
-and memory is bounded by callers × their batch size, never by the input rate.
+``max_wait_s``. At most ``max_in_flight`` backend calls run at once.
+
+Batching only while busy: when no backend call is running, rows go out at once (a lone caller never pays
+``max_wait_s``), and when a call finishes, whatever accumulated meanwhile goes out without waiting for the
+timer if a slot is free. Under load batches fill up; at low load latency stays at one model call.
+
+Backpressure is structural: every caller awaits its own rows' result, so a slow model blocks the callers
+(the faust stream pauses, Kafka lag grows) and memory is bounded by callers × their batch size, never by
+the input rate.
 """
 
 from __future__ import annotations
@@ -39,9 +45,11 @@ class MicroBatcher:
         self._predict = predict
         self.max_size = max_size
         self.max_wait_s = max_wait_s
+        self.max_in_flight = max_in_flight
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[str | None, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
         self.backend_calls = 0
 
     async def score(self, features: npt.NDArray[np.float32], *, label: str | None = None) -> Prediction:
@@ -49,14 +57,18 @@ class MicroBatcher:
         features = np.asarray(features, dtype=np.float32)
         if features.shape[0] >= self.max_size:
             # Already a full batch (the worker's faust ``take`` usually is): no reason to wait or copy.
-            return await self._call(features, label)
+            self._active += 1
+            try:
+                return await self._send(features, label)
+            finally:
+                self._done()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
         pending = self._pending.setdefault(label, _Pending())
         pending.chunks.append(features)
         pending.futures.append(future)
         pending.rows += features.shape[0]
-        if pending.rows >= self.max_size:
+        if pending.rows >= self.max_size or self._active == 0:
             self._flush(label)
         elif pending.timer is None:
             pending.timer = loop.call_later(self.max_wait_s, self._flush, label)
@@ -75,19 +87,28 @@ class MicroBatcher:
             return
         if pending.timer is not None:
             pending.timer.cancel()
+        # Counted from now (not when the task first runs): callers arriving meanwhile must see a busy backend.
+        self._active += 1
         task = asyncio.get_running_loop().create_task(self._run(pending, label))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _call(self, features: npt.NDArray[np.float32], label: str | None) -> Prediction:
+    async def _send(self, features: npt.NDArray[np.float32], label: str | None) -> Prediction:
         async with self._slots:
             self.backend_calls += 1
             return await self._predict(features, label)
 
+    def _done(self) -> None:
+        self._active -= 1
+        # A slot is free again: send what accumulated instead of waiting for the timer.
+        for waiting in list(self._pending):
+            if self._active < self.max_in_flight:
+                self._flush(waiting)
+
     async def _run(self, pending: _Pending, label: str | None) -> None:
         batch = pending.chunks[0] if len(pending.chunks) == 1 else np.concatenate(pending.chunks)
         try:
-            prediction = await self._call(batch, label)
+            prediction = await self._send(batch, label)
         except BaseException as exc:  # every waiting caller must hear about the failure
             for future in pending.futures:
                 if not future.done():
@@ -95,6 +116,8 @@ class MicroBatcher:
             if not isinstance(exc, Exception):
                 raise
             return
+        finally:
+            self._done()
         start = 0
         for chunk, future in zip(pending.chunks, pending.futures, strict=True):
             stop = start + chunk.shape[0]

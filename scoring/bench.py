@@ -49,9 +49,7 @@ def _progress(message: str) -> None:
     print(f"[bench scoring] {message}", file=sys.stderr, flush=True)
 
 
-async def _timed(
-    seconds: float, workers: int, step: Callable[[int], Awaitable[int]]
-) -> tuple[float, list[float]]:
+async def _timed(seconds: float, workers: int, step: Callable[[int], Awaitable[int]]) -> tuple[float, list[float]]:
     """Run ``workers`` loops of ``step`` for ``seconds``; returns (rows per second, call latencies in ms)."""
     deadline = time.perf_counter() + seconds
     latencies: list[float] = []
@@ -152,9 +150,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
 
             callers = config.in_flight * config.batch // config.chunk
             warm = min(0.5, config.seconds / 4)
-            _progress(
-                f"gRPC micro-batched: {callers} callers × {config.chunk} rows → batches of {config.batch}"
-            )
+            _progress(f"gRPC micro-batched: {callers} callers × {config.chunk} rows → batches of {config.batch}")
             await _timed(warm, callers, batched)
             calls_before = batcher.backend_calls
             batched_rps, batched_lat = await _timed(config.seconds, callers, batched)

@@ -24,9 +24,7 @@ def open_backend(
         from scoring.local import LocalBackend
 
         assert spec.path is not None
-        return LocalBackend(
-            spec.path, expected_feature_hash=expected_feature_hash, poll_interval_s=poll_interval_s
-        )
+        return LocalBackend(spec.path, expected_feature_hash=expected_feature_hash, poll_interval_s=poll_interval_s)
     from scoring.tfserving import TFServingBackend
 
     assert spec.target is not None

@@ -172,9 +172,7 @@ class LocalBackend:
 
     async def _load_checked(self, version: int) -> LoadedModel:
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(
-            self._loader, load_version, self.model_dir / str(version), self.signature
-        )
+        model = await loop.run_in_executor(self._loader, load_version, self.model_dir / str(version), self.signature)
         if self.expected_feature_hash is not None and model.feature_list_hash != self.expected_feature_hash:
             raise FeatureHashMismatch(
                 model=f"{self.model_name} v{version}",

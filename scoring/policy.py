@@ -125,9 +125,7 @@ class Policy:
         )
         return _stricter(by_score, forced), fired
 
-    def decide_degraded(
-        self, card_ref: str, amount: float, currency: str
-    ) -> tuple[float, Decision, list[str]]:
+    def decide_degraded(self, card_ref: str, amount: float, currency: str) -> tuple[float, Decision, list[str]]:
         """Rules only (model unavailable). The score is the threshold the decision corresponds to (0 for
         approve), so score dashboards stay consistent; ``degraded: true`` says it is not a model score."""
         fired, forced = self.rules(card_ref, amount, currency)

@@ -207,9 +207,7 @@ class Scorer:
                         model_ms,
                     )
                 else:
-                    rscore, decision, fired = policy.decide_degraded(
-                        card_refs[row], amounts[row], currencies[row]
-                    )
+                    rscore, decision, fired = policy.decide_degraded(card_refs[row], amounts[row], currencies[row])
                     results[row] = ScoreResult(
                         ids[row],
                         rscore,
@@ -228,9 +226,7 @@ class Scorer:
         self._count(final, int(canary.sum()))
         return final
 
-    async def _score_group(
-        self, rows: npt.NDArray[np.float32], label: str | None
-    ) -> tuple[Prediction | None, float]:
+    async def _score_group(self, rows: npt.NDArray[np.float32], label: str | None) -> tuple[Prediction | None, float]:
         started = time.perf_counter()
         try:
             try:

@@ -143,7 +143,5 @@ def write_labels(model_dir: Path, labels: Mapping[str, int]) -> None:
     tmp.replace(model_dir / "labels.json")
 
 
-def sample_features(
-    n: int, *, n_features: int = len(DEFAULT_FEATURES), seed: int = 0
-) -> npt.NDArray[np.float32]:
+def sample_features(n: int, *, n_features: int = len(DEFAULT_FEATURES), seed: int = 0) -> npt.NDArray[np.float32]:
     return np.random.default_rng(seed).normal(0.0, 1.0, (n, n_features)).astype(np.float32)

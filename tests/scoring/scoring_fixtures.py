@@ -58,9 +58,7 @@ class Harness:
         backend: ModelBackend
         if self.kind == "local":
             backend = Interruptible(
-                LocalBackend(
-                    self.model_dir, expected_feature_hash=expected_hash, poll_interval_s=poll_interval_s
-                )
+                LocalBackend(self.model_dir, expected_feature_hash=expected_hash, poll_interval_s=poll_interval_s)
             )
         else:
             assert self.server is not None
@@ -80,9 +78,7 @@ class Harness:
     def scorer(self, backend: Any, **kwargs: Any) -> Scorer:
         kwargs.setdefault("grace_s", 0.3)
         kwargs.setdefault("max_wait_s", 0.001)
-        return Scorer(
-            backend, model_name=MODEL, feature_names=DEFAULT_FEATURES, feature_hash=FEATURE_HASH, **kwargs
-        )
+        return Scorer(backend, model_name=MODEL, feature_names=DEFAULT_FEATURES, feature_hash=FEATURE_HASH, **kwargs)
 
     def set_outage(self, backend: Any, down: bool) -> None:
         if self.kind == "local":

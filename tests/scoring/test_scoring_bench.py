@@ -16,9 +16,7 @@ async def test_bench_reports_the_contract_fields() -> None:
     result = await run(BenchConfig(seconds=0.2))
     for key in ("batched_rows_per_s", "per_call_rows_per_s", "speedup", "local_rows_per_s"):
         assert result[key] > 0
-    assert result["speedup"] == pytest.approx(
-        result["batched_rows_per_s"] / result["per_call_rows_per_s"], rel=0.01
-    )
+    assert result["speedup"] == pytest.approx(result["batched_rows_per_s"] / result["per_call_rows_per_s"], rel=0.01)
     json.dumps(result)
 
 

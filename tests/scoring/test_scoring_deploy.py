@@ -12,9 +12,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "tfserving"
 
 
 def test_models_config_labels_point_at_loaded_versions() -> None:
-    config = text_format.Parse(
-        (DEPLOY / "models.config").read_text(), model_server_config_pb2.ModelServerConfig()
-    )
+    config = text_format.Parse((DEPLOY / "models.config").read_text(), model_server_config_pb2.ModelServerConfig())
     (model,) = config.model_config_list.config
     assert model.name == "fraud_dnn" and model.model_platform == "tensorflow"
     versions = set(model.model_version_policy.specific.versions)

@@ -62,11 +62,7 @@ async def test_swap_under_concurrent_load_loses_and_duplicates_nothing(model_dir
 
 def test_backend_uris() -> None:
     local = parse_backend_uri("local:///srv/models/fraud_dnn")
-    assert (
-        local.kind == "local"
-        and local.model_name == "fraud_dnn"
-        and str(local.path) == "/srv/models/fraud_dnn"
-    )
+    assert local.kind == "local" and local.model_name == "fraud_dnn" and str(local.path) == "/srv/models/fraud_dnn"
     remote = parse_backend_uri("tfserving://tfs:8500/fraud_dnn?label=canary&deadline_ms=250&signature=s")
     assert (remote.target, remote.label, remote.deadline_s, remote.signature) == (
         "tfs:8500",

@@ -180,3 +180,15 @@ def test_breaker_cancelled_probe_lets_the_next_call_probe() -> None:
     breaker.before_call()
     breaker.release_probe()  # the probe was cancelled (e.g. a shadow call timed out)
     breaker.before_call()
+
+
+async def test_batcher_sends_at_once_when_idle_and_batches_while_busy() -> None:
+    recorder = Recorder(delay=0.05)
+    batcher = MicroBatcher(recorder, max_size=1000, max_wait_s=10.0, max_in_flight=1)
+    lone = await asyncio.wait_for(batcher.score(np.ones((3, 2), np.float32)), 1.0)  # no 10 s wait when idle
+    assert lone.scores.shape == (3,)
+    first = asyncio.ensure_future(batcher.score(np.ones((1, 2), np.float32)))
+    await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(batcher.score(np.ones((1, 2), np.float32))) for _ in range(9)]
+    await asyncio.wait_for(asyncio.gather(first, *rest), 2.0)  # flushed when the busy call ends
+    assert recorder.sizes == [3, 1, 9]
