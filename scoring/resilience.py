@@ -47,6 +47,8 @@ class ResilientPredictor:
         self._clock = clock
         self.outage_since: float | None = None
         self.retries = 0
+        self.on_error: Callable[[ScoringError], None] | None = None
+        """Called with every failed attempt (for a ``backend_errors`` metric); must not raise."""
 
     @property
     def degraded(self) -> bool:
@@ -58,6 +60,8 @@ class ResilientPredictor:
             try:
                 prediction = await self.backend.predict(features, label=label)
             except ScoringError as exc:
+                if self.on_error is not None:
+                    self.on_error(exc)
                 if not exc.retryable:
                     raise
                 now = self._clock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,16 @@ class Scorer:
         self.shadow_timeout_s = shadow_timeout_s
         self.stats = ScorerStats()
         self._missing_labels: set[str] = set()
+
+    @property
+    def on_backend_error(self) -> Callable[[ScoringError], None] | None:
+        """Hook called with each failed model call attempt, e.g.
+        ``scorer.on_backend_error = lambda exc: metrics.backend_error("model", type(exc).__name__)``."""
+        return self.predictor.on_error
+
+    @on_backend_error.setter
+    def on_backend_error(self, hook: Callable[[ScoringError], None] | None) -> None:
+        self.predictor.on_error = hook
 
     @classmethod
     def from_settings(cls, settings: Settings, feature_names: Sequence[str], feature_hash: str) -> Scorer:

@@ -159,6 +159,8 @@ class Flaky:
 async def test_resilience_retries_within_grace_then_gives_up_then_recovers() -> None:
     backend = Flaky()
     predictor = ResilientPredictor(backend, grace_s=0.1, backoff_initial_s=0.01)
+    errors: list[str] = []
+    predictor.on_error = lambda exc: errors.append(type(exc).__name__)
     started = time.monotonic()
     with pytest.raises(ModelOutage):
         await predictor.predict(np.zeros((1, 2), np.float32))
@@ -170,6 +172,7 @@ async def test_resilience_retries_within_grace_then_gives_up_then_recovers() -> 
     backend.down = False
     await predictor.predict(np.zeros((1, 2), np.float32))
     assert not predictor.degraded and predictor.outage_since is None
+    assert len(errors) == predictor.retries + 2 and set(errors) == {"BackendUnavailable"}
 
 
 def test_breaker_cancelled_probe_lets_the_next_call_probe() -> None:
