@@ -36,11 +36,20 @@ def replay_records(
     transactions = _window(transactions, "event_time", start, days)
     if limit is not None:
         transactions = transactions.iloc[:limit]
+    return replay_frames(transactions, labels, topics)
+
+
+def replay_frames(transactions: pd.DataFrame, labels: pd.DataFrame, topics: Topics) -> Iterator[OutboundRecord]:
+    """Transactions and the labels known by the last transaction's time, merged in time order."""
     if transactions.empty:
         return
     end = float(transactions["event_time"].max())
     labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
     labels = labels[labels["available_at"] <= end]
+    yield from _merged(transactions, labels, topics)
+
+
+def _merged(transactions: pd.DataFrame, labels: pd.DataFrame, topics: Topics) -> Iterator[OutboundRecord]:
     tx_times = transactions["event_time"].to_numpy(dtype=np.float64)
     label_times = labels["available_at"].to_numpy(dtype=np.float64)
     # Stable merge by time; at equal times a label goes first (it is known "at" that instant).
@@ -57,6 +66,14 @@ def replay_records(
         else:
             key, value = tx_rows[index - n_labels]
             yield OutboundRecord(topics.transactions, key, value)
+
+
+def transaction_records(transactions: pd.DataFrame, topic: str) -> list[OutboundRecord]:
+    return [OutboundRecord(topic, key, value) for key, value in _transaction_payloads(transactions)]
+
+
+def label_records(labels: pd.DataFrame, topic: str) -> list[OutboundRecord]:
+    return [OutboundRecord(topic, key, value, counts_as_transaction=False) for key, value in _label_payloads(labels)]
 
 
 def _transaction_payloads(df: pd.DataFrame) -> list[tuple[bytes, bytes]]:

@@ -1,0 +1,199 @@
+"""``fraudstream evaluate --via stream``: a fold's test week scored through the real path — Kafka, a worker
+process, Redis features and the model backend — instead of in-process.
+
+Per fold: the trained model is exported to a private model repository; the history from 40 days before the
+test week (30-day windows + 7-day label delay + margin) to its end is replayed into private topics; the
+labels first (the online engine counts a label only from its ``available_at``, so applying them early is
+point-in-time correct, while applying one late would not be), then the transactions; the scored records of
+the test rows are collected. Topics, consumer group and Redis key prefix are private to the run and removed
+afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import pandas as pd
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from fraudstream.settings import Settings, Topics
+from fraudstream.sources.producer import produce
+from fraudstream.sources.replay import label_records, transaction_records
+from fraudstream.sources.topics import assign_at_end, partitions_of
+from fraudstream.workers import spawn_worker
+
+DAY_S = 86_400.0
+LOOKBACK_DAYS = 40
+LABEL_DELAY_S = 7 * DAY_S
+
+
+def _progress(message: str) -> None:
+    print(f"[evaluate via stream] {message}", file=sys.stderr, flush=True)
+
+
+async def _create(bootstrap: str, topics: Topics, partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topics.transactions, partitions, 1), NewTopic(topics.labels, partitions, 1),
+            NewTopic(topics.scored, partitions, 1), NewTopic(topics.dead_letter, 1, 1),
+        ])
+    finally:
+        await admin.close()
+
+
+async def _delete(bootstrap: str, topics: Topics) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.transactions, topics.labels, topics.scored, topics.dead_letter])
+    finally:
+        await admin.close()
+
+
+async def _wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: float) -> None:
+    """Wait until ``group`` has committed the end offset of every partition of ``topic``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await consumer.start()
+    await admin.start()
+    try:
+        parts = await partitions_of(bootstrap, [topic])
+        ends = await consumer.end_offsets(parts)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = await admin.list_consumer_group_offsets(group, partitions=parts)
+            if all(committed.get(tp) is not None and committed[tp].offset >= ends[tp] for tp in parts):
+                return
+            await asyncio.sleep(0.5)
+        msg = f"the worker did not consume {topic} within {timeout_s:.0f}s"
+        raise TimeoutError(msg)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _collect(bootstrap: str, topics: Topics, expected: int, timeout_s: float,
+                   reader: AIOKafkaConsumer) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    dead = 0
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    while len(scores) + dead < expected and time.monotonic() < deadline:
+        batches = await reader.getmany(timeout_ms=500, max_records=20_000)
+        for tp, messages in batches.items():
+            for m in messages:
+                if tp.topic == topics.dead_letter:
+                    dead += 1
+                else:
+                    record = orjson.loads(m.value or b"{}")
+                    scores[record["transaction_id"]] = float(record["score"])
+        if time.monotonic() - last > 5:
+            last = time.monotonic()
+            _progress(f"  {len(scores):,} scored, {dead} dead-lettered of {expected:,}")
+    return scores
+
+
+async def stream_scores(settings: Settings, model_backend: str, transactions: pd.DataFrame,
+                        labels: pd.DataFrame, wanted: list[str]) -> dict[str, float]:
+    run = uuid.uuid4().hex[:8]
+    topics = Topics(transactions=f"eval-{run}-tx", labels=f"eval-{run}-labels", scored=f"eval-{run}-scored",
+                    dead_letter=f"eval-{run}-dlq")
+    group = f"eval-{run}"
+    bootstrap = settings.kafka_bootstrap
+    # One partition: the worker then sees the history in the file's order, as the offline engine does.
+    # (Across partitions a terminal's transactions interleave by arrival, and the late-event rule applies.)
+    await _create(bootstrap, topics, 1)
+    env = {
+        "FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": settings.redis_url,
+        "FRAUD_MODEL_BACKEND": model_backend, "FRAUD_APP_ID": group, "FRAUD_FEATURE_KEY_PREFIX": group,
+        "FRAUD_TOPICS__TRANSACTIONS": topics.transactions, "FRAUD_TOPICS__LABELS": topics.labels,
+        "FRAUD_TOPICS__SCORED": topics.scored, "FRAUD_TOPICS__DEAD_LETTER": topics.dead_letter,
+        "FRAUD_BATCH_MAX_SIZE": "1024",
+    }
+    worker = spawn_worker(env, settings.home / "logs" / f"{group}.log")
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await reader.start()
+    try:
+        if not worker.wait_ready(180):
+            msg = "the evaluation worker did not start:\n" + worker.tail()
+            raise RuntimeError(msg)
+        await assign_at_end(reader, bootstrap, [topics.scored, topics.dead_letter])
+        _progress(f"{len(labels):,} labels first, then {len(transactions):,} transactions")
+        await produce(bootstrap, label_records(labels, topics.labels), quiet=True)
+        await _wait_consumed(bootstrap, group, topics.labels, timeout_s=300)
+        await produce(bootstrap, transaction_records(transactions, topics.transactions), quiet=True)
+        scores = await _collect(bootstrap, topics, len(transactions), 600 + len(transactions) / 200, reader)
+    finally:
+        await reader.stop()
+        worker.stop()
+        await _delete(bootstrap, topics)
+        _cleanup_redis(settings.redis_url, group)
+    missing = [t for t in wanted if t not in scores]
+    if missing:
+        msg = f"{len(missing)} test transactions were not scored through the stream (e.g. {missing[:3]})"
+        raise RuntimeError(msg)
+    return scores
+
+
+def _cleanup_redis(url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+        for i in range(0, len(keys), 5000):
+            client.delete(*keys[i : i + 5000])
+    finally:
+        client.close()
+
+
+class StreamScores:
+    """``ScoreProvider`` for ``training.evaluate``: scores a fold's test rows through Kafka + worker."""
+
+    name = "stream"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def scores(self, trained: Any, history: Any, fold: Any) -> npt.NDArray[np.float64]:
+        from training.export import write_saved_model
+
+        tx: pd.DataFrame = history.transactions
+        times = tx["event_time"].to_numpy(dtype=np.float64)
+        test_times = times[fold.test_idx]
+        test_start = float(np.floor(test_times.min() / DAY_S) * DAY_S)
+        end = float(test_times.max())
+        window = tx[(times >= test_start - LOOKBACK_DAYS * DAY_S) & (times <= end)]
+        fraud = history.y[window.index.to_numpy()] == 1
+        available = window["event_time"].to_numpy(dtype=np.float64) + LABEL_DELAY_S
+        known = available <= end
+        labels = pd.DataFrame({
+            "transaction_id": window["transaction_id"].to_numpy()[known],
+            "card_ref": window["card_ref"].to_numpy()[known],
+            "terminal_id": window["terminal_id"].to_numpy()[known],
+            "event_time": window["event_time"].to_numpy()[known],
+            "available_at": available[known],
+            "is_fraud": fraud[known],
+        })
+        wanted = [str(t) for t in tx["transaction_id"].to_numpy()[fold.test_idx]]
+        with tempfile.TemporaryDirectory(prefix="eval-model-") as repo:
+            write_saved_model(trained, Path(repo) / "fraud_dnn" / "1")
+            backend = f"local://{Path(repo) / 'fraud_dnn'}"
+            scores = asyncio.run(stream_scores(self.settings, backend, window, labels, wanted))
+        return np.asarray([scores[t] for t in wanted], dtype=np.float64)
+
+
+def stream_score_provider(settings: Settings) -> StreamScores:
+    return StreamScores(settings)
