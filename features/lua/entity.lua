@@ -6,7 +6,8 @@
 -- Returns the raw window statistics of the plan (RAW) as little-endian float64s; features/derive.py
 -- turns them into features, the same code as offline. Binary, because Lua numbers in integer replies are
 -- truncated and text would cost more than packing.
--- State blob: 8 header doubles (watermark, transactions applied since the last trim (0 = none yet), last effective time, has_geo, lat, lon, ttl
+-- State blob: 8 header doubles (watermark, transactions applied since the last trim (0 = none yet),
+-- last effective time, has_geo, lat, lon, ttl
 -- refreshed at, next trim) then tiles of 8 doubles (level, bucket, count, sum, sum of squares, min, max,
 -- counterparties last seen in the tile), sorted by level then bucket.
 --@CONFIG@
@@ -19,8 +20,9 @@ local t, c = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lat, lon, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
 local floor = math.floor
 local v, nold
-if r[1] then
-  v = {struct.unpack('<' .. string.rep('d', #r[1] / 8), r[1])}
+local blob = r[1]
+if blob then
+  v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
   nold = #v - 1
 else
   v = {t, 0, 0, 0, 0, 0, 0, t + TRIM_EVERY}
@@ -43,8 +45,12 @@ for L = 1, NLEVEL do
   if prevseen and DLV[L] then bp = floor(prevseen / tl) end
   while i <= nold and v[i] == L and v[i + 1] < low do i = i + 8 end
   local ks = i
+  local bpos
   while i <= nold and v[i] == L do
-    if v[i + 1] == bp then v[i + 7] = v[i + 7] - 1 end
+    if v[i + 1] == bp then
+      v[i + 7] = v[i + 7] - 1
+      bpos = i
+    end
     i = i + 8
   end
   local ke = i - 1
@@ -58,15 +64,23 @@ for L = 1, NLEVEL do
     if c < v[p + 5] then v[p + 5] = c end
     if c > v[p + 6] then v[p + 6] = c end
     if DLV[L] then v[p + 7] = v[p + 7] + 1 end
+  end
+  -- New blob for this level: unchanged tiles are copied from the old blob as bytes (element i of v
+  -- sits at byte (i - 1) * 8), only the (at most two) modified tiles are packed again.
+  local from = ks
+  if bpos and bpos ~= p then
+    if bpos > from then pieces[#pieces + 1] = string.sub(blob, (from - 1) * 8 + 1, (bpos - 1) * 8) end
+    pieces[#pieces + 1] = struct.pack('<dddddddd', unpack(v, bpos, bpos + 7))
+    from = bpos + 8
+  end
+  if p then
+    if p > from then pieces[#pieces + 1] = string.sub(blob, (from - 1) * 8 + 1, (p - 1) * 8) end
+    pieces[#pieces + 1] = struct.pack('<dddddddd', unpack(v, p, p + 7))
   else
+    if ke >= from then pieces[#pieces + 1] = string.sub(blob, (from - 1) * 8 + 1, ke * 8) end
     local dl = 0
     if DLV[L] then dl = 1 end
     pieces[#pieces + 1] = struct.pack('<dddddddd', L, b, 1, c, c * c, c, c, dl)
-  end
-  if ke >= ks then
-    pieces[#pieces + 1] = struct.pack('<' .. string.rep('d', ke - ks + 1), unpack(v, ks, ke))
-    -- keep level order: the appended current tile goes after the kept ones
-    if not p then pieces[#pieces], pieces[#pieces - 1] = pieces[#pieces - 1], pieces[#pieces] end
   end
   -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
   -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
