@@ -137,24 +137,26 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def saturation(settings: Settings, phase: Phase, model_backend: str, *, count: int, mode: str, batch: int,
-                     seed: int, log_dir: Path) -> dict[str, Any]:
+                     seed: int, log_dir: Path, workers: int = 1) -> dict[str, Any]:
     items = payloads(count, seed, phase.name)
     await send_all(settings.kafka_bootstrap, phase.transactions, items)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
-    worker = spawn_worker(worker_env(settings, phase, model_backend, mode, batch), log_dir / f"{phase.name}.log")
+    env = worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
+    processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await consumer.seek_to_beginning()
         stamps, _, dead = await collect(consumer, count, timeout_s=120 + count / 200)
     finally:
         await consumer.stop()
-        worker.stop()
+        for process in processes:
+            process.stop()
     stamps.sort()
     # Skip the first and last 5%: start-up (group join, model warm-up) and the tail are not "sustained".
     lo, hi = int(len(stamps) * 0.05), int(len(stamps) * 0.95)
     span = stamps[hi - 1] - stamps[lo] if hi - 1 > lo else float("nan")
-    return {"transactions": count, "scored": len(stamps), "dead_lettered": dead,
+    return {"transactions": count, "scored": len(stamps), "dead_lettered": dead, "workers": workers,
             "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0}
 
 
@@ -182,7 +184,9 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
         if own:
             worker.stop()
     latencies = [(arrivals[k] - sent_at[k]) * 1000 for k in arrivals if k in sent_at]
-    return {"offered_tps": rate, "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
+    span = (max(arrivals.values()) - min(sent_at.values())) if arrivals and sent_at else float("nan")
+    return {"offered_tps": rate, "delivered_tps": len(arrivals) / span if span and span > 0 else 0.0,
+            "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies) if latencies else float("nan")}
 
@@ -210,6 +214,7 @@ class BenchOptions:
     fixed_seconds: float = 10.0
     sweep: tuple[float, ...] = ()
     batch: int = 512
+    scale_out: bool = False
     seed: int = 11
 
 
@@ -233,7 +238,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     phases = {name: Phase(name=f"{name}-{run}", transactions=f"bench-{run}-{name}-tx",
                           scored=f"bench-{run}-{name}-scored", dead_letter=f"bench-{run}-{name}-dlq",
                           key_prefix=f"bench-{run}-{name}")
-              for name in ("batched", "latency", "naive", *(f"load{int(r)}" for r in options.sweep))}
+              for name in ("batched", "latency", "naive", "two", *(f"load{int(r)}" for r in options.sweep))}
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
     for phase in phases.values():
@@ -252,6 +257,12 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         naive = await saturation(settings, phases["naive"], backend, count=options.naive_count, mode="naive",
                                  batch=options.batch, seed=options.seed + 2, log_dir=log_dir)
         progress(f"  → {naive['throughput_tps']:,.0f} tx/s")
+        two: dict[str, Any] | None = None
+        if options.scale_out:
+            progress(f"saturation, two workers in one consumer group: {options.saturation_count:,} transactions")
+            two = await saturation(settings, phases["two"], backend, count=options.saturation_count, mode="batched",
+                                   batch=options.batch, seed=options.seed + 3, log_dir=log_dir, workers=2)
+            progress(f"  → {two['throughput_tps']:,.0f} tx/s")
         sweep = []
         for rate in options.sweep:
             progress(f"sweep: {rate:,.0f} tx/s offered")
@@ -270,7 +281,33 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         "naive_throughput_tps": round(naive["throughput_tps"], 1),
         "offered_tps": options.fixed_rate,
         "batch_max_size": options.batch,
-        "phases": {"batched": batched, "latency": latency, "naive": naive},
+        "phases": {"batched": batched, "latency": latency, "naive": naive, "two_workers": two},
         "sweep": sweep,
         "model_backend": backend,
     }
+
+
+def plot_sweep(result: dict[str, Any], path: str) -> None:
+    """Delivered throughput and p50/p99 latency against offered load (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(result["sweep"], key=lambda r: r["offered_tps"])
+    offered = [r["offered_tps"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(offered, [r["delivered_tps"] for r in rows], "o-", label="delivered")
+    left.plot(offered, offered, "--", color="grey", label="offered")
+    left.axhline(result["throughput_tps"], color="tab:red", linestyle=":", label="saturation (backlog)")
+    left.set(xlabel="offered load (tx/s)", ylabel="tx/s", title="throughput")
+    left.legend()
+    right.plot(offered, [r["p50_ms"] for r in rows], "o-", label="p50")
+    right.plot(offered, [r["p99_ms"] for r in rows], "o-", label="p99")
+    right.set(xlabel="offered load (tx/s)", ylabel="ms (send → scored record received)", title="latency",
+              yscale="log")
+    right.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -48,6 +48,8 @@ def _register_e2e(benches: BenchCommands) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of a fixed-load phase (default 10)")
     parser.add_argument("--sweep", default="", help="extra offered loads, e.g. 1000,2500,7500,10000")
     parser.add_argument("--batch", type=int, default=512, help="worker micro-batch size (default 512)")
+    parser.add_argument("--scale-out", action="store_true", help="also measure two workers sharing the partitions")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="with --sweep: plot throughput/latency vs load")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     parser.set_defaults(handler=_e2e)
 
@@ -71,11 +73,17 @@ def _e2e(args: argparse.Namespace) -> int:
     options = BenchOptions(
         saturation_count=args.transactions, naive_count=args.naive_transactions, fixed_rate=args.rate,
         fixed_seconds=args.seconds, sweep=tuple(float(x) for x in args.sweep.split(",") if x), batch=args.batch,
+        scale_out=args.scale_out,
     )
     try:
         result = asyncio.run(run_bench(settings, options))
     finally:
         if started:
             stack.down()
+    if args.plot and result["sweep"]:
+        from fraudstream.bench_e2e import plot_sweep
+
+        plot_sweep(result, args.plot)
+        print(f"[bench e2e] plot written to {args.plot}", file=sys.stderr)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
