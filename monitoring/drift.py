@@ -40,6 +40,8 @@ class DriftConfig:
     consecutive: int = 3
     min_samples: int = 200
     retrain: bool = False
+    retrain_cooldown_s: float = 6 * 3600.0
+    """At most one retrain request per cooldown: one shift drifts many features at once."""
     history_points: int = 360
 
     @property

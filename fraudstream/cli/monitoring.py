@@ -1,9 +1,167 @@
-"""Sub-commands of this concern (filled in by its package's work)."""
+"""``fraudstream dashboard`` (page + drift monitor + /metrics) and ``fraudstream monitor`` (headless)."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fraudstream.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the monitor's imports (aiokafka, numpy) are loaded only when a command runs
+    from monitoring.service import DriftMonitor
+
+
+def _add_drift_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--windows",
+        default="5m=300,1h=3600,1d=86400",
+        help="sliding windows as name=seconds, comma-separated (default 5m,1h,1d)",
+    )
+    parser.add_argument(
+        "--bucket-s", type=float, default=10.0, help="window resolution in seconds (default 10)"
+    )
+    parser.add_argument(
+        "--psi-threshold", type=float, default=0.2, help="PSI above this is drift (default 0.2)"
+    )
+    parser.add_argument(
+        "--consecutive",
+        type=int,
+        default=3,
+        help="evaluations in a row above the threshold before an alert (default 3)",
+    )
+    parser.add_argument(
+        "--min-samples",
+        type=int,
+        default=200,
+        help="records a window needs before it is evaluated (default 200)",
+    )
+    parser.add_argument("--evaluate-every", type=float, default=5.0, help="seconds between evaluations")
+    parser.add_argument(
+        "--retrain", action="store_true", help="also publish retrain-requests on sustained drift"
+    )
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help="model directory with versions and references (default <home>/models/<model_name>)",
+    )
+    parser.add_argument(
+        "--no-feature-sketch",
+        action="store_true",
+        help="do not read the workers' per-feature histograms from Redis",
+    )
+    parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor:
+    import redis.asyncio as aioredis
+
+    from monitoring.drift import DriftConfig
+    from monitoring.service import DriftMonitor, MonitorOptions, kafka_security
+    from monitoring.windows import WindowSpec
+
+    drift = DriftConfig(
+        windows=WindowSpec.parse_many(args.windows),
+        bucket_s=args.bucket_s,
+        psi_threshold=args.psi_threshold,
+        consecutive=max(1, args.consecutive),
+        min_samples=max(1, args.min_samples),
+        retrain=args.retrain,
+    )
+    options = MonitorOptions(
+        bootstrap=settings.kafka_bootstrap,
+        topics=settings.topics,
+        model_dir=args.model_dir or settings.model_repository / settings.model_name,
+        drift=drift,
+        evaluate_every_s=args.evaluate_every,
+        lag_group=settings.app_id,
+        security=tuple(kafka_security(settings).items()),
+    )
+    redis = None
+    if not args.no_feature_sketch:
+        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            username=settings.redis_username,
+            password=password,
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+        )
+    return DriftMonitor(options, redis=redis)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from monitoring.dashboard import create_app, serve
+
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    monitor = _build_monitor(settings, args)
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+
+    async def main() -> None:
+        runner, port = await serve(create_app(monitor, api_token=token), args.host, args.port)
+        print(f"dashboard on http://{args.host}:{port}/ (metrics at /metrics)", file=sys.stderr, flush=True)
+        try:
+            await _until_signalled()
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(main())
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    monitor = _build_monitor(settings, args)
+
+    async def main() -> None:
+        from prometheus_client import start_http_server
+
+        server, _ = start_http_server(args.metrics_port, addr=args.host, registry=monitor.registry)
+        print(
+            f"drift monitor running; metrics on {args.host}:{server.server_port}/metrics",
+            file=sys.stderr,
+            flush=True,
+        )
+        await monitor.start()
+        try:
+            await _until_signalled()
+        finally:
+            await monitor.stop()
+            server.shutdown()
+
+    asyncio.run(main())
+    return 0
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's sub-commands to the ``fraudstream`` parser."""
+    dash = commands.add_parser(
+        "dashboard", help="drift and operations page with /metrics (runs the drift monitor)"
+    )
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    dash.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    _add_drift_options(dash)
+    dash.set_defaults(handler=_dashboard)
+
+    mon = commands.add_parser(
+        "monitor", help="headless drift monitor: drift-alerts, retrain-requests, /metrics"
+    )
+    mon.add_argument("--host", default="127.0.0.1", help="metrics bind address (default loopback)")
+    mon.add_argument("--metrics-port", type=int, default=9109, help="metrics port (default 9109)")
+    _add_drift_options(mon)
+    mon.set_defaults(handler=_monitor)
