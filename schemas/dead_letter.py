@@ -17,7 +17,8 @@ class DeadLetter(Record):
     error: str
     """Human-readable explanation."""
     original_b64: str
-    """The original message bytes, base64: kept byte for byte, whatever they were."""
+    """The original message bytes, base64: byte for byte, except that card numbers are masked and at most
+    the first 64 KiB are kept (``schemas.codec.dead_letter``)."""
     transaction_id: str | None = None
     topic: str
     partition: int

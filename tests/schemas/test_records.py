@@ -45,7 +45,7 @@ def test_a_good_transaction_parses_to_utc() -> None:
         ({"event_time": "2100-01-01T00:00:00Z"}, "validation:event_time:value_error"),
         ({"event_time": "1970-01-01T00:00:00Z"}, "validation:event_time:value_error"),
         ({"event_time": "2025-12-31T23:00:00"}, "validation:event_time:value_error"),
-        ({"unexpected": 1}, "validation:unexpected:extra_forbidden"),
+        ({"unexpected": 1}, "validation:record:extra_forbidden"),  # the name stays out of the label
         ({"transaction_id": "x" * 65}, "validation:transaction_id:string_too_long"),
         ({"transaction_id": "bad id with spaces"}, "validation:transaction_id:string_pattern_mismatch"),
         ({"card_id": 123}, "validation:card_id:string_type"),
