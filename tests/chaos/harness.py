@@ -344,11 +344,17 @@ class Collector:
             self.out.dead[(record["topic"], record["partition"], record["offset"])] = record
             self.out.dead_total += 1
 
-    async def wait(self, done: Callable[[Collected], bool], timeout_s: float, what: str = "") -> Collected:
+    async def wait(
+        self, done: Callable[[Collected], bool], timeout_s: float, what: str = "",
+        *, worker: WorkerProcess | None = None,
+    ) -> Collected:
+        """Poll ``done``; fail at once if ``worker`` exited (rather than at the timeout)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if done(self.out):
                 return self.out
+            if worker is not None and not worker.alive():
+                raise AssertionError(f"worker {worker.pid} exited while waiting for {what}:\n{worker.tail(30)}")
             await asyncio.sleep(0.25)
         raise AssertionError(
             f"timed out after {timeout_s:.0f}s waiting for {what}: {len(self.out.scored)} scored ids "
