@@ -55,13 +55,14 @@ def default_feature_spec() -> FeatureSpec:
     """The project's feature list (``features.FEATURE_LIST``) with its vectorised offline engine."""
     # Imported here, not at module level, so the metrics, registry and CLI parsing work without pulling
     # in the feature engine (and so tests can pass a stand-in spec).
-    from features import FEATURE_LIST, compute_offline  # type: ignore[attr-defined,unused-ignore]
+    from features import FEATURE_LIST
+    from features.offline import compute_offline
 
     return FeatureSpec(
         name=str(FEATURE_LIST.name),
         names=tuple(str(n) for n in FEATURE_LIST.names),
         hash=str(FEATURE_LIST.hash),
-        compute=compute_offline,
+        compute=lambda transactions, labels: compute_offline(transactions, labels),
     )
 
 

@@ -11,7 +11,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import keras
@@ -38,6 +38,8 @@ class ModelConfig:
     log_transform: bool = True
     validation_fraction: float = 0.2
     seed: int = 42
+    ensemble: int = 3
+    """Members trained with seeds ``seed, seed+1, …`` and averaged inside the one exported model."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,7 +121,8 @@ def build_model(
         if config.dropout > 0:
             h = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(h)
     out = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
-    head = keras.Model(z_in, out, name="head")
+    # Ensemble members live side by side in one model, and Keras needs unique sub-model names.
+    head = keras.Model(z_in, out, name="head" if config.ensemble <= 1 else f"head_seed_{config.seed}")
 
     model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
     model.compile(
@@ -188,9 +191,7 @@ class ScalarEventLog(keras.callbacks.Callback):  # type: ignore[misc]
         with self._writer.as_default():
             for key, value in (logs or {}).items():
                 if isinstance(value, (int, float)):
-                    tf.summary.write(
-                        f"epoch_{key}", tf.constant(float(value)), step=epoch, metadata=self._metadata
-                    )
+                    tf.summary.write(f"epoch_{key}", tf.constant(float(value)), step=epoch, metadata=self._metadata)
         self._writer.flush()
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -203,7 +204,7 @@ class _Progress(keras.callbacks.Callback):  # type: ignore[misc]
         print(f"  epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
 
 
-def train_model(
+def _train_single(
     spec: FeatureSpec,
     x: npt.NDArray[np.floating[Any]],
     y: npt.NDArray[np.integer[Any]],
@@ -215,7 +216,6 @@ def train_model(
     verbose: bool = True,
     steps_per_epoch: int | None = None,
 ) -> TrainedModel:
-    """Fit a model on ``(x, y)``; with ``validation`` it stops early on validation average precision."""
     keras.utils.set_random_seed(config.seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -251,7 +251,7 @@ def train_model(
         )
     else:
         fit = model.fit(
-            ds, epochs=config.epochs, callbacks=callbacks, verbose=0, steps_per_epoch=steps_per_epoch
+            ds, epochs=config.epochs, callbacks=callbacks, verbose=0, shuffle=False, steps_per_epoch=steps_per_epoch
         )
         history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     elapsed = time.perf_counter() - started
@@ -264,5 +264,67 @@ def train_model(
         history=history,
         best_epoch=stopper.best_epoch if stopper else len(history.get("loss", [])),
         train_seconds=elapsed,
+        train_rows=len(x),
+    )
+
+
+def train_model(
+    spec: FeatureSpec,
+    x: npt.NDArray[np.floating[Any]],
+    y: npt.NDArray[np.integer[Any]],
+    config: ModelConfig,
+    *,
+    validation: tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int8]] | None = None,
+    strategy: Any = None,
+    log_dir: str | None = None,
+    verbose: bool = True,
+    steps_per_epoch: int | None = None,
+) -> TrainedModel:
+    """Fit a model on ``(x, y)``; with ``validation`` it stops early on validation average precision.
+
+    With ``config.ensemble > 1`` the members share the preprocessing (same training-set statistics) and
+    the exported head averages their scores, so serving still makes one call on one raw vector.
+    """
+    members = []
+    for i in range(max(1, config.ensemble)):
+        member_config = replace(config, seed=config.seed + i)
+        member_log = f"{log_dir}/member-{i}" if log_dir and config.ensemble > 1 else log_dir
+        if verbose and config.ensemble > 1:
+            print(f"  ensemble member {i + 1}/{config.ensemble}", file=sys.stderr, flush=True)
+        members.append(
+            _train_single(
+                spec,
+                x,
+                y,
+                member_config,
+                validation=validation,
+                strategy=strategy,
+                log_dir=member_log,
+                verbose=verbose,
+                steps_per_epoch=steps_per_epoch,
+            )
+        )
+    if len(members) == 1:
+        return members[0]
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
+    with scope:
+        z_in = keras.Input(shape=(len(spec.names),), name="normalised", dtype="float32")
+        averaged = keras.layers.Average(name="ensemble_mean")([m.head(z_in) for m in members])
+        head = keras.Model(z_in, averaged, name="head")
+        preprocess = members[0].preprocess
+        raw = keras.Input(shape=(len(spec.names),), name="features", dtype="float32")
+        model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
+    history: dict[str, list[float]] = {}
+    for i, m in enumerate(members):
+        history.update({f"member_{i}_{k}": v for k, v in m.history.items()})
+    return TrainedModel(
+        model=model,
+        preprocess=preprocess,
+        head=head,
+        spec=spec,
+        config=config,
+        history=history,
+        best_epoch=max(m.best_epoch for m in members),
+        train_seconds=sum(m.train_seconds for m in members),
         train_rows=len(x),
     )

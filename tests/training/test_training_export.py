@@ -117,3 +117,24 @@ def test_existing_version_is_never_overwritten(
             x_train=history.features[:50],
             tflite=False,
         )
+
+
+def test_ensemble_is_one_model_averaging_its_members(history: History, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from conftest import TINY
+
+    from training.model import train_model
+
+    fold = make_fold(history, START)
+    x, y = history.features[fold.train_idx], history.y[fold.train_idx]
+    singles = [train_model(history.spec, x, y, replace(TINY, seed=TINY.seed + i), verbose=False) for i in (0, 1)]
+    ensemble = train_model(history.spec, x, y, replace(TINY, ensemble=2), verbose=False)
+    probe = history.features[:20]
+    expected = np.mean([m.predict(probe) for m in singles], axis=0)
+    np.testing.assert_allclose(ensemble.predict(probe), expected, atol=1e-5)
+    path, _ = export_version(ensemble, tmp_path / "fraud_dnn", 1, training_window={}, metrics={},
+                             x_train=x, tflite=False)
+    served = tf.saved_model.load(str(path)).signatures["serving_default"](features=tf.constant(probe, tf.float32))
+    np.testing.assert_allclose(served["score"].numpy(), expected, atol=1e-5)
+    assert served["contributions"].shape == (20, 3)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fraudstream.cli import main
 from training.errors import RegistryError
 from training.registry import GateConfig, ModelRegistry
 
@@ -66,3 +67,29 @@ def test_rollback_canary_drops_label(repo: Path) -> None:
     reg.set_label("canary", 2)
     assert reg.rollback("canary") == {"stable": 1}
     assert [r["label"] for r in reg.describe()["versions"]] == ["stable", None]
+
+
+def test_evaluate_via_stream_fails_clearly_when_not_wired(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        import streams.evaluation  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("the stream path is wired in this build")
+    code = main(["evaluate", "--via", "stream", "--json"])
+    assert code == 2
+    assert "--via stream needs streams.evaluation" in capsys.readouterr().err
+
+
+def test_models_cli_lists_and_promotes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
+    for v in (1, 2):
+        (tmp_path / "models" / "fraud_dnn" / str(v)).mkdir(parents=True)
+    assert main(["models", "promote", "--version", "1", "--json"]) == 0
+    assert main(["models", "promote", "--version", "2", "--label", "canary", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert listed["labels"] == {"stable": 1, "canary": 2}
+    assert main(["models", "rollback", "--label", "canary", "--json"]) == 0
+    assert main(["models", "promote", "--version", "9"]) == 2
+    assert "models.config" in {p.name for p in (tmp_path / "models").iterdir()}
