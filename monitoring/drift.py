@@ -16,6 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 
@@ -217,7 +218,7 @@ def percentile(counts: np.ndarray, edges: np.ndarray, q: float) -> float | None:
 
 
 def snapshot(state: MonitorState, now: float, *, feature_rows: Callable[[float], float] | None = None
-             ) -> dict[str, object]:
+             ) -> dict[str, Any]:
     """The dashboard's JSON: everything the page draws, for the first (shortest) window."""
     c = state.config
     window = c.windows[0]
@@ -227,7 +228,7 @@ def snapshot(state: MonitorState, now: float, *, feature_rows: Callable[[float],
         return [[k * c.bucket_s, float(v[0]) / c.bucket_s]
                 for k, v in series.per_bucket(buckets * c.bucket_s, now).items()]
 
-    score_view: dict[str, object] | None = None
+    score_view: dict[str, Any] | None = None
     busiest = max(state.scores.items(), key=lambda kv: kv[1].series.window(window.seconds, now).sum(),
                   default=None)
     if busiest is not None:

@@ -243,7 +243,7 @@ class DriftMonitor:
                                            key=request.request_id.encode())
         return request
 
-    def snapshot(self) -> dict[str, object]:
+    def snapshot(self) -> dict[str, Any]:
         sketch = self.sketch
         rows = (lambda seconds: sketch.rows(seconds, time.time())) if sketch is not None else None
         return snapshot(self.state, time.time(), feature_rows=rows)

@@ -28,6 +28,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from features import FEATURE_LIST
 from fraudstream.settings import Topics
 from fraudstream.sources.topics import assign_at_end
+from fraudstream.workers import WorkerProcess
 from monitoring.dashboard import create_app, serve
 from monitoring.drift import DriftConfig
 from monitoring.reference import ReferenceCatalog
@@ -35,7 +36,7 @@ from monitoring.service import DriftMonitor, MonitorOptions
 from monitoring.sketch import FeatureDriftSketch
 from monitoring.windows import WindowSpec
 from tests.monitoring.traffic import Traffic, export_trained_model, records, simulate
-from tests.streams.helpers import WorkerProcess, produce, start_worker, unique, worker_env
+from tests.streams.helpers import produce, start_worker, unique, worker_env
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,11 +25,10 @@ def model_dir(tmp_path: Path) -> Path:
     return directory
 
 
-def config(**overrides: object) -> DriftConfig:
-    base: dict[str, object] = {"windows": (WindowSpec("short", 30), WindowSpec("long", 300)), "bucket_s": 1.0,
-                               "psi_threshold": 0.2, "consecutive": 3, "min_samples": 100}
-    base.update(overrides)
-    return DriftConfig(**base)  # type: ignore[arg-type]
+def config(**overrides: Any) -> DriftConfig:
+    base = DriftConfig(windows=(WindowSpec("short", 30), WindowSpec("long", 300)), bucket_s=1.0,
+                       psi_threshold=0.2, consecutive=3, min_samples=100)
+    return dataclasses.replace(base, **overrides)
 
 
 def feed(state: MonitorState, scores: np.ndarray, at: float, version: int | None = 1) -> None:
@@ -113,10 +114,10 @@ def test_snapshot_has_every_panel(model_dir: Path) -> None:
     state.add_label(is_fraud=False, at=T0)
     state.evaluate(T0 + 1)
     view = snapshot(state, T0 + 1)
-    assert view["score"]["live_total"] == 300  # type: ignore[index]
+    assert view["score"]["live_total"] == 300
     assert view["throughput"] == [[T0, 300.0]]
     assert view["dead_letters"] == [[T0, 1.0]]
-    assert view["fraud_rate"]["short"] == {"labels": 2.0, "rate": 0.5}  # type: ignore[index]
+    assert view["fraud_rate"]["short"] == {"labels": 2.0, "rate": 0.5}
     assert view["models"] == [{"version": 1, "label": "stable", "count": 300.0, "share": 1.0}]
-    assert view["latency_ms"]["p50"] == pytest.approx(12.0, rel=0.2)  # type: ignore[index]
-    assert set(view["psi_history"]) == {"score"}  # type: ignore[arg-type]
+    assert view["latency_ms"]["p50"] == pytest.approx(12.0, rel=0.2)
+    assert set(view["psi_history"]) == {"score"}
