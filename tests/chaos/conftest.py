@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from features import FEATURE_LIST
-from scoring.testing.model_factory import export_model
+from scoring.testing.model_factory import export_model, write_labels
 
 
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("chaos-models")
     export_model(repo, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
+    write_labels(repo / "fraud_dnn", {"stable": 1})  # the tfserving backend asks for label=stable
     return repo
 
 
