@@ -7,6 +7,8 @@ All figures come from one run against one in-process servicer serving one real S
   ``TFServingBackend``.
 - ``per_call_rows_per_s``: one Predict per transaction, ``in_flight`` calls at once, same servicer.
 - ``local_rows_per_s``: ``LocalBackend.predict`` at batch ``batch``, one call at a time.
+- ``scorer_local_rows_per_s``: the whole ``Scorer.score_batch`` path over the local backend (rollout,
+  batcher, outage handling, policy, reason codes) at batch ``batch``: what the worker gets.
 - request encoding: ``tensor_content`` filling vs ``tf.make_tensor_proto`` for one batch (microseconds).
 """
 
@@ -100,6 +102,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
     from scoring.batcher import MicroBatcher
     from scoring.breaker import CircuitBreaker
     from scoring.local import LocalBackend
+    from scoring.scorer import Scorer
     from scoring.testing.model_factory import DEFAULT_FEATURES, export_model, feature_list_hash, write_labels
     from scoring.testing.servicer import InProcessModelServer
     from scoring.tfserving import TFServingBackend
@@ -164,6 +167,23 @@ async def run(config: BenchConfig) -> dict[str, Any]:
             await _timed(warm, 1, local_step)
             local_rps, local_lat = await _timed(config.seconds, 1, local_step)
             _progress(f"  {local_rps:,.0f} rows/s")
+            _progress(f"Scorer over the local backend (rollout, batcher, policy, reason codes), batch {config.batch}")
+            scorer = Scorer(local, model_name="fraud_dnn", feature_names=names, feature_hash=fhash)
+            ids = [f"tx-{i}" for i in range(config.batch)]
+            currencies = ["EUR"] * config.batch
+            amounts = [25.0] * config.batch
+
+            async def scorer_step(i: int) -> int:
+                j = i % n_batches
+                batch = pool[j * config.batch : (j + 1) * config.batch]
+                results = await scorer.score_batch(
+                    batch, ids=ids, card_refs=ids, amounts=amounts, currencies=currencies
+                )
+                return len(results)
+
+            await _timed(warm, 1, scorer_step)
+            scorer_rps, _ = await _timed(config.seconds, 1, scorer_step)
+            _progress(f"  {scorer_rps:,.0f} rows/s")
             encoding = _encoding_us(pool[: config.batch])
             _progress(f"request encoding for {config.batch} rows: {encoding}")
         finally:
@@ -177,6 +197,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
         "per_call_rows_per_s": round(per_call_rps, 1),
         "speedup": round(speedup, 2),
         "local_rows_per_s": round(local_rps, 1),
+        "scorer_local_rows_per_s": round(scorer_rps, 1),
         "batched_mean_batch_rows": round(mean_batch, 1),
         "batched_call_p50_ms": _pct(batched_lat, 50),
         "batched_call_p99_ms": _pct(batched_lat, 99),
