@@ -59,6 +59,7 @@ class MonitorOptions:
     evaluate_every_s: float = 5.0
     lag_group: str | None = None
     """The worker's consumer group (its faust app id), whose lag on ``transactions`` is exported."""
+    lag_every_s: float = 10.0
     security: tuple[tuple[str, Any], ...] = ()
 
 
@@ -269,7 +270,7 @@ class DriftMonitor:
                                                       ).set(lag)
                 except Exception as exc:  # the broker being away is reported, not fatal
                     log.warning("consumer lag of %s unavailable: %s", group, exc)
-                await asyncio.sleep(10.0)
+                await asyncio.sleep(self.options.lag_every_s)
         finally:
             await probe.stop()
             await admin.close()

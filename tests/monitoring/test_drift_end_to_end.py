@@ -84,7 +84,7 @@ async def dashboard(setup: Setup, kafka_bootstrap: str, redis_url: str, worker: 
     config = DriftConfig(windows=WindowSpec.parse_many("30s=30,10s=10"), bucket_s=1.0, psi_threshold=0.2,
                          consecutive=3, min_samples=400, retrain=True)
     options = MonitorOptions(bootstrap=kafka_bootstrap, topics=TOPICS, model_dir=setup.model_dir, drift=config,
-                             evaluate_every_s=0.5, lag_group=setup.app_id)
+                             evaluate_every_s=0.5, lag_group=setup.app_id, lag_every_s=1.0)
     redis = aioredis.Redis.from_url(redis_url)
     monitor = DriftMonitor(options, redis=redis)
     runner, port = await serve(create_app(monitor, api_token=TOKEN), "127.0.0.1", 0)
@@ -188,13 +188,16 @@ async def test_normal_traffic_raises_no_alert_and_shifted_traffic_does(
     await redis.aclose()
 
 
-async def test_metrics_beside_the_dashboard_expose_drift_families(dashboard: tuple[DriftMonitor, str]) -> None:
+async def test_metrics_beside_the_dashboard_expose_drift_families(
+    dashboard: tuple[DriftMonitor, str], setup: Setup
+) -> None:
     _monitor, url = dashboard
     async with aiohttp.ClientSession() as session, session.get(f"{url}/metrics") as response:
         text = await response.text()
     for needle in ('fraudstream_drift_psi{subject="score",window="30s"}', "fraudstream_drift_ks{",
                    "fraudstream_drift_alerts_total{", 'fraudstream_score_share{bin="0.00-0.05",source="reference"}',
-                   'fraudstream_monitor_records_total{topic="scored-transactions"}'):
+                   'fraudstream_monitor_records_total{topic="scored-transactions"}',
+                   f'fraudstream_consumer_group_lag{{group="{setup.app_id}",partition="0",topic="transactions"}}'):
         assert needle in text, needle
 
 
