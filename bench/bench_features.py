@@ -1,0 +1,201 @@
+"""Feature platform benchmark: online apply_and_read vs a trivial EVALSHA, and the offline engine.
+
+    .venv/bin/python bench/bench_features.py --json [--redis-url URL] [--online-rows N]
+
+Without ``--redis-url`` it starts its own redis-server on a free port (no persistence) and stops it.
+The reference is a pipelined trivial EVALSHA (``return 1`` with the same key/argument shape) sent through
+the same client code in the same run, so the ratio says how much of Redis's Lua throughput the feature
+scripts keep, whatever else the machine is doing. Progress goes to stderr; the last stdout line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import redis.asyncio as aioredis
+
+from features.history import load_fdh
+from features.offline import compute_offline
+from features.online import RedisFeatureStore
+from features.parity import label_events, transaction_events
+from features.resp import RespChannel
+
+FDH = Path(__file__).resolve().parents[2] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        raise SystemExit("redis-server not found")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tempfile.mkdtemp(prefix="bench-redis-")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc, f"redis://127.0.0.1:{port}/0", workdir
+
+
+async def wait_ready(client: aioredis.Redis) -> None:
+    for _ in range(200):
+        try:
+            await client.ping()
+            return
+        except (ConnectionError, OSError, aioredis.ConnectionError):
+            await asyncio.sleep(0.05)
+    raise SystemExit("redis did not start")
+
+
+async def trivial_evalsha(client: aioredis.Redis, batch: int, seconds: float) -> float:
+    channel = RespChannel(client)
+    sha = (await client.script_load("return 1")).encode()
+    calls = 0
+    start = time.perf_counter()
+    i = 0
+    while time.perf_counter() - start < seconds:
+        cmds = []
+        for _ in range(batch):
+            i += 1
+            key = f"bench:{{c:{i % 5000}}}:s".encode()
+            cmds.append(
+                [
+                    b"EVALSHA",
+                    sha,
+                    b"2",
+                    key,
+                    key + b"x",
+                    str(i).encode(),
+                    b"1530000000.0",
+                    b"1234",
+                    b"50.1",
+                    b"4.2",
+                    b"77",
+                    b"1700000000.0",
+                ]
+            )
+        await channel.call_many(cmds)
+        calls += batch
+    return calls / (time.perf_counter() - start)
+
+
+async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> dict[str, float]:
+    tx, labels = load_fdh(FDH, limit=warm + rows)
+    events = transaction_events(tx)
+    label_list = label_events(labels)
+    store = RedisFeatureStore(client, key_prefix=f"fsbench:{uuid.uuid4().hex[:8]}")
+    await store.load_scripts()
+    await store.apply_labels(label_list)  # labels up front: every read then scans the label ZSETs
+    try:
+        for start in range(0, warm, batch):
+            await store.apply_and_read(events[start : start + batch])
+        log(f"online: warmed state with {warm:,} transactions")
+        cpu = time.process_time()
+        t0 = time.perf_counter()
+        for start in range(warm, warm + rows, batch):
+            await store.apply_and_read(events[start : start + batch])
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() - cpu
+    finally:
+        await store.purge()
+    return {"tx_per_s": rows / wall, "client_cpu_us_per_tx": cpu / rows * 1e6}
+
+
+async def run(args: argparse.Namespace) -> dict[str, object]:
+    proc = None
+    url = args.redis_url
+    if url is None:
+        proc, url, _ = start_redis()
+    client = aioredis.Redis.from_url(url)
+    try:
+        await wait_ready(client)
+        load_before = os.getloadavg()
+        ref = await trivial_evalsha(client, args.batch, args.seconds)
+        log(f"trivial EVALSHA: {ref:,.0f} calls/s")
+        on = await online(client, args.online_rows, args.warm_rows, args.batch)
+        ref_after = await trivial_evalsha(client, args.batch, args.seconds)
+        log(f"online apply_and_read: {on['tx_per_s']:,.0f} tx/s")
+        log(f"trivial EVALSHA after: {ref_after:,.0f} calls/s")
+    finally:
+        await client.aclose()
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
+    tx, labels = load_fdh(FDH)
+    best = float("inf")
+    best_cpu = float("inf")
+    for _ in range(args.offline_repeats):
+        cpu = time.process_time()
+        t0 = time.perf_counter()
+        compute_offline(tx, labels)
+        best = min(best, time.perf_counter() - t0)
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    log(f"offline: {len(tx) / best:,.0f} rows/s (best of {args.offline_repeats})")
+    reference = (ref + ref_after) / 2
+    return {
+        "online_tx_per_s": round(on["tx_per_s"], 1),
+        "online_script_calls_per_s": round(2 * on["tx_per_s"], 1),
+        "online_client_cpu_us_per_tx": round(on["client_cpu_us_per_tx"], 2),
+        "trivial_evalsha_calls_per_s": round(reference, 1),
+        "online_tx_vs_trivial_calls": round(on["tx_per_s"] / reference, 3),
+        "online_rows": args.online_rows,
+        "batch": args.batch,
+        "offline_rows": len(tx),
+        "offline_rows_per_s": round(len(tx) / best, 1),
+        "offline_rows_per_cpu_s": round(len(tx) / best_cpu, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", action="store_true", help="print the JSON result as the last line")
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--online-rows", type=int, default=40_000)
+    parser.add_argument("--warm-rows", type=int, default=60_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--offline-repeats", type=int, default=3)
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
