@@ -102,6 +102,7 @@ class TFServingBackend:
         self._predict_stub: Any = None
         self._model_stub: Any = None
         self._verified: dict[int, str | None] = {}
+        self._refused: dict[int, str | None] = {}
         self.n_features: int | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------------
@@ -218,18 +219,24 @@ class TFServingBackend:
 
     async def _verify_version(self, version: int) -> None:
         """Read the version's ``metadata`` signature and compare its feature-list hash."""
+        if version in self._refused:  # known incompatible: no metadata round trip per batch
+            raise self._mismatch(version, self._refused[version])
         request = predict_pb2.PredictRequest(model_spec=self._spec(None, "metadata", version))
         response = await self._call(self._predict_stub.Predict, request, "Predict(metadata)")
         outputs = response.outputs
         hashes = to_strings(outputs["feature_list_hash"]) if "feature_list_hash" in outputs else []
         model_hash = hashes[0] if hashes else None
         if self.expected_feature_hash is not None and model_hash != self.expected_feature_hash:
-            raise FeatureHashMismatch(
-                model=f"{self.model_name} v{version} at {self.target}",
-                model_hash=model_hash,
-                expected_hash=self.expected_feature_hash,
-            )
+            self._refused[version] = model_hash
+            raise self._mismatch(version, model_hash)
         if self.feature_list_hash is None:
             self.feature_list_hash = model_hash
         self._verified[version] = model_hash
         log.info("model %s v%d verified (feature list %s)", self.model_name, version, model_hash)
+
+    def _mismatch(self, version: int, model_hash: str | None) -> FeatureHashMismatch:
+        return FeatureHashMismatch(
+            model=f"{self.model_name} v{version} at {self.target}",
+            model_hash=model_hash,
+            expected_hash=self.expected_feature_hash or "",
+        )

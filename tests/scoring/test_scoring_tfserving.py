@@ -121,6 +121,9 @@ async def test_incompatible_new_version_on_the_server_degrades_instead_of_scorin
         sample_features(3), ids=ids, card_refs=ids, amounts=[1.0] * 3, currencies=["EUR"] * 3
     )
     assert all(r.degraded and r.model_version is None for r in results)
+    calls = server.predict_calls
+    await scorer.score_batch(sample_features(3), ids=ids, card_refs=ids, amounts=[1.0] * 3, currencies=["EUR"] * 3)
+    assert server.predict_calls == calls + 1, "a refused version is not re-verified on every batch"
     await scorer.close()
 
 
