@@ -1,0 +1,80 @@
+"""Fault 5: a second worker joins mid-stream, then the first leaves (two rebalances under load).
+
+Promise: partitions move between workers without losing a record; a batch that was processed but not yet
+committed when its partition moved is processed again by the new owner, and that redelivery changes no
+feature (idempotent per transaction id): the state equals the offline engine's on the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import pytest
+
+from fraudstream.stack import LocalStack
+from tests.chaos.harness import (
+    Collector,
+    History,
+    create_topics,
+    launch,
+    max_rel_diff,
+    offline_probe_vectors,
+    online_probe_vectors,
+    produce,
+    run_id,
+    run_topics,
+    wait_caught_up,
+    wait_ready,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+RATE = 200.0
+CONSUMED = re.compile(r"consumed [1-9][0-9]*, scored")
+
+
+async def test_a_worker_joins_and_another_leaves_mid_stream(
+    local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
+) -> None:
+    run = run_id("rebalance")
+    topics = run_topics(run)
+    await create_topics(kafka_bootstrap, topics)
+    history = History.build(run, cards=200, per_card=40, seed=6)  # 8,000 transactions at 200/s: 40 s
+    env = worker_env(
+        tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
+    )
+
+    async with Collector(kafka_bootstrap, topics) as collector:
+        first = launch(env, tmp_path / "worker-1.log")
+        second = None
+        try:
+            await wait_ready(first)
+            producing = asyncio.create_task(produce(kafka_bootstrap, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= 800, 120, "800 scored by the first", worker=first)
+            second = launch(env, tmp_path / "worker-2.log")
+            await wait_ready(second)
+            joined = len(collector.out.scored)
+            await collector.wait(lambda o: len(o.scored) >= joined + 1500, 120, "1500 more with two workers",
+                                 worker=second)
+            assert not producing.done(), "the stream ended before the rebalance: lower the backlog rate"
+            first.stop()  # graceful leave (SIGTERM): its partitions move to the second worker
+            await producing
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 180, "every transaction",
+                                       worker=second)
+            await wait_caught_up(kafka_bootstrap, run, topics.labels, timeout_s=120)
+            await wait_caught_up(kafka_bootstrap, run, topics.transactions, timeout_s=120)
+        finally:
+            first.stop()
+            if second is not None:
+                second.stop()
+
+    assert set(out.scored) == history.ids and not out.dead
+    both = [w for w in (first, second) if w is not None and CONSUMED.search(w.log.read_text(errors="replace"))]
+    assert len(both) == 2, "each worker should have scored part of the stream"
+    print(f"{len(out.scored)} ids in {out.scored_total} scored records "
+          f"({out.scored_total - len(out.scored)} redelivered across the rebalances)")
+    probes = history.probes()
+    diff, worst = max_rel_diff(await online_probe_vectors(redis_url, probes), offline_probe_vectors(history, probes))
+    assert diff <= 1e-6, f"state after the rebalances differs from offline on {worst}: {diff}"
