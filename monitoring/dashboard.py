@@ -18,7 +18,7 @@ from typing import Annotated
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from monitoring.service import DriftMonitor
 
@@ -44,7 +44,6 @@ class RetrainBody(BaseModel):
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True)]
     requested_by: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@\-]{1,64}$")] = "dashboard"
-    promote: bool = Field(default=False, description="reserved; the dashboard never asks to auto-promote")
 
 
 async def _page(_request: web.Request) -> web.Response:

@@ -1,0 +1,82 @@
+"""The one object the streaming worker holds for monitoring: Prometheus metrics plus the per-feature
+drift sketch, fed once per micro-batch.
+
+Wiring (streams/ owns the calls; see docs/monitoring.md)::
+
+    monitoring = WorkerMonitoring.start(settings, redis=redis_client(settings), feature_names=FEATURE_LIST.names)
+    ...
+    outcome = await pipeline.handle(batch)               # after the batch is published and acked
+    await monitoring.after_batch(outcome, features=vectors, models=model_counts, degraded=n_degraded,
+                                 publish_s=publish_seconds)
+    ...
+    await monitoring.close()                             # at shutdown: flushes the last sketch counts
+
+Nothing here raises into the worker: metrics are in-process, and the sketch logs and drops counts when
+Redis is unavailable (scoring matters more than its monitoring).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy.typing as npt
+from redis.asyncio import Redis
+
+from fraudstream.settings import Settings
+from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
+from monitoring.reference import ReferenceCatalog
+from monitoring.sketch import FeatureDriftSketch
+
+log = logging.getLogger(__name__)
+DEFAULT_METRICS_PORT = 9108
+
+
+class WorkerMonitoring:
+    def __init__(self, metrics: WorkerMetrics, sketch: FeatureDriftSketch | None = None) -> None:
+        self.metrics = metrics
+        self.sketch = sketch
+        self.port: int | None = None
+
+    @classmethod
+    def start(
+        cls, settings: Settings, *, redis: Redis | None, feature_names: Sequence[str],
+        port: int | None = None, host: str = "0.0.0.0",  # scraped by Prometheus from another container
+    ) -> WorkerMonitoring:
+        """Metrics served on ``port`` (default: ``settings.metrics_port`` if the field exists, else 9108;
+        negative = not served); the sketch bins on the stable model version's reference when the model
+        repository is readable here (``<home>/models/<model_name>``), else it stays off."""
+        monitoring = cls(WorkerMetrics())
+        chosen = port if port is not None else int(getattr(settings, "metrics_port", DEFAULT_METRICS_PORT))
+        if chosen >= 0:
+            monitoring.port = monitoring.metrics.serve(chosen, host=host)
+            log.info("worker metrics on %s:%d/metrics", host, monitoring.port)
+        model_dir = settings.model_repository / settings.model_name
+        if redis is not None and model_dir.is_dir():
+            monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names)
+        return monitoring
+
+    async def after_batch(
+        self, outcome: BatchOutcomeLike, *, features: npt.NDArray[Any] | None = None,
+        models: Mapping[tuple[str, int | None, str | None], int] | None = None,
+        degraded: int | None = None, publish_s: float | None = None,
+    ) -> None:
+        """Once per published micro-batch.
+
+        ``features``: the ``(scored rows, features)`` matrix the model saw; ``models``: records per
+        ``(model_name, model_version, model_label)``; ``degraded``: records scored without the model;
+        ``publish_s``: seconds spent publishing the batch.
+        """
+        self.metrics.observe_batch(outcome, publish_s=publish_s)
+        if models:
+            self.metrics.observe_models(models)
+        if degraded is not None:
+            self.metrics.set_degraded(degraded > 0, degraded)
+        if self.sketch is not None and features is not None:
+            self.sketch.observe(features)
+            await self.sketch.maybe_flush()
+
+    async def close(self) -> None:
+        if self.sketch is not None:
+            await self.sketch.flush()
