@@ -50,8 +50,12 @@ class WorkerMonitoring:
         monitoring = cls(WorkerMetrics())
         chosen = port if port is not None else int(getattr(settings, "metrics_port", DEFAULT_METRICS_PORT))
         if chosen >= 0:
-            monitoring.port = monitoring.metrics.serve(chosen, host=host)
-            log.info("worker metrics on %s:%d/metrics", host, monitoring.port)
+            try:
+                monitoring.port = monitoring.metrics.serve(chosen, host=host)
+                log.info("worker metrics on %s:%d/metrics", host, monitoring.port)
+            except OSError as exc:
+                # Several local workers share one host: the second keeps scoring without an endpoint.
+                log.warning("worker metrics not served on %s:%d: %s", host, chosen, exc)
         model_dir = settings.model_repository / settings.model_name
         if redis is not None and model_dir.is_dir():
             monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names)
