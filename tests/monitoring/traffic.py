@@ -43,6 +43,11 @@ def simulate(*, count: int, seed: int, end: datetime, shift_after: int | None = 
     config = SimulationConfig(count=count, seed=seed, shift_after=shift_after, end=end, id_prefix=prefix,
                               cards=cards)
     txs = list(Simulator(config).transactions())
+    for t in txs:
+        # Ids of this run only: other tests in the session feed the same Redis, and terminal state is
+        # keyed by the clear terminal id, so shared ids would make "normal" traffic drift.
+        t.payload["card_id"] = f"{prefix}-{t.payload['card_id']}"
+        t.payload["terminal_id"] = f"{prefix}-{t.payload['terminal_id']}"
     frame = pd.DataFrame({
         "transaction_id": [t.payload["transaction_id"] for t in txs],
         "card_ref": [t.payload["card_id"] for t in txs],
