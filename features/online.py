@@ -1,9 +1,10 @@
-"""Online engine: per-entity Lua scripts in Redis, one pipelined round trip per micro-batch.
+"""Online engine: per-entity Lua functions in Redis, one pipelined round trip per micro-batch.
 
-Each (transaction, entity) is one EVALSHA that checks idempotency, updates the entity's tiles and reads
-its features atomically. Keys carry a hash tag per entity (``fs:{c:<card>}:s``), so every script touches
-one slot and the layout works on Redis Cluster. Commands are framed here and replies parsed here (see
-``_RespChannel``) because redis-py's pure-Python pipeline costs several times more than Redis itself.
+Each (transaction, entity) is one FCALL (Redis >= 7.0 functions) that checks idempotency, updates the
+entity's tiles and reads its features atomically. Keys carry a hash tag per entity (``fs:{c:<card>}:s``),
+so every call touches one slot and the layout works on Redis Cluster. Commands are framed here and
+replies parsed in ``features.resp`` because redis-py's pure-Python pipeline costs several times more
+than Redis itself.
 """
 
 from __future__ import annotations
@@ -55,8 +56,25 @@ def _lua_value(x: object) -> str:
     raise TypeError(msg)
 
 
-def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float, trim_count: int, ttl_s: float) -> str:
-    """The Lua source for one entity, with its plan compiled in as constants."""
+def _lua_body(name: str) -> tuple[str, str]:
+    """(leading comment, code) of a Lua source file; the code follows the ``--@CONFIG@`` line."""
+    text = resources.files("features").joinpath(f"lua/{name}").read_text()
+    head, _, body = text.partition("--@CONFIG@\n")
+    return head, body
+
+
+def _register(fname: str, config: list[str], body: str) -> str:
+    # Constants are library-level locals (upvalues): built once at FUNCTION LOAD, not on every call as
+    # they would be in an EVAL script. Naming the parameters KEYS and ARGV keeps the body script-like.
+    inner = "\n".join("    " + line if line else line for line in body.rstrip("\n").split("\n"))
+    register = f"redis.register_function('{fname}', function(KEYS, ARGV)"
+    return "do\n" + "\n".join(config) + f"\n{register}\n{inner}\nend)\nend\n"
+
+
+def entity_config(
+    ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float, trim_count: int, ttl_s: float
+) -> list[str]:
+    """The plan of one entity as Lua constants (the entity function's upvalues)."""
     label_levels = [ep.windows[op.window].level for op in ep.ops if isinstance(op.feature, DelayedLabelRisk)]
     # Per level, the bucket offsets (from the current bucket b) where window totals are read, newest
     # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends.
@@ -102,13 +120,38 @@ def entity_script(ep: EntityPlan, *, dedup_horizon_s: float, trim_every_s: float
     }
     lines = [f"local {k} = {_lua_value(v)}" for k, v in config.items()]
     lines.append(f"local OUTFMT = '<{'d' * len(ep.raw)}'")
-    body = resources.files("features").joinpath("lua/entity.lua").read_text()
-    return body.replace("--@CONFIG@", "\n".join(lines))
+    return lines
 
 
-def label_script(*, ttl_s: float) -> str:
-    body = resources.files("features").joinpath("lua/label.lua").read_text()
-    return body.replace("--@CONFIG@", f"local TTL_MS = {int(ttl_s * 1000)}")
+def function_library(
+    plan: Plan, *, dedup_horizon_s: float, trim_every_s: float, trim_count: int, ttl_s: float
+) -> tuple[str, list[str], str]:
+    """(library source, entity function names in plan order, label function name).
+
+    The library name carries a hash of its code, so a changed plan or setting loads beside the old one
+    instead of silently replacing what a running worker still calls.
+    """
+    entity_head, entity_body = _lua_body("entity.lua")
+    label_head, label_body = _lua_body("label.lua")
+    chunks: list[tuple[str, list[str], str]] = [
+        (
+            ep.entity,
+            entity_config(
+                ep, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, trim_count=trim_count, ttl_s=ttl_s
+            ),
+            entity_body,
+        )
+        for ep in plan.entities
+    ]
+    chunks.append(("label", [f"local TTL_MS = {int(ttl_s * 1000)}"], label_body))
+    digest = hashlib.sha1(repr(chunks).encode()).hexdigest()[:16]
+    lib = f"fraudstream_features_{digest}"
+    code = [f"#!lua name={lib}", entity_head, label_head]
+    names = []
+    for what, config, body in chunks:
+        names.append(f"{lib}_{what}")
+        code.append(_register(names[-1], config, body))
+    return "\n".join(code), names[:-1], names[-1]
 
 
 def _columns(ep: EntityPlan, table: npt.NDArray[np.float64]) -> RawGetter:
@@ -147,30 +190,24 @@ class RedisFeatureStore:
         self.key_prefix = key_prefix
         retention = max(ep.retention_s for ep in self.plan.entities)
         ttl = ttl_s if ttl_s is not None else retention + 2 * 86_400.0
-        self._scripts = [
-            entity_script(
-                ep, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, trim_count=trim_count, ttl_s=ttl
-            )
-            for ep in self.plan.entities
-        ]
-        self._label_script = label_script(ttl_s=ttl)
-        # EVALSHA needs only the SHA1 of the source, so it is known before anything is loaded.
-        self._shas = [hashlib.sha1(s.encode()).hexdigest().encode() for s in self._scripts]
-        self._label_sha = hashlib.sha1(self._label_script.encode()).hexdigest().encode()
+        self._library, names, label_name = function_library(
+            self.plan, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, trim_count=trim_count, ttl_s=ttl
+        )
+        self._functions = [n.encode() for n in names]
+        self._label_function = label_name.encode()
         self._channel = RespChannel(redis_client)
 
     async def load_scripts(self) -> None:
-        """SCRIPT LOAD every script (again after Redis lost its script cache)."""
-        sources = [*self._scripts, self._label_script]
-        await self._channel.call_many([[b"SCRIPT", b"LOAD", src.encode()] for src in sources])
+        """FUNCTION LOAD the library (again when Redis lost it, e.g. a restart without persistence)."""
+        await self._channel.call_many([[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]])
 
     async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
         for attempt in (0, 1):
             try:
                 return await self._channel.call_packed(payload, count)
             except ScriptReplyError as exc:
-                # Redis restarted or flushed its script cache: reload and replay the whole batch, which is
-                # safe because every script is idempotent per transaction id.
+                # Redis restarted or lost its functions: reload and replay the whole batch, which is
+                # safe because every function is idempotent per transaction id.
                 if attempt == 0 and exc.noscript:
                     await self.load_scripts()
                     continue
@@ -182,15 +219,15 @@ class RedisFeatureStore:
         raise AssertionError(msg)
 
     def _transaction_payload(self, events: Sequence[TransactionEvent], cents: list[int]) -> bytes:
-        """RESP frames of every (transaction, entity) EVALSHA, built with one %-format per command.
+        """RESP frames of every (transaction, entity) FCALL, built with one %-format per command.
 
         This loop is the client's hot path (two commands per transaction), hence no per-argument calls.
         """
         now = repr(time.time()).encode()
         formats = []
-        for ep, sha in zip(self.plan.entities, self._shas, strict=True):
+        for ep, fn in zip(self.plan.entities, self._functions, strict=True):
             nkeys = 3 if ep.needs_labels else 2
-            head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n$1\r\n%d\r\n" % (3 + nkeys + 7, len(sha), sha, nkeys)
+            head = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n$1\r\n%d\r\n" % (3 + nkeys + 7, len(fn), fn, nkeys)
             keys = b"$%d\r\n%s%s}:s\r\n$%d\r\n%s%s}:x\r\n"
             if ep.needs_labels:
                 keys += b"$%d\r\n%s%s}:l\r\n"
@@ -253,15 +290,15 @@ class RedisFeatureStore:
     async def apply_labels(self, labels: Sequence[LabelEvent]) -> None:
         """Store fraud labels for the terminals' delayed-label risk (non-fraud labels change nothing)."""
         cmds: list[list[bytes]] = []
-        sha = self._label_sha
+        fn = self._label_function
         for lb in labels:
             if not lb.is_fraud:
                 continue
             s, _, lab = entity_keys(self.key_prefix, "terminal", lb.terminal_id)
             cmds.append(
                 [
-                    b"EVALSHA",
-                    sha,
+                    b"FCALL",
+                    fn,
                     b"2",
                     s.encode(),
                     lab.encode(),

@@ -62,7 +62,7 @@ class RespChannel:
             raise
         await pool.release(conn)
         if errors:
-            noscript = any(e.startswith(b"NOSCRIPT") for e in errors)
+            noscript = any(e.startswith(b"NOSCRIPT") or b"Function not found" in e for e in errors)
             first = errors[0].decode(errors="replace")
             msg = f"{len(errors)} of {count} commands failed, first: {first}"
             raise ScriptReplyError(msg, noscript=noscript)

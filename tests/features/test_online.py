@@ -116,10 +116,10 @@ async def test_state_is_bounded_and_expires(redis_client: aioredis.Redis, key_pr
     await store.purge()
 
 
-async def test_script_cache_loss_is_recovered(redis_client: aioredis.Redis, key_prefix: str) -> None:
+async def test_lost_functions_are_reloaded(redis_client: aioredis.Redis, key_prefix: str) -> None:
     store = RedisFeatureStore(redis_client, key_prefix=key_prefix)
     first = await store.apply_and_read([tx(1, T0)])
-    await redis_client.script_flush()
+    await redis_client.function_flush()
     again = await store.apply_and_read([tx(1, T0), tx(2, T0 + 1)])
     assert np.array_equal(again[0], first[0])
     assert again[1, IDX["card_count_10m"]] == 2
