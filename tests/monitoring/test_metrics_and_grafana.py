@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from monitoring.metrics import WorkerMetrics
+from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.service import MonitorMetrics
 from schemas.scored import Latencies
 
@@ -70,6 +70,18 @@ def test_worker_metrics_endpoint_exposes_every_family() -> None:
     ]
     missing = [line for line in expected if line not in text]
     assert not missing, text
+
+
+def test_the_workers_own_batch_outcome_fits_the_hook() -> None:
+    """Contract with streams/: the pipeline's BatchOutcome is what observe_batch takes."""
+    from streams.pipeline import BatchOutcome
+
+    metrics = WorkerMetrics()
+    outcome: BatchOutcomeLike = BatchOutcome(consumed=3, scored=2, dead_lettered=1, reasons={"decode:json": 1},
+                                             decisions={"approve": 2})
+    metrics.observe_batch(outcome)
+    assert metrics.registry.get_sample_value("fraudstream_transactions_consumed_total") == 3
+    assert metrics.registry.get_sample_value("fraudstream_decisions_total", {"decision": "approve"}) == 2
 
 
 def test_grafana_dashboard_is_valid_and_queries_existing_metrics() -> None:
