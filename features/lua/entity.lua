@@ -7,8 +7,8 @@
 -- turns them into features, the same code as offline. Binary, because Lua numbers in integer replies are
 -- truncated and text would cost more than packing.
 -- State blob: 8 header doubles (watermark, transactions applied since the last trim (0 = none yet),
--- last effective time, has_geo, lat, lon, ttl
--- refreshed at, next trim) then tiles of 8 doubles (level, bucket, count, sum, sum of squares, min, max,
+-- last effective time, has_geo, lat, lon, ttl refreshed at, next trim), one tile count per level, then
+-- tiles of 8 doubles (level, bucket, count, sum, sum of squares, min, max,
 -- counterparties last seen in the tile), sorted by level then bucket.
 --@CONFIG@
 local st, ix, lab = KEYS[1], KEYS[2], KEYS[3]
@@ -19,14 +19,14 @@ if r[2] then return r[2] end
 local t, c = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lat, lon, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
 local floor = math.floor
-local v, nold
+local HDR = 8 + NLEVEL
+local v
 local blob = r[1]
 if blob then
   v = {struct.unpack('<' .. string.rep('d', #blob / 8), blob)}
-  nold = #v - 1
 else
   v = {t, 0, 0, 0, 0, 0, 0, t + TRIM_EVERY}
-  nold = 8
+  for L = 1, NLEVEL do v[8 + L] = 0 end
 end
 local te = v[1]
 if t > te then te = t end
@@ -36,24 +36,16 @@ local prevseen = tonumber(r[3])
 local AN, AS, AQ, AMN, AMX, ADL, AF = {}, {}, {}, {}, {}, {}, {}
 local CN, CS, CQ, CDL, CMN, CMX = {}, {}, {}, {}, {}, {}
 local pieces = {''}
-local i = 9
+local counts = {}
+local i = HDR + 1
 for L = 1, NLEVEL do
   local tl = TILE[L]
   local b = floor(te / tl)
   local low = b - RING[L] + 1
-  local bp = -1e300
-  if prevseen and DLV[L] then bp = floor(prevseen / tl) end
-  while i <= nold and v[i] == L and v[i + 1] < low do i = i + 8 end
-  local ks = i
-  local bpos
-  while i <= nold and v[i] == L do
-    if v[i + 1] == bp then
-      v[i + 7] = v[i + 7] - 1
-      bpos = i
-    end
-    i = i + 8
-  end
-  local ke = i - 1
+  -- this level's tiles are v[ks .. ke] (the header keeps a count per level); expired ones lead
+  local ks, ke = i, i + v[8 + L] * 8 - 1
+  i = ke + 1
+  while ks <= ke and v[ks + 1] < low do ks = ks + 8 end
   -- the current tile: update in place when it exists, else append one
   local p
   if ke >= ks and v[ke - 6] == b then
@@ -64,6 +56,36 @@ for L = 1, NLEVEL do
     if c < v[p + 5] then v[p + 5] = c end
     if c > v[p + 6] then v[p + 6] = c end
     if DLV[L] then v[p + 7] = v[p + 7] + 1 end
+  end
+  -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
+  -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
+  -- [lo, hi] is then CP(lo) - CP(hi + 1), and min/max are the running values at lo (undelayed windows).
+  -- The same pass moves the counterparty's previous sighting out of its tile (distinct counts); a
+  -- tile older than every window is never read again, so it needs no update.
+  local bp = -1e300
+  if prevseen and DLV[L] then bp = floor(prevseen / tl) end
+  local bpos
+  local n, s, q, dl, mn, mx = 0, 0, 0, 0, 0, 0
+  local pend = not p
+  local j = ke - 7
+  for ci = CPFIRST[L], CPLAST[L] do
+    local x = b + CPOFF[ci]
+    if pend and b >= x then
+      pend = false
+      n, s, q, mn, mx = n + 1, s + c, q + c * c, c, c
+      if DLV[L] then dl = dl + 1 end
+    end
+    while j >= ks and v[j + 1] >= x do
+      if v[j + 1] == bp then
+        v[j + 7] = v[j + 7] - 1
+        bpos = j
+      end
+      if n == 0 or v[j + 5] < mn then mn = v[j + 5] end
+      if n == 0 or v[j + 6] > mx then mx = v[j + 6] end
+      n = n + v[j + 2]; s = s + v[j + 3]; q = q + v[j + 4]; dl = dl + v[j + 7]
+      j = j - 8
+    end
+    CN[ci], CS[ci], CQ[ci], CDL[ci], CMN[ci], CMX[ci] = n, s, q, dl, mn, mx
   end
   -- New blob for this level: unchanged tiles are copied from the old blob as bytes (element i of v
   -- sits at byte (i - 1) * 8), only the (at most two) modified tiles are packed again.
@@ -76,32 +98,13 @@ for L = 1, NLEVEL do
   if p then
     if p > from then pieces[#pieces + 1] = string.sub(blob, (from - 1) * 8 + 1, (p - 1) * 8) end
     pieces[#pieces + 1] = struct.pack('<dddddddd', unpack(v, p, p + 7))
+    counts[L] = (ke - ks + 1) / 8
   else
     if ke >= from then pieces[#pieces + 1] = string.sub(blob, (from - 1) * 8 + 1, ke * 8) end
-    local dl = 0
-    if DLV[L] then dl = 1 end
-    pieces[#pieces + 1] = struct.pack('<dddddddd', L, b, 1, c, c * c, c, c, dl)
-  end
-  -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
-  -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
-  -- [lo, hi] is then CP(lo) - CP(hi + 1), and min/max are the running values at lo (undelayed windows).
-  local n, s, q, dl, mn, mx = 0, 0, 0, 0, 0, 0
-  local pend = not p
-  local j = ke - 7
-  for ci = CPFIRST[L], CPLAST[L] do
-    local x = b + CPOFF[ci]
-    if pend and b >= x then
-      pend = false
-      n, s, q, mn, mx = n + 1, s + c, q + c * c, c, c
-      if DLV[L] then dl = dl + 1 end
-    end
-    while j >= ks and v[j + 1] >= x do
-      if n == 0 or v[j + 5] < mn then mn = v[j + 5] end
-      if n == 0 or v[j + 6] > mx then mx = v[j + 6] end
-      n = n + v[j + 2]; s = s + v[j + 3]; q = q + v[j + 4]; dl = dl + v[j + 7]
-      j = j - 8
-    end
-    CN[ci], CS[ci], CQ[ci], CDL[ci], CMN[ci], CMX[ci] = n, s, q, dl, mn, mx
+    local d = 0
+    if DLV[L] then d = 1 end
+    pieces[#pieces + 1] = struct.pack('<dddddddd', L, b, 1, c, c * c, c, c, d)
+    counts[L] = (ke - ks + 1) / 8 + 1
   end
 end
 for w = 1, NWIN do
@@ -181,7 +184,8 @@ local ttlr = v[7]
 if refresh then ttlr = now end
 local glat, glon, hasgeo = 0, 0, 0
 if lat and lon then glat, glon, hasgeo = lat, lon, 1 end
-pieces[1] = struct.pack('<dddddddd', te, applied, te, hasgeo, glat, glon, ttlr, nexttrim)
+pieces[1] = struct.pack('<' .. string.rep('d', HDR), te, applied, te, hasgeo, glat, glon, ttlr, nexttrim,
+  unpack(counts))
 local res = struct.pack(OUTFMT, unpack(out))
 redis.call('HSET', st, 's', table.concat(pieces), dkey, res, ckey, te)
 redis.call('ZADD', ix, te + DEDUP_H, dkey, te + CP_KEEP, ckey)

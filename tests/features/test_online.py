@@ -111,7 +111,7 @@ async def test_state_is_bounded_and_expires(redis_client: aioredis.Redis, key_pr
     assert len(dedup) <= 2 * DAY / (0.6 * DAY) + 1  # horizon + one trim period
     assert len(seen) <= 31 / 0.6 + 2  # 30 days of counterparties + one trim period
     blob = await redis_client.hget(s, "s")
-    assert blob is not None and len(blob) <= 8 * (8 + 8 * (10 + 12 + 24 + 30))
+    assert blob is not None and len(blob) <= 8 * (8 + 4 + 8 * (10 + 12 + 24 + 30))
     assert await redis_client.pttl(s) > 0 and await redis_client.pttl(x) > 0
     await store.purge()
 
