@@ -1,0 +1,235 @@
+"""Hostile input through the real worker: hypothesis-generated records plus a hand-written nasty corpus.
+
+Promise: every record read is either scored or dead-lettered with a specific reason; the worker never
+crashes (same pid at the end) and its memory stays bounded. The accounting is by Kafka position: a record's
+(topic, partition, offset) is in the DLQ, or the record decodes to a transaction whose id was scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fraudstream.stack import LocalStack
+from schemas import Transaction
+from schemas.codec import Rejection, decode
+from schemas.common import CURRENCIES
+from tests.chaos.harness import (
+    Collector,
+    create_topics,
+    launch,
+    produce,
+    rss_mb,
+    run_id,
+    run_topics,
+    wait_caught_up,
+    wait_ready,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+
+TOTAL = 10_000
+HYPOTHESIS_EXAMPLES = 2_500
+MAX_MESSAGE = 64 * 1024  # the worker's default limit; bigger records are dead-lettered unread
+RSS_GROWTH_LIMIT_MB = 250.0
+SPECIFIC_REASON = re.compile(r"^(decode:(empty|oversized|utf8|json)|validation:[A-Za-z0-9_.]+:[a-z_]+"
+                             r"|duplicate:transaction_id)$")
+NOW = datetime.now(UTC)
+
+
+def base(tx_id: str, **fields: Any) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "transaction_id": tx_id, "card_id": "4111111111111111", "terminal_id": "T-1", "amount": 12.5,
+        "currency": "EUR", "event_time": (NOW - timedelta(hours=1)).isoformat(),
+    }
+    record.update(fields)
+    return record
+
+
+def nasty_corpus(run: str) -> list[bytes]:
+    """Hand-written records, each aimed at one way a parser or validator can go wrong."""
+    def j(record: dict[str, Any] | list[Any]) -> bytes:
+        return json.dumps(record, allow_nan=True).encode()
+
+    t = f"{run}-n"
+    valid = j(base(f"{t}-ok"))
+    out = [
+        b"\xff\xfe\xfd", b'{"transaction_id": "\xc3\x28"}', valid[:-1] + b"\x80}",  # invalid UTF-8
+        j(base(f"{t}-1", amount=1e308 * 10)), valid.replace(b"12.5", b"9" * 5000),  # huge numbers
+        valid.replace(b"12.5", b"1e400"), valid.replace(b"12.5", b"-1e400"),
+        j(base(f"{t}-2", amount=math.nan)), j(base(f"{t}-3", amount=math.inf)),  # NaN, inf
+        j(base(f"{t}-4", latitude=math.nan)), j(base(f"{t}-5", amount=-5.0)), j(base(f"{t}-6", amount=0)),
+        j(base(f"{t}-7", amount=-0.0)), j(base(f"{t}-8", amount=1_000_000.01)),
+        j(base(f"{t}-9", card_id="x" * 1_000_000)), b'"' + b"y" * 1_500_000 + b'"',  # 1 MB strings
+        j(base(f"{t}-10", amount="12.5x")), j(base(f"{t}-11", amount=[1])), j(base(f"{t}-12", amount={})),
+        j(base(f"{t}-13", transaction_id=123)), j(base(f"{t}-14", card_id=None)),
+        j(base(f"{t}-15", event_time=12345)), j(base(f"{t}-16", event_time=True)),  # wrong types
+        j({"transaction_id": f"{t}-17"}), j({}), b"null", b"[]", b"42", b'""', b"", b" ",  # missing keys
+        j(base(f"{t}-18", event_time="1970-01-01T00:00:00Z")), j(base(f"{t}-19", event_time="2100-01-01T00:00:00Z")),
+        j(base(f"{t}-20", event_time="2026-01-01T00:00:00")),  # naive time
+        j(base(f"{t}-21", event_time="not a date")), j(base(f"{t}-22", event_time="9999-12-31T23:59:59Z")),
+        j(base(f"{t}-23", surprise=1)), j(base(f"{t}-24", __proto__={"admin": True})),  # unknown fields
+        j(base(f"{t}-25", currency="XXX")), j(base(f"{t}-26", schema_version=2)),
+        j(base(f"{t}-27", card_id="4111 1111 1111 1111")), j(base(f"{t}-28", terminal_id="T-1\u0000")),
+        j(base(f"{t}-29", transaction_id="ǅ-unicode")), j(base(f"{t}-30", transaction_id="a" * 65)),
+        b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,  # JSON bombs
+        b"[" * 60_000, b'{"transaction_id": "' + t.encode() + b'-31", ' * 3, b"{'single': 'quotes'}",
+        b"\x00" * 100, b'{"transaction_id": "\\ud800", "card_id": "c"}', b"\xef\xbb\xbf" + valid,  # BOM
+        valid + b" trailing", valid + valid,
+    ]
+    dup = j(base(f"{t}-dup"))
+    out += [dup, dup, dup]  # duplicate ids (in one batch: dead-lettered; across batches: scored again)
+    return out
+
+
+SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+JSON_VALUES = SCALARS | st.lists(SCALARS, max_size=3) | st.dictionaries(st.text(max_size=6), SCALARS, max_size=3)
+IDENT = st.text(alphabet="ABCdef0123456789_.:-", min_size=1, max_size=24)
+
+
+def _records(run: str) -> st.SearchStrategy[bytes]:
+    times = st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2200, 1, 1),
+                         timezones=st.sampled_from([UTC, None, timezone(timedelta(hours=-11))]))
+    field_values = {
+        "card_id": IDENT | JSON_VALUES,
+        "terminal_id": IDENT | JSON_VALUES,
+        "amount": st.floats(min_value=0.01, max_value=10_000) | st.floats() | st.integers() | JSON_VALUES,
+        "currency": st.sampled_from(sorted(CURRENCIES)) | st.text(max_size=5),
+        "event_time": times.map(lambda d: d.isoformat()) | st.integers() | JSON_VALUES,
+        "latitude": st.floats(-90, 90) | st.floats(),
+        "longitude": st.floats(-180, 180) | st.floats(),
+    }
+
+    @st.composite
+    def record(draw: st.DrawFn) -> bytes:
+        out: dict[str, Any] = {"transaction_id": f"{run}-h{draw(st.integers(0, 10**12))}"}
+        for name, strategy in field_values.items():
+            if draw(st.integers(0, 9)) == 0:
+                continue  # a missing key now and then
+            out[name] = draw(strategy)
+        if draw(st.integers(0, 19)) == 0:
+            out[draw(st.text(min_size=1, max_size=10))] = draw(SCALARS)  # an unknown field
+        raw = json.dumps(out, allow_nan=True).encode()
+        mutate = draw(st.integers(0, 9))
+        if mutate == 0:  # truncated
+            raw = raw[: draw(st.integers(0, len(raw)))]
+        elif mutate == 1:  # one byte replaced
+            i = draw(st.integers(0, len(raw) - 1))
+            raw = raw[:i] + bytes([draw(st.integers(0, 255))]) + raw[i + 1:]
+        return raw
+
+    return record()
+
+
+def generated(run: str, count: int) -> list[bytes]:
+    """``count`` hypothesis-generated records (derandomised: the same run is the same input)."""
+    out: list[bytes] = []
+
+    @settings(max_examples=count, database=None, derandomize=True, deadline=None,
+              suppress_health_check=list(HealthCheck))
+    @given(_records(run))
+    def collect(raw: bytes) -> None:
+        out.append(raw)
+
+    collect()
+    return out
+
+
+NASTY_VALUES: dict[str, list[Any]] = {
+    "amount": [0, -0.0, -1, 1e-300, 1_000_000, 1_000_000.01, 2**63, -(2**63), "1e3", True, None, [], {}],
+    "card_id": ["", " ", "4111-1111", "é", "a" * 64, "a" * 65, 0, None, ["x"], "\u0000"],
+    "terminal_id": ["", "T/1", "T 1", 7, None],
+    "event_time": ["2000-01-01T00:00:00Z", "1999-12-31T23:59:59Z", "2100-01-01T00:00:00Z",
+                   "1970-01-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00", 0, -1, 1e12, None],
+    "currency": ["eur", "", "EURO", None, 978],
+    "latitude": [90.0001, -90.0001, 1e308, None, "N"],
+    "schema_version": [0, 1, 2, -1, "1"],
+}
+
+
+def mutated(run: str, count: int, seed: int = 7) -> list[bytes]:
+    """Fast seeded mutations of valid transactions: about half stay valid (and are scored), the rest get
+    one or two nasty field values, a dropped key or a stray one."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        record = base(f"{run}-m{i}", card_id=f"card-{rng.randrange(500)}", terminal_id=f"T-{rng.randrange(50)}",
+                      amount=round(rng.uniform(0.01, 5000), 2),
+                      event_time=(NOW - timedelta(seconds=rng.uniform(0, 30 * 86_400))).isoformat())
+        for _ in range(rng.choice((0, 0, 0, 1, 2))):
+            name = rng.choice(sorted(NASTY_VALUES))
+            record[name] = rng.choice(NASTY_VALUES[name])
+        if rng.random() < 0.03:
+            del record[rng.choice(sorted(record))]
+        if rng.random() < 0.02:
+            record[f"x{rng.randrange(5)}"] = 1
+        out.append(json.dumps(record, allow_nan=True).encode())
+    return out
+
+
+async def test_ten_thousand_hostile_records_are_each_scored_or_dead_lettered(
+    local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
+) -> None:
+    run = run_id("fuzz")
+    topics = run_topics(run)
+    await create_topics(kafka_bootstrap, topics)
+    corpus = nasty_corpus(run)
+    values = corpus * 4  # the corpus again later on: the same bad input must never wear the worker down
+    values += generated(run, HYPOTHESIS_EXAMPLES)
+    values += mutated(run, TOTAL - len(values))
+    while len(values) < TOTAL:  # hypothesis may stop early when it has explored the strategy
+        values += corpus
+    keys = [b"fuzz", None, b"\xff\xfe", b"k" * 1000]
+    records = [(topics.transactions, keys[i % len(keys)], v) for i, v in enumerate(values)]
+
+    env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run)
+    worker = launch(env, tmp_path / "worker.log")
+    async with Collector(kafka_bootstrap, topics) as collector:
+        try:
+            await wait_ready(worker)
+            warm = await produce(kafka_bootstrap, records[:1000], max_request_size=2 << 20)
+            await collector.wait(lambda o: len(o.dead) + len(o.scored) >= 900, 120, "the warm-up records")
+            baseline = rss_mb(worker.pid)
+            positions = warm + await produce(kafka_bootstrap, records[1000:], max_request_size=2 << 20)
+            await wait_caught_up(kafka_bootstrap, run, topics.transactions, timeout_s=300)
+            peak = rss_mb(worker.pid)
+            assert worker.alive(), worker.tail(60)
+        finally:
+            pid_alive = worker.alive()
+            worker.stop()
+        out = await collector.wait(lambda o: _accounted(values, positions, o.scored, o.dead) == [], 60,
+                                   "every record accounted for")
+    assert pid_alive, worker.tail(60)
+    assert "Traceback" not in worker.log.read_text(errors="replace"), worker.tail(80)
+    unspecific = {d["reason"] for d in out.dead.values() if not SPECIFIC_REASON.match(d["reason"])}
+    assert not unspecific, f"dead letters without a specific reason: {unspecific}"
+    assert all(len(d["original_b64"]) <= 4 * MAX_MESSAGE // 3 + 4 for d in out.dead.values())
+    assert peak - baseline <= RSS_GROWTH_LIMIT_MB, f"RSS grew from {baseline:.0f} MB to {peak:.0f} MB"
+    print(f"{len(values)} records: {len(out.scored)} scored ids, {len(out.dead)} dead letters, "
+          f"reasons {sorted(out.dead_reasons().items(), key=lambda kv: -kv[1])[:12]}; "
+          f"RSS {baseline:.0f} → {peak:.0f} MB")
+
+
+def _accounted(
+    values: list[bytes], positions: list[tuple[str, int, int]], scored: dict[str, Any], dead: dict[Any, Any]
+) -> list[int]:
+    """Indexes of the records that are neither dead-lettered (by position) nor scored (by id)."""
+    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": 86_400.0}
+    missing = []
+    for i, (value, position) in enumerate(zip(values, positions, strict=True)):
+        if position in dead:
+            continue
+        parsed = decode(Transaction, value, max_bytes=MAX_MESSAGE, context=context)
+        if isinstance(parsed, Rejection) or parsed.transaction_id not in scored:
+            missing.append(i)
+    return missing
