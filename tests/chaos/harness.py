@@ -132,15 +132,21 @@ class History:
 
     @classmethod
     def build(
-        cls, run: str, *, cards: int, per_card: int, seed: int = 0, label_share: float = 0.05
+        cls, run: str, *, cards: int, per_card: int, seed: int = 0, label_share: float = 0.05,
+        spacing_s: float = 600.0,
     ) -> History:
+        """``spacing_s``: mean event-time gap between a card's transactions. The default keeps a whole
+        history within a few hours, so that any redelivery lies inside the engine's de-duplication
+        horizon (one day of event time behind the entity's watermark); a 6,000-record history spread
+        over days would let one redelivered commit window span more than a day, which no real-time
+        stream does (see docs/reliability.md)."""
         h = cls(run)
         rng = np.random.default_rng(seed)
         for c in range(cards):
             card = h.card_id(c)
             t = START + float(rng.uniform(0, 3600))
             for k in range(per_card):
-                t += float(rng.exponential(3 * 3600))
+                t += float(rng.exponential(spacing_s))
                 tx = {
                     "transaction_id": f"{run}-{c}-{k}", "card_id": card, "terminal_id": f"{run}-T{c}-{k % 3}",
                     "amount": round(float(rng.lognormal(3.5, 1.0)) + 0.01, 2), "currency": "EUR",
@@ -281,6 +287,7 @@ class Collected:
     dead: dict[tuple[str, int, int], dict[str, Any]] = field(default_factory=dict)
     dead_total: int = 0
     raw_values: list[bytes] = field(default_factory=list)
+    redelivered: set[str] = field(default_factory=set)
 
     def dead_reasons(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -338,6 +345,8 @@ class Collector:
             self.out.raw_values.append(value)
         record = orjson.loads(value)
         if topic == self.topics.scored:
+            if record["transaction_id"] in self.out.scored:
+                self.out.redelivered.add(record["transaction_id"])
             self.out.scored[record["transaction_id"]] = record
             self.out.scored_total += 1
         else:
@@ -399,3 +408,47 @@ def rss_mb(pid: int) -> float:
 
 def original(dead: dict[str, Any]) -> bytes:
     return base64.b64decode(dead["original_b64"])
+
+
+async def redis_contents(redis_url: str) -> bytes:
+    """Every key and value in Redis as one blob (strings, hashes, sets, sorted sets, lists), so a test can
+    search it for what must never be stored in clear."""
+    client: aioredis.Redis = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    parts: list[Any] = []
+    try:
+        async for key in client.scan_iter(count=1000):
+            parts.append(key)
+            raw_kind = await client.type(key)
+            kind = raw_kind.decode() if isinstance(raw_kind, bytes) else str(raw_kind)
+            if kind == "string":
+                parts.append(await client.get(key) or b"")
+            elif kind == "hash":
+                for field_, value in (await client.hgetall(key)).items():
+                    parts += [field_, value]
+            elif kind == "zset":
+                parts += list(await client.zrange(key, 0, -1))
+            elif kind == "set":
+                parts += list(await client.smembers(key))
+            elif kind == "list":
+                parts += await client.lrange(key, 0, -1)
+    finally:
+        await client.aclose()
+    return b"\n".join(parts)
+
+
+def explain_difference(
+    history: History, probes: Sequence[TransactionEvent], online: npt.NDArray[np.float64],
+    offline: npt.NDArray[np.float64], redelivered: set[str],
+) -> str:
+    """Which probe (card) differs most, on which features, and whether its transactions were redelivered."""
+    rel = np.abs(online - offline) / np.maximum(1.0, np.maximum(np.abs(online), np.abs(offline)))
+    rel = np.where(np.isnan(rel), np.inf, rel)
+    row = int(np.argmax(rel.max(axis=1)))
+    card = probes[row].card_ref
+    cols = np.flatnonzero(rel[row] > 1e-6)
+    mine = [r["transaction_id"] for r in history.tx if HASHER.reference(r["card_id"]) == card]
+    bad_rows = int((rel.max(axis=1) > 1e-6).sum())
+    lines = [f"{bad_rows} of {len(probes)} probes differ; worst card {card}: {len(mine)} transactions, "
+             f"{len(set(mine) & redelivered)} of them redelivered ({len(redelivered)} redelivered overall)"]
+    lines += [f"  {FEATURE_LIST.names[c]}: online {online[row, c]!r} offline {offline[row, c]!r}" for c in cols[:12]]
+    return "\n".join(lines)

@@ -16,14 +16,17 @@ import pytest
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import is_alive
 from tests.chaos.harness import (
+    CARD_SECRET,
     Collector,
     History,
     create_topics,
+    explain_difference,
     launch,
     max_rel_diff,
     offline_probe_vectors,
     online_probe_vectors,
     produce,
+    redis_contents,
     run_id,
     run_topics,
     wait_caught_up,
@@ -44,15 +47,20 @@ async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     await create_topics(kafka_bootstrap, topics)
     history = History.build(run, cards=150, per_card=40)  # 6,000 transactions
     records = history.records(topics)
-    bad = [(topics.transactions, b"bad", value) for value in BAD]
+    # A rejected record holding a real card number: the dead letter must not carry it in clear.
+    leaky = b'{"transaction_id": "bad-2", "card_id": "%s", "amount": -1}' % history.card_id(0).encode()
+    bad = [(topics.transactions, b"bad", value) for value in [*BAD, leaky]]
     # A backlog before the worker starts, so the kill surely lands mid-stream.
     positions = await produce(kafka_bootstrap, records + bad)
     bad_positions = set(positions[len(records):])
+    # faust reads BROKER_SESSION_TIMEOUT from the environment: 10 s instead of 60 s lets the restarted
+    # worker get the dead member's partitions sooner (test speed; production keeps the default).
     env = worker_env(
-        tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
+        tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64",
+        BROKER_SESSION_TIMEOUT="10",
     )
 
-    async with Collector(kafka_bootstrap, topics) as collector:
+    async with Collector(kafka_bootstrap, topics, keep_raw=True) as collector:
         first = launch(env, tmp_path / "worker-1.log")
         try:
             await wait_ready(first)
@@ -79,14 +87,26 @@ async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
 
     assert set(out.scored) == history.ids
     assert {d["reason"] for d in out.dead.values()} == {
-        "validation:card_id:missing", "decode:utf8", "decode:json"
+        "validation:card_id:missing", "validation:terminal_id:missing", "decode:utf8", "decode:json"
     }
     redelivered = out.scored_total - len(out.scored)
     print(f"scored {len(out.scored)} ids in {out.scored_total} records ({redelivered} redelivered)")
+
+    # Card numbers are never stored or published in clear, and the hashing secret is never logged.
+    cards = {r["card_id"].encode() for r in history.tx}
+    published = b"\n".join(out.raw_values)
+    stored = await redis_contents(redis_url)
+    assert not [c for c in cards if c in published], "a clear card id was published"
+    assert not [c for c in cards if c in stored], "a clear card id is stored in Redis"
+    logs = first.log.read_text(errors="replace") + second.log.read_text(errors="replace")
+    assert CARD_SECRET not in logs
 
     # Redelivered transactions changed nothing: the state equals the offline engine's on the history.
     probes = history.probes()
     online = await online_probe_vectors(redis_url, probes)
     offline = offline_probe_vectors(history, probes)
     diff, worst = max_rel_diff(online, offline)
-    assert diff <= 1e-6, f"online state differs from offline on {worst}: {diff}"
+    assert diff <= 1e-6, (
+        f"online state differs from offline on {worst}: {diff}\n"
+        + explain_difference(history, probes, online, offline, out.redelivered)
+    )
