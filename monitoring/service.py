@@ -14,6 +14,7 @@ import logging
 import ssl
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -95,6 +96,7 @@ class DriftMonitor:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_retrain = -float("inf")
+        self._positions: dict[TopicPartition, int] = {}
         self.ready = asyncio.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ class DriftMonitor:
         security = dict(self.options.security)
         self._producer = AIOKafkaProducer(bootstrap_servers=self.options.bootstrap, acks="all", **security)
         await self._producer.start()
-        self._tasks = [asyncio.create_task(self._consume(), name="drift-consume"),
+        self._tasks = [asyncio.create_task(self._supervised(self._consume), name="drift-consume"),
                        asyncio.create_task(self._evaluate_forever(), name="drift-evaluate")]
         if self.options.lag_group:
             self._tasks.append(asyncio.create_task(self._lag_forever(), name="drift-lag"))
@@ -117,6 +119,22 @@ class DriftMonitor:
             await self._producer.stop()
 
     # --- consuming ---------------------------------------------------------------------------------
+    async def _supervised(self, run: Callable[[], Awaitable[None]]) -> None:
+        """Restart the consumer after an unexpected error (e.g. the broker went away for long), with
+        backoff; the windows keep what they had and the restart resumes after the last record read."""
+        delay = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                await run()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("drift monitor consumer failed; restarting in %.0f s", delay)
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
+            await asyncio.sleep(delay)
+
     async def _consume(self) -> None:
         t = self.options.topics
         consumer = AIOKafkaConsumer(bootstrap_servers=self.options.bootstrap, enable_auto_commit=False,
@@ -130,6 +148,8 @@ class DriftMonitor:
                 for tp, messages in batches.items():
                     for m in messages:
                         self._ingest(tp.topic, m.value, m.timestamp / 1000.0)
+                    if messages:
+                        self._positions[tp] = messages[-1].offset + 1
                     self.metrics.records.labels(topic=tp.topic).inc(len(messages))
         finally:
             await consumer.stop()
@@ -156,7 +176,9 @@ class DriftMonitor:
         ends = await consumer.end_offsets(parts)
         for tp in parts:
             found_offset = offsets.get(tp)
-            consumer.seek(tp, found_offset.offset if found_offset is not None else ends[tp])
+            start = found_offset.offset if found_offset is not None else ends[tp]
+            # After a restart of the consumer, resume where it stopped: never count a record twice.
+            consumer.seek(tp, self._positions.get(tp, start))
 
     def _ingest(self, topic: str, value: bytes | None, at: float) -> None:
         if value is None:
