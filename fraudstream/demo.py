@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -71,12 +72,15 @@ def train_first_model(settings: Settings) -> None:
 
 
 async def _collect(consumer: AIOKafkaConsumer, settings: Settings, prefix: str, report: DemoReport,
-                   expected: asyncio.Future[int], timeout_s: float) -> None:
+                   expected: asyncio.Future[int], timeout_s: float, alive: Callable[[], bool]) -> None:
     latencies: list[float] = []
     deadline = time.monotonic() + timeout_s
     seen: set[str] = set()
     while time.monotonic() < deadline:
         if expected.done() and report.scored + report.dead_lettered >= expected.result():
+            break
+        if not alive():
+            print("error: the worker died; see its log", file=sys.stderr)
             break
         batches = await consumer.getmany(timeout_ms=500, max_records=5000)
         for tp, messages in batches.items():
@@ -107,22 +111,25 @@ async def _collect(consumer: AIOKafkaConsumer, settings: Settings, prefix: str, 
 
 
 async def stream_demo(settings: Settings, transactions: int, *, invalid_share: float, rate: float | None,
-                      timeout_s: float) -> DemoReport:
+                      timeout_s: float, alive: Callable[[], bool]) -> DemoReport:
     report = DemoReport()
     prefix = f"demo-{uuid.uuid4().hex[:8]}"
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
         await assign_at_end(consumer, settings.kafka_bootstrap, [settings.topics.scored, settings.topics.dead_letter])
+        # A population sized so the traffic spans about 40 days (2 transactions per card per day): the
+        # 30-day windows and the 7-day label delay then see the kind of history the model was trained on.
+        cards = max(50, transactions // 80)
         simulator = Simulator(SimulationConfig(count=transactions, seed=7, invalid_share=invalid_share,
-                                               label_delay_s=86_400.0, id_prefix=prefix))
+                                               cards=cards, terminals=2 * cards, id_prefix=prefix))
         topics = {"tx": settings.topics.transactions, "bad": settings.topics.transactions,
                   "label": settings.topics.labels}
         records = (OutboundRecord(topics[k], key, value, counts_as_transaction=k != "label")
                    for k, key, value in interleave_labels(simulator, end=time.time()))
         expected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         started = time.monotonic()
-        collector = asyncio.create_task(_collect(consumer, settings, prefix, report, expected, timeout_s))
+        collector = asyncio.create_task(_collect(consumer, settings, prefix, report, expected, timeout_s, alive))
         sent = await produce(settings.kafka_bootstrap, records, rate=rate, label="demo traffic")
         report.produced = sent.transactions
         expected.set_result(sent.transactions)
@@ -158,10 +165,13 @@ def run_demo(transactions: int, *, keep_stack: bool = False, invalid_share: floa
         worker = spawn_worker({"FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
                                "FRAUD_REDIS_URL": settings.redis_url}, worker_log)
         worker_pid = worker.pid
-        print(f"worker started (pid {worker_pid}, log {worker_log})", file=sys.stderr)
+        print(f"worker starting (pid {worker_pid}, log {worker_log})…", file=sys.stderr)
+        if not worker.wait_ready(180):
+            msg = f"the worker did not start; the end of its log:\n{worker.tail()}"
+            raise DemoError(msg)
         report = asyncio.run(stream_demo(
             settings, transactions, invalid_share=invalid_share, rate=rate,
-            timeout_s=timeout_s or 180.0 + transactions / 500.0,
+            timeout_s=timeout_s or 180.0 + transactions / 500.0, alive=worker.alive,
         ))
         if not is_alive(worker_pid):
             print("warning: the worker exited during the demo; see its log", file=sys.stderr)

@@ -18,17 +18,24 @@ READY_MARKER = "worker ready"
 class WorkerProcess:
     pid: int
     log: Path
+    log_start: int = 0
+    """Size of the (appended) log when this process started: only what follows is this process's."""
 
-    def tail(self, lines: int = 40) -> str:
+    def output(self) -> str:
         if not self.log.exists():
             return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        with self.log.open("rb") as handle:
+            handle.seek(self.log_start)
+            return handle.read().decode(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
         """Wait for the worker's ready line (model loaded, features wired); False if it died or timed out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.log.exists() and READY_MARKER in self.log.read_text(errors="replace"):
+            if READY_MARKER in self.output():
                 return True
             if not is_alive(self.pid):
                 return False
@@ -44,10 +51,11 @@ class WorkerProcess:
 
 def spawn_worker(env_overrides: dict[str, str], log: Path, *, extra_args: tuple[str, ...] = ()) -> WorkerProcess:
     log.parent.mkdir(parents=True, exist_ok=True)
+    start = log.stat().st_size if log.exists() else 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env_overrides}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "fraudstream", "worker", *extra_args], env=env, stdout=out,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
-    return WorkerProcess(proc.pid, log)
+    return WorkerProcess(proc.pid, log, start)

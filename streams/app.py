@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import faust
 
@@ -20,6 +21,7 @@ from streams.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 EXIT_UNEXPECTED = 70
+T = TypeVar("T")
 
 
 def _credentials(settings: Settings) -> Any:
@@ -41,6 +43,16 @@ def inbound(event: Any) -> InboundMessage:
         topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
         value=message.value, timestamp=message.timestamp,
     )
+
+
+async def _or_exit(start: Awaitable[T], what: str) -> T:
+    """A worker that cannot build its pipeline (bad model, feature list mismatch, bug) must not sit in the
+    consumer group holding partitions without processing them: it exits, and says why."""
+    try:
+        return await start
+    except Exception:
+        log.critical("%s failed; the worker stops", what, exc_info=True)
+        os._exit(EXIT_UNEXPECTED)
 
 
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
@@ -71,7 +83,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
 
     @app.agent(transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
-        pipeline = await runtime.pipeline()
+        pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
         async for events in stream.noack_take(settings.batch_max_size, within=within):
             try:
                 outcome = await pipeline.handle([inbound(e) for e in events])
@@ -84,7 +96,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:
-        handler = await runtime.label_handler()
+        handler = await _or_exit(runtime.label_handler(), "building the label handler")
         async for events in stream.noack_take(max(64, settings.batch_max_size), within=within * 10):
             try:
                 await handler.handle([inbound(e) for e in events])
