@@ -199,7 +199,15 @@ class RedisFeatureStore:
 
     async def load_scripts(self) -> None:
         """FUNCTION LOAD the library (again when Redis lost it, e.g. a restart without persistence)."""
-        await self._channel.call_many([[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]])
+        try:
+            await self._channel.call_many([[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]])
+        except ScriptReplyError as exc:
+            if exc.transient:
+                raise FeatureStoreUnavailable(str(exc)) from exc
+            raise FeatureScriptError(str(exc)) from exc
+        except (RedisError, OSError) as exc:
+            msg = f"redis: {exc}"
+            raise FeatureStoreUnavailable(msg) from exc
 
     async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
         for attempt in (0, 1):
@@ -208,6 +216,9 @@ class RedisFeatureStore:
             except ScriptReplyError as exc:
                 # Redis restarted or lost its functions: reload and replay the whole batch, which is
                 # safe because every function is idempotent per transaction id.
+                if exc.transient:
+                    # e.g. LOADING after a restart: retrying the batch later is right (idempotent)
+                    raise FeatureStoreUnavailable(str(exc)) from exc
                 if attempt == 0 and exc.noscript:
                     await self.load_scripts()
                     continue

@@ -13,13 +13,26 @@ from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 
+# Error replies that describe the server's state, not the command: the same batch can succeed later
+# (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
+# or cluster in transition, memory pressure).
+TRANSIENT_PREFIXES = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"READONLY", b"CLUSTERDOWN", b"OOM")
+
 
 class ScriptReplyError(Exception):
     """Redis answered one or more commands of a batch with an error reply."""
 
-    def __init__(self, message: str, *, noscript: bool) -> None:
+    def __init__(self, message: str, *, noscript: bool, transient: bool = False) -> None:
         super().__init__(message)
         self.noscript = noscript
+        self.transient = transient
+
+
+def classify(errors: Sequence[bytes]) -> tuple[bool, bool]:
+    """(functions missing, server transiently unable) for a batch's error replies."""
+    noscript = any(e.startswith(b"NOSCRIPT") or b"Function not found" in e for e in errors)
+    transient = any(e.startswith(TRANSIENT_PREFIXES) for e in errors)
+    return noscript, transient
 
 
 def pack_commands(commands: Sequence[Sequence[bytes]]) -> bytes:
@@ -62,10 +75,10 @@ class RespChannel:
             raise
         await pool.release(conn)
         if errors:
-            noscript = any(e.startswith(b"NOSCRIPT") or b"Function not found" in e for e in errors)
+            noscript, transient = classify(errors)
             first = errors[0].decode(errors="replace")
             msg = f"{len(errors)} of {count} commands failed, first: {first}"
-            raise ScriptReplyError(msg, noscript=noscript)
+            raise ScriptReplyError(msg, noscript=noscript, transient=transient)
         return replies
 
     async def purge(self, pattern: str) -> int:

@@ -6,7 +6,9 @@ import numpy as np
 import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
+from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.online import entity_keys
+from features.resp import classify
 
 T0 = 1_530_000_000.0  # 2018-06-26T08:00:00Z, a Tuesday
 DAY = 86_400.0
@@ -124,3 +126,11 @@ async def test_lost_functions_are_reloaded(redis_client: aioredis.Redis, key_pre
     assert np.array_equal(again[0], first[0])
     assert again[1, IDX["card_count_10m"]] == 2
     await store.purge()
+
+
+def test_error_replies_are_classified() -> None:
+    assert classify([b"LOADING Redis is loading the dataset in memory"]) == (False, True)
+    assert classify([b"ERR Function not found"]) == (True, False)
+    assert classify([b"NOSCRIPT No matching script."]) == (True, False)
+    assert classify([b"ERR user_script:1: bad argument"]) == (False, False)
+    assert FeatureStoreUnavailable.retryable and not FeatureScriptError.retryable
