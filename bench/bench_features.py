@@ -4,8 +4,10 @@
 
 Without ``--redis-url`` it starts its own redis-server on a free port (no persistence) and stops it.
 The reference is a pipelined trivial EVALSHA (``return 1`` with the same key/argument shape) sent through
-the same client code in the same run, so the ratio says how much of Redis's Lua throughput the feature
-scripts keep, whatever else the machine is doing. Progress goes to stderr; the last stdout line is JSON.
+the same client code in the same run (and a trivial FCALL, the mechanism the store uses), so the ratio
+says how much of Redis's Lua throughput the feature functions keep. Redis's own CPU time per call is
+reported too: on a shared machine it is steadier than wall-clock rates.
+Progress goes to stderr; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -77,10 +79,33 @@ async def wait_ready(client: aioredis.Redis) -> None:
     raise SystemExit("redis did not start")
 
 
-async def trivial_evalsha(client: aioredis.Redis, batch: int, seconds: float) -> float:
+async def redis_cpu(client: aioredis.Redis) -> float:
+    """CPU seconds the redis-server process has used (user + system). Unlike wall-clock rates this is
+    barely affected by other processes on a shared machine, so per-call CPU is the steadier comparison."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def trivial_calls(client: aioredis.Redis, batch: int, seconds: float, kind: str) -> tuple[float, float]:
+    """(calls/s, redis CPU µs per call) of a pipelined trivial EVALSHA or FCALL returning 1."""
     channel = RespChannel(client)
-    sha = (await client.script_load("return 1")).encode()
+    if kind == "evalsha":
+        name = str(await client.script_load("return 1")).encode()
+        verb = b"EVALSHA"
+    else:
+        await channel.call_many(
+            [
+                [
+                    b"FUNCTION",
+                    b"LOAD",
+                    b"REPLACE",
+                    b"#!lua name=fsbench\nredis.register_function('fsbench_one', function(keys, args) return 1 end)",
+                ]
+            ]
+        )
+        name, verb = b"fsbench_one", b"FCALL"
     calls = 0
+    cpu0 = await redis_cpu(client)
     start = time.perf_counter()
     i = 0
     while time.perf_counter() - start < seconds:
@@ -90,8 +115,8 @@ async def trivial_evalsha(client: aioredis.Redis, batch: int, seconds: float) ->
             key = f"bench:{{c:{i % 5000}}}:s".encode()
             cmds.append(
                 [
-                    b"EVALSHA",
-                    sha,
+                    verb,
+                    name,
                     b"2",
                     key,
                     key + b"x",
@@ -106,7 +131,8 @@ async def trivial_evalsha(client: aioredis.Redis, batch: int, seconds: float) ->
             )
         await channel.call_many(cmds)
         calls += batch
-    return calls / (time.perf_counter() - start)
+    rate = calls / (time.perf_counter() - start)
+    return rate, (await redis_cpu(client) - cpu0) / calls * 1e6
 
 
 async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> dict[str, float]:
@@ -121,14 +147,20 @@ async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> di
             await store.apply_and_read(events[start : start + batch])
         log(f"online: warmed state with {warm:,} transactions")
         cpu = time.process_time()
+        server_cpu = await redis_cpu(client)
         t0 = time.perf_counter()
         for start in range(warm, warm + rows, batch):
             await store.apply_and_read(events[start : start + batch])
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu
+        server_cpu = await redis_cpu(client) - server_cpu
     finally:
         await store.purge()
-    return {"tx_per_s": rows / wall, "client_cpu_us_per_tx": cpu / rows * 1e6}
+    return {
+        "tx_per_s": rows / wall,
+        "client_cpu_us_per_tx": cpu / rows * 1e6,
+        "redis_cpu_us_per_tx": server_cpu / rows * 1e6,
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
@@ -140,10 +172,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         await wait_ready(client)
         load_before = os.getloadavg()
-        ref = await trivial_evalsha(client, args.batch, args.seconds)
-        log(f"trivial EVALSHA: {ref:,.0f} calls/s")
+        ref, ref_cpu = await trivial_calls(client, args.batch, args.seconds, "evalsha")
+        fref, fref_cpu = await trivial_calls(client, args.batch, args.seconds, "fcall")
+        log(f"trivial EVALSHA: {ref:,.0f} calls/s; trivial FCALL: {fref:,.0f} calls/s")
         on = await online(client, args.online_rows, args.warm_rows, args.batch)
-        ref_after = await trivial_evalsha(client, args.batch, args.seconds)
+        ref_after, ref_cpu_after = await trivial_calls(client, args.batch, args.seconds, "evalsha")
         log(f"online apply_and_read: {on['tx_per_s']:,.0f} tx/s")
         log(f"trivial EVALSHA after: {ref_after:,.0f} calls/s")
     finally:
@@ -166,7 +199,14 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "online_tx_per_s": round(on["tx_per_s"], 1),
         "online_script_calls_per_s": round(2 * on["tx_per_s"], 1),
         "online_client_cpu_us_per_tx": round(on["client_cpu_us_per_tx"], 2),
+        "online_redis_cpu_us_per_tx": round(on["redis_cpu_us_per_tx"], 2),
         "trivial_evalsha_calls_per_s": round(reference, 1),
+        "trivial_fcall_calls_per_s": round(fref, 1),
+        "trivial_evalsha_redis_cpu_us_per_call": round((ref_cpu + ref_cpu_after) / 2, 2),
+        "trivial_fcall_redis_cpu_us_per_call": round(fref_cpu, 2),
+        # what one Redis core could sustain if it were not shared: 1e6 / CPU microseconds per unit
+        "online_tx_per_redis_cpu_s": round(1e6 / on["redis_cpu_us_per_tx"], 1),
+        "trivial_evalsha_calls_per_redis_cpu_s": round(2e6 / (ref_cpu + ref_cpu_after), 1),
         "online_tx_vs_trivial_calls": round(on["tx_per_s"] / reference, 3),
         "online_rows": args.online_rows,
         "batch": args.batch,
