@@ -100,6 +100,9 @@ def test_metadata_and_tflite(exported: Path) -> None:
     assert meta["created_at"].endswith("+00:00")
     assert (exported / "assets.extra" / TFLITE_FILE).stat().st_size > 0
     assert set(meta["tflite"]["metric_diff"]) == {"auc_roc", "average_precision", "card_precision_at_100"}
+    # Calibrated int8 stays close to the float model (a broken quantisation gives a constant score).
+    assert meta["tflite"]["max_abs_score_diff"] < 0.1
+    assert len(meta["tflite"]["preprocessing"]["mean"]) == 3
 
 
 def test_existing_version_is_never_overwritten(
