@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scoring.backend import Prediction
 from scoring.batcher import MicroBatcher
@@ -195,3 +198,25 @@ async def test_batcher_sends_at_once_when_idle_and_batches_while_busy() -> None:
     rest = [asyncio.ensure_future(batcher.score(np.ones((1, 2), np.float32))) for _ in range(9)]
     await asyncio.wait_for(asyncio.gather(first, *rest), 2.0)  # flushed when the busy call ends
     assert recorder.sizes == [3, 1, 9]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=30),
+    max_size=st.integers(min_value=1, max_value=64),
+    in_flight=st.integers(min_value=1, max_value=4),
+)
+def test_batcher_returns_every_caller_exactly_its_rows(sizes: list[int], max_size: int, in_flight: int) -> None:
+    async def scenario() -> None:
+        recorder = Recorder(delay=0.0005)
+        batcher = MicroBatcher(recorder, max_size=max_size, max_wait_s=0.001, max_in_flight=in_flight)
+        start = np.cumsum([0, *sizes])
+        chunks = [np.arange(a, b, dtype=np.float32)[:, None].repeat(2, axis=1) for a, b in itertools.pairwise(start)]
+        results = await asyncio.gather(*(batcher.score(c) for c in chunks))
+        for chunk, prediction in zip(chunks, results, strict=True):
+            assert prediction.scores.tolist() == chunk[:, 0].tolist()
+        assert sum(recorder.sizes) == sum(sizes), "every row scored exactly once"
+        assert recorder.max_in_flight <= in_flight
+        await batcher.close()
+
+    asyncio.run(scenario())
