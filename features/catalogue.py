@@ -63,20 +63,23 @@ SEMANTICS = """
   plans (tile levels, tiles kept, windows, raw statistics); the Lua script is generated from the plan and
   the numpy engine walks the same plan; `features/derive.py` turns raw window statistics into features for
   both engines (so every formula, geo velocity's trigonometry included, exists once).
-- **Online** (`RedisFeatureStore`): one `EVALSHA` per (transaction, entity) — check the dedup record,
-  update the tiles, read the raw statistics, store the result for redelivery — all atomic; a micro-batch
-  is one pipelined write and one read (RESP framed by `features/resp.py`). Replies are little-endian
-  float64 blobs (never Lua numbers, which Redis truncates to integers). Scripts are loaded once and
-  reloaded on `NOSCRIPT`, then the batch is replayed (safe: idempotent).
-- **Redis layout** (hash tag per entity, so each script touches one Cluster slot):
-  `fs:{c:<card_ref>}:s` hash — `s` the state blob (8 header doubles, then 8 doubles per tile), `d:<tx>`
-  dedup records, `c:<terminal>` last-seen time of each counterparty; `fs:{c:<card_ref>}:x` ZSET expiry
-  index of those fields; the same under `fs:{t:<terminal>}` plus `fs:{t:<terminal>}:l`, a ZSET of fraud
-  labels (score = labelled event time, member = `<available_at>|<tx>`), with marks `l:<tx>` and a count
-  `nl` in the terminal hash. Keys carry a wall-clock TTL (retention + 2 days, refreshed at most hourly);
-  fields are trimmed by event time (dedup after 24 h, counterparties after the longest window) every
-  3 days of event time or 256 transactions of the entity, whichever comes first; tiles leave the blob
-  as soon as they leave every window.
+- **Online** (`RedisFeatureStore`): one `FCALL` (a Redis >= 7.0 function) per (transaction, entity) —
+  check the dedup record, update the tiles, read the raw statistics, store the result for redelivery —
+  all atomic; a micro-batch is one pipelined write and one read (RESP framed by `features/resp.py`).
+  Replies are little-endian float64 blobs (never Lua numbers, which Redis truncates to integers). The
+  function library (named after a hash of its code) is loaded once and reloaded when Redis reports it
+  missing, then the batch is replayed (safe: idempotent). `LOADING`/`BUSY`/`READONLY`-style replies
+  raise `FeatureStoreUnavailable` (retryable).
+- **Redis layout** (hash tag per entity, so each call touches one Cluster slot):
+  `fs:{c:<card_ref>}:s` is a hash: `s` the state blob (8 header doubles, a tile count per level, then
+  8 doubles per tile), `d:<tx>` dedup records, `c:<terminal>` the last-seen time of each counterparty.
+  `fs:{c:<card_ref>}:x` is a ZSET expiry index of those fields. Terminals have the same under
+  `fs:{t:<terminal>}`, plus `fs:{t:<terminal>}:l`, a ZSET of fraud labels (score = labelled event
+  time, member = `<available_at>|<tx>`), with marks `l:<tx>` and a count `nl` in the terminal hash.
+  Keys carry a wall-clock TTL (retention + 2 days, refreshed at most hourly); fields are trimmed by
+  event time (dedup after 24 h, counterparties after the longest window) every 3 days of event time or
+  256 transactions of the entity, whichever comes first; tiles leave the blob as soon as they leave
+  every window.
 - **Offline** (`compute_offline`): per entity, rows sorted by (entity, arrival); effective times by a grouped
   running max; each window is a contiguous run found by `searchsorted` on (entity, bucket) keys; counts and
   sums from int64 prefix sums of cents; min/max from a sparse table; distinct counterparties and label
