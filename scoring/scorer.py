@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from fraudstream.settings import Settings
 
 log = logging.getLogger(__name__)
+LABEL_RECHECK_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,9 @@ class Scorer:
         )
         self.shadow_timeout_s = shadow_timeout_s
         self.stats = ScorerStats()
-        self._missing_labels: set[str] = set()
+        self._label_missing_until: dict[str, float] = {}
+        """Labels found unassigned, and until when not to ask for them again (one failed call per
+        ``LABEL_RECHECK_S`` instead of one per batch while no canary is deployed)."""
 
     @property
     def on_backend_error(self) -> Callable[[ScoringError], None] | None:
@@ -177,11 +180,12 @@ class Scorer:
             raise ValueError(msg)
         if n == 0:
             return []
-        canary = canary_mask(ids, self.rollout.canary_share)
+        canary_share = self.rollout.canary_share if self._label_available(self.rollout.canary_label) else 0.0
+        canary = canary_mask(ids, canary_share)
         groups = [(None, np.flatnonzero(~canary)), (self.rollout.canary_label, np.flatnonzero(canary))]
         groups = [(label, idx) for label, idx in groups if idx.size]
         shadow_task = None
-        if self.rollout.shadow and not self.degraded:
+        if self.rollout.shadow and not self.degraded and self._label_available(self.rollout.canary_label):
             shadow_task = asyncio.ensure_future(self._shadow(features))
         outcomes = await asyncio.gather(*(self._score_group(features[idx], label) for label, idx in groups))
         shadow = await shadow_task if shadow_task is not None else None
@@ -244,9 +248,7 @@ class Scorer:
             except LabelNotFound:
                 if label is None:
                     raise
-                if label not in self._missing_labels:
-                    log.warning("label %r not assigned; its share goes to the stable model", label)
-                    self._missing_labels.add(label)
+                self._label_missing(label)
                 prediction = await self.batcher.score(rows, label=None)
         except ModelOutage as exc:
             log.warning("rules-only scoring for %d rows: %s", rows.shape[0], exc)
@@ -264,10 +266,25 @@ class Scorer:
             return await asyncio.wait_for(
                 self.backend.predict(features, label=self.rollout.canary_label), self.shadow_timeout_s
             )
+        except LabelNotFound:
+            self._label_missing(self.rollout.canary_label)
+            return None
         except (ScoringError, TimeoutError) as exc:
             self.stats.shadow_failures += 1
             log.debug("shadow scoring failed: %s", exc)
             return None
+
+    def _label_available(self, label: str) -> bool:
+        return self._label_missing_until.get(label, 0.0) <= time.monotonic()
+
+    def _label_missing(self, label: str) -> None:
+        if label not in self._label_missing_until:
+            log.warning(
+                "label %r not assigned; its share goes to the stable model (rechecked every %.0fs)",
+                label,
+                LABEL_RECHECK_S,
+            )
+        self._label_missing_until[label] = time.monotonic() + LABEL_RECHECK_S
 
     def _count(self, results: Sequence[ScoreResult], canary_rows: int) -> None:
         self.stats.rows += len(results)

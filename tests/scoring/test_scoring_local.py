@@ -108,3 +108,30 @@ async def test_scorer_from_settings_with_policy_file(model_dir: Path, tmp_path: 
     fields = results[2].record_fields()
     assert fields["feature_list_hash"] == FEATURE_HASH and fields["degraded"] is False
     await scorer.close()
+
+
+async def test_missing_canary_label_sends_its_share_to_stable_without_a_call_per_batch(model_dir: Path) -> None:
+    from scoring.rollout import RolloutConfig
+    from scoring.scorer import Scorer
+    from scoring.testing.model_factory import DEFAULT_FEATURES
+
+    write_labels(model_dir, {"stable": 1})
+    backend = LocalBackend(model_dir, expected_feature_hash=FEATURE_HASH, poll_interval_s=0)
+    scorer = Scorer(
+        backend,
+        model_name=MODEL,
+        feature_names=DEFAULT_FEATURES,
+        feature_hash=FEATURE_HASH,
+        rollout=RolloutConfig(canary_share=0.5, shadow=True),
+    )
+    await scorer.start()
+    ids = [f"t{i}" for i in range(50)]
+    for _ in range(3):
+        results = await scorer.score_batch(
+            sample_features(50), ids=ids, card_refs=ids, amounts=[1.0] * 50, currencies=["EUR"] * 50
+        )
+        assert {r.model_version for r in results} == {1} and not any(r.degraded for r in results)
+        assert all(r.shadow is None for r in results)
+    # First batch: stable, canary (missing), canary's rows again on stable; then one call per batch.
+    assert scorer.batcher.backend_calls == 3 + 1 + 1
+    await scorer.close()
