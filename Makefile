@@ -29,6 +29,14 @@ system-deps:
 	    echo "redis-server is missing. Run as root: apt-get install -y redis-server  (or: sudo make setup)"; exit 1; \
 	  fi; \
 	fi
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing chromium (Debian package, for the dashboard's browser test)…"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); \
+	  else \
+	    echo "chromium is missing (the dashboard browser test will be skipped): sudo apt-get install -y chromium"; \
+	  fi; \
+	fi
 	@command -v java >/dev/null || { echo "Java 17 is missing: apt-get install -y openjdk-17-jre-headless"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is missing (needed once for the Kafka jars): apt-get install -y maven"; exit 1; }
 

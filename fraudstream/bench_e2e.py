@@ -128,7 +128,7 @@ def worker_env(settings: Settings, phase: Phase, model_backend: str, mode: str, 
         "FRAUD_APP_ID": f"bench-{phase.name}-{uuid.uuid4().hex[:6]}", "FRAUD_PIPELINE_MODE": mode,
         "FRAUD_TOPICS__TRANSACTIONS": phase.transactions, "FRAUD_TOPICS__SCORED": phase.scored,
         "FRAUD_TOPICS__DEAD_LETTER": phase.dead_letter, "FRAUD_FEATURE_KEY_PREFIX": phase.key_prefix,
-        "FRAUD_BATCH_MAX_SIZE": str(batch),
+        "FRAUD_METRICS_PORT": "0", "FRAUD_BATCH_MAX_SIZE": str(batch),
     }
 
 

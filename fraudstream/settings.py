@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     policy_file: Path | None = None
 
     # --- monitoring --------------------------------------------------------------------------------
+    metrics_port: int = Field(default=9108, ge=-1, le=65535, description="worker /metrics; 0 = free port, -1 = off")
     api_token: SecretStr | None = None
 
     @property

@@ -44,6 +44,9 @@ class DriftConfig:
     retrain_cooldown_s: float = 6 * 3600.0
     """At most one retrain request per cooldown: one shift drifts many features at once."""
     history_points: int = 360
+    seasonal: frozenset[str] = frozenset({"tx_hour", "tx_is_night", "tx_is_weekend"})
+    """Features that follow the clock: a short window of them never looks like the whole training
+    period, so their PSI is shown but never raises an alert."""
 
     @property
     def horizon_s(self) -> float:
@@ -179,6 +182,8 @@ class MonitorState:
         due: list[DriftAlert] = []
         seen: set[tuple[str, str, int | None]] = set()
         for r in results:
+            if r.subject in self.config.seasonal:
+                continue
             key = (r.subject, r.window, r.model_version)
             seen.add(key)
             if r.psi <= self.config.psi_threshold:

@@ -92,7 +92,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
                 os._exit(EXIT_UNEXPECTED)
             for event in events:
                 await stream.ack(event)
-            runtime.record(outcome)
+            await runtime.after_batch(outcome)
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:

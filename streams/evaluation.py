@@ -120,7 +120,7 @@ async def stream_scores(settings: Settings, model_backend: str, transactions: pd
         "FRAUD_MODEL_BACKEND": model_backend, "FRAUD_APP_ID": group, "FRAUD_FEATURE_KEY_PREFIX": group,
         "FRAUD_TOPICS__TRANSACTIONS": topics.transactions, "FRAUD_TOPICS__LABELS": topics.labels,
         "FRAUD_TOPICS__SCORED": topics.scored, "FRAUD_TOPICS__DEAD_LETTER": topics.dead_letter,
-        "FRAUD_BATCH_MAX_SIZE": "1024",
+        "FRAUD_METRICS_PORT": "0", "FRAUD_BATCH_MAX_SIZE": "1024",
     }
     worker = spawn_worker(env, settings.home / "logs" / f"{group}.log")
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)

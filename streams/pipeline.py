@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,11 @@ class BatchOutcome:
     reasons: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
     latencies: Latencies = field(default_factory=Latencies)
+    features: npt.NDArray[np.float32] | None = None
+    """The (scored rows × features) matrix the model saw, for feature-drift sketches."""
+    models: Counter[tuple[str, int | None, str | None]] = field(default_factory=Counter)
+    degraded: int = 0
+    publish_s: float = 0.0
 
 
 def _iso(moment: datetime) -> str:
@@ -83,7 +89,8 @@ class TransactionPipeline:
         vectors = await self._features(valid) if valid else np.empty((0, len(self.config.feature_names)))
         t2 = time.perf_counter()
         if valid:
-            results = await self._score(vectors.astype(np.float32), valid, valid_messages)
+            outcome.features = vectors.astype(np.float32)
+            results = await self._score(outcome.features, valid, valid_messages)
         t3 = time.perf_counter()
         if valid:
             now = datetime.now(UTC)
@@ -99,8 +106,12 @@ class TransactionPipeline:
                 out.append(OutboundMessage(self.config.scored_topic, event.card_ref.encode(),
                                            self._scored_json(tx, event, result, common)))
                 outcome.decisions[result.decision] = outcome.decisions.get(result.decision, 0) + 1
+                outcome.models[(result.model_name, result.model_version, result.model_label)] += 1
+                outcome.degraded += bool(result.degraded)
             outcome.scored = len(valid)
+        t4 = time.perf_counter()
         await self._publish(out)
+        outcome.publish_s = time.perf_counter() - t4
         return outcome
 
     async def _score(

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, RedisFeatureStore
 from fraudstream.settings import Settings
+from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
@@ -65,6 +66,7 @@ class WorkerRuntime:
         self._lock = asyncio.Lock()
         self._pipeline: TransactionPipeline | None = None
         self._labels: LabelHandler | None = None
+        self.monitoring: WorkerMonitoring | None = None
         self._last_report = time.monotonic()
 
     def bind(self, app: faust.App) -> None:
@@ -80,7 +82,9 @@ class WorkerRuntime:
             with contextlib.suppress(KeyError):
                 self._app.sensors.remove(self._app.monitor)
             settings = self.settings
-            features = RedisFeatureStore(redis_client(settings), key_prefix=settings.feature_key_prefix)
+            client = redis_client(settings)
+            features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix)
+            self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
             )
@@ -113,6 +117,13 @@ class WorkerRuntime:
         await self._build()
         assert self._labels is not None
         return self._labels
+
+    async def after_batch(self, outcome: BatchOutcome) -> None:
+        """Once per published and acknowledged micro-batch: metrics, drift sketch, progress log."""
+        if self.monitoring is not None:
+            await self.monitoring.after_batch(outcome, features=outcome.features, models=outcome.models,
+                                              degraded=outcome.degraded, publish_s=outcome.publish_s)
+        self.record(outcome)
 
     def record(self, outcome: BatchOutcome) -> None:
         totals = self.totals

@@ -24,7 +24,7 @@ def worker_env(home: Path, bootstrap: str, redis_url: str, model_backend: str, *
     env = dict(os.environ)
     env.update({
         "FRAUD_HOME": str(home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": redis_url,
-        "FRAUD_MODEL_BACKEND": model_backend, "TF_CPP_MIN_LOG_LEVEL": "2",
+        "FRAUD_MODEL_BACKEND": model_backend, "TF_CPP_MIN_LOG_LEVEL": "2", "FRAUD_METRICS_PORT": "0",
     })
     env.update(extra)
     return env
