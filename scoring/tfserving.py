@@ -133,6 +133,9 @@ class TFServingBackend:
             msg = f"features must have shape (n, {self.n_features or 'F'}), got {features.shape}"
             raise InvalidRequest(msg)
         wanted = label or self.default_label
+        if features.shape[0] == 0:  # nothing to ask; a batching server may reject an empty batch
+            empty = np.zeros((0, features.shape[1]), np.float32)
+            return Prediction(np.zeros(0, np.float32), empty, self.model_name, None, wanted)
         request = predict_pb2.PredictRequest(model_spec=self._spec(wanted, self.signature))
         request.inputs["features"].CopyFrom(float_tensor(features))
         response = await self._call(self._predict_stub.Predict, request, "Predict")
