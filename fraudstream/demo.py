@@ -71,6 +71,14 @@ def train_first_model(settings: Settings) -> None:
         raise DemoError(msg)
 
 
+def _keep_example(examples: list[dict[str, Any]], record: dict[str, Any]) -> None:
+    """The three highest scores seen so far, plus the two latest ordinary records."""
+    examples.append(record)
+    if len(examples) > 5:
+        examples.sort(key=lambda r: -float(r["score"]))
+        del examples[3]
+
+
 async def _collect(consumer: AIOKafkaConsumer, settings: Settings, prefix: str, report: DemoReport,
                    expected: asyncio.Future[int], timeout_s: float, alive: Callable[[], bool]) -> None:
     latencies: list[float] = []
@@ -99,8 +107,7 @@ async def _collect(consumer: AIOKafkaConsumer, settings: Settings, prefix: str, 
                     version = str(record["model_version"])
                     report.model_versions[version] = report.model_versions.get(version, 0) + 1
                     latencies.append(float(record["latencies"]["end_to_end_ms"]))
-                    if len(report.examples) < 2000:
-                        report.examples.append(record)
+                    _keep_example(report.examples, record)
                 elif prefix.encode() in base64.b64decode(record["original_b64"]):
                     report.dead_lettered += 1
                     report.dlq_reasons[record["reason"]] = report.dlq_reasons.get(record["reason"], 0) + 1
@@ -139,8 +146,6 @@ async def stream_demo(settings: Settings, transactions: int, *, invalid_share: f
     finally:
         await consumer.stop()
     report.examples.sort(key=lambda r: -float(r["score"]))
-    top = report.examples[:3]
-    report.examples = top + [r for r in report.examples[-2:] if r not in top]
     return report
 
 
