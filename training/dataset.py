@@ -23,9 +23,7 @@ from training.errors import DatasetError
 
 DAY_S = 86_400.0
 DEFAULT_FDH_PATH = (
-    Path(__file__).resolve().parents[1].parent
-    / "shared/data/fdh"
-    / ("transactions-2018-04-01_2018-07-31.parquet")
+    Path(__file__).resolve().parents[1].parent / "shared/data/fdh" / ("transactions-2018-04-01_2018-07-31.parquet")
 )
 MODEL_SELECTION_STARTS: tuple[date, ...] = (
     date(2018, 6, 20),
@@ -105,9 +103,7 @@ def _epoch_seconds(values: pd.Series) -> npt.NDArray[np.float64]:
     return np.asarray(seconds.to_numpy(dtype=np.float64), dtype=np.float64)
 
 
-def load_mapped(
-    path: Path, mapping: ColumnMapping, limit: int | None = None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_mapped(path: Path, mapping: ColumnMapping, limit: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Transactions and labels frames (the ``load_fdh`` columns) from any mapped Parquet/CSV file."""
     raw = _read_table(path)
     missing = [

@@ -100,9 +100,7 @@ def fit_fold(
     )
 
 
-def write_plots(
-    directory: Path, y: npt.NDArray[np.int8], scores: npt.NDArray[np.float64], title: str
-) -> list[str]:
+def write_plots(directory: Path, y: npt.NDArray[np.int8], scores: npt.NDArray[np.float64], title: str) -> list[str]:
     """``pr_curve.png`` and ``score_histograms.png`` (log-scaled counts per class) in ``directory``."""
     import matplotlib
 

@@ -106,9 +106,7 @@ def write_saved_model(trained: TrainedModel, path: Path) -> None:
     archive.write_out(str(path), verbose=False)
 
 
-def write_warmup(
-    path: Path, model_name: str, sample: npt.NDArray[np.floating[Any]], n_requests: int = 4
-) -> None:
+def write_warmup(path: Path, model_name: str, sample: npt.NDArray[np.floating[Any]], n_requests: int = 4) -> None:
     """A few PredictRequests (batch sizes 1, 2, 4, 8) so TF Serving compiles before live traffic."""
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2

@@ -83,9 +83,7 @@ def load_job_history(job: TrainJob, spec: FeatureSpec | None, progress: Progress
         since = (train_start - date(1970, 1, 1)).days * DAY_S - job.lookback_days * DAY_S
         transactions = transactions[times >= since]
         labels = labels[labels["event_time"].to_numpy(dtype=np.float64) >= since]
-    progress(
-        f"loaded {len(transactions)} transactions in {time.perf_counter() - started:.1f}s; computing features"
-    )
+    progress(f"loaded {len(transactions)} transactions in {time.perf_counter() - started:.1f}s; computing features")
     started = time.perf_counter()
     history = build_history(transactions, labels, spec or default_feature_spec())
     progress(f"offline features {history.features.shape} in {time.perf_counter() - started:.1f}s")
@@ -104,10 +102,7 @@ def score_saved_model(
         if found != expected_hash:
             return None
     serve = loaded.signatures["serving_default"]
-    parts = [
-        serve(features=tf.constant(x[i : i + 8192], tf.float32))["score"].numpy()
-        for i in range(0, len(x), 8192)
-    ]
+    parts = [serve(features=tf.constant(x[i : i + 8192], tf.float32))["score"].numpy() for i in range(0, len(x), 8192)]
     return np.concatenate(parts).astype(np.float64) if parts else np.empty(0)
 
 
@@ -137,9 +132,7 @@ def run_training_job(
         raise DatasetError(msg)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = runs_dir / f"{stamp}-{job.request_id or 'train'}"
-    progress(
-        f"training on {len(fold.train_idx)} rows from {train_start}, testing on {len(fold.test_idx)} rows"
-    )
+    progress(f"training on {len(fold.train_idx)} rows from {train_start}, testing on {len(fold.test_idx)} rows")
     trained = fit_fold(history, fold, job.config, strategy=strategy, log_dir=run_dir / "tensorboard")
     result = evaluate_fold(history, fold, trained, OfflineScores(), run_dir)
     metrics: dict[str, float] = result["metrics"]
@@ -187,7 +180,8 @@ def run_training_job(
         "version_tag": metadata["version_tag"],
         "path": str(path),
         "metrics": metrics,
-        "tflite": metadata.get("tflite"),
+        # The preprocessing vectors stay in the metadata file; the summary is for people and logs.
+        "tflite": {k: v for k, v in (metadata.get("tflite") or {}).items() if k != "preprocessing"} or None,
         "training_window": metadata["training_window"],
         "holdout_window": metadata["holdout_window"],
         "gate": decision.as_json() if decision else None,

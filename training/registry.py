@@ -162,9 +162,7 @@ class ModelRegistry:
             msg = f"stable version {current} has no earlier stable version to roll back to"
             raise RegistryError(msg)
         labels["stable"] = earlier[-1]
-        self._save(
-            labels, {"action": "rollback", "label": label, "version": earlier[-1], "previous": current}
-        )
+        self._save(labels, {"action": "rollback", "label": label, "version": earlier[-1], "previous": current})
         return labels
 
     # --- promotion gate ----------------------------------------------------------------------------
@@ -190,9 +188,7 @@ class ModelRegistry:
         if value is None or math.isnan(value):
             return GateDecision(None, f"candidate has no {config.metric} on the holdout", value, base)
         if base is None or math.isnan(base):
-            return GateDecision(
-                None, f"stable model could not be scored on the holdout ({config.metric})", value, base
-            )
+            return GateDecision(None, f"stable model could not be scored on the holdout ({config.metric})", value, base)
         if value > base + config.margin:
             self.set_label(
                 "canary", candidate, reason=f"gate: {config.metric} {value:.4f} > {base:.4f}+{config.margin}"

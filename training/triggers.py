@@ -105,9 +105,7 @@ def make_app(service: TrainerService, token: SecretStr | None) -> web.Applicatio
     return app
 
 
-async def serve_http(
-    app: web.Application, host: str = "127.0.0.1", port: int = 0
-) -> tuple[web.AppRunner, int]:
+async def serve_http(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
     """Start the API (loopback by default); returns the runner (``await runner.cleanup()``) and the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

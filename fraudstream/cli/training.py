@@ -141,9 +141,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         transactions, labels = load_history(args.input, _mapping(args.mapping), args.limit)
         print(f"computing offline features for {len(transactions)} transactions", file=sys.stderr)
         history = build_history(transactions, labels, default_feature_spec())
-        report = evaluate_protocol(
-            history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy
-        )
+        report = evaluate_protocol(history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy)
     except TrainingError as exc:
         return _fail(str(exc))
     _emit(report, args.json)
@@ -244,9 +242,7 @@ def _serve(args: argparse.Namespace) -> int:
             if args.no_kafka:
                 await asyncio.Event().wait()
             else:
-                await consume_retrain_requests(
-                    settings.kafka_bootstrap, settings.topics.retrain_requests, service
-                )
+                await consume_retrain_requests(settings.kafka_bootstrap, settings.topics.retrain_requests, service)
         finally:
             await http.cleanup()
             await service.stop()
@@ -294,9 +290,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate = commands.add_parser("evaluate", help="one model per fold, handbook metrics")
     _common(evaluate)
     evaluate.add_argument("--protocol", default="handbook", choices=["handbook"])
-    evaluate.add_argument(
-        "--train-starts", default=None, help="D1,D2,… (default: the 4 model-selection folds)"
-    )
+    evaluate.add_argument("--train-starts", default=None, help="D1,D2,… (default: the 4 model-selection folds)")
     evaluate.add_argument("--via", choices=["offline", "stream"], default="offline")
     evaluate.add_argument("--run-dir", type=Path, default=None)
     evaluate.set_defaults(handler=_evaluate)
@@ -310,9 +304,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrain.add_argument("--request-id", default=None)
     retrain.add_argument("--requested-by", default="cli")
     retrain.add_argument("--reason", default="")
-    retrain.add_argument(
-        "--publish", action="store_true", help="also publish status to the retrain-status topic"
-    )
+    retrain.add_argument("--publish", action="store_true", help="also publish status to the retrain-status topic")
     retrain.set_defaults(handler=_retrain)
 
     trainer = commands.add_parser("trainer", help="the trainer service (HTTP API + retrain-requests topic)")
@@ -322,9 +314,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--quick", action="store_true")
-    serve.add_argument(
-        "--no-kafka", action="store_true", help="HTTP only (no topic consumer or status topic)"
-    )
+    serve.add_argument("--no-kafka", action="store_true", help="HTTP only (no topic consumer or status topic)")
     serve.set_defaults(handler=_serve)
 
     models = commands.add_parser("models", help="model versions and labels")

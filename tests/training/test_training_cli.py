@@ -18,22 +18,51 @@ def small_history(tmp_path: Path) -> tuple[Path, Path]:
     csv = tmp_path / "history.csv"
     frame.to_csv(csv, index=False)
     mapping = tmp_path / "mapping.json"
-    mapping.write_text(json.dumps({
-        "transaction_id": "transaction_id", "card": "card_ref", "terminal": "terminal_id",
-        "event_time": "event_time", "amount": "amount", "label": "is_fraud",
-    }))
+    mapping.write_text(
+        json.dumps(
+            {
+                "transaction_id": "transaction_id",
+                "card": "card_ref",
+                "terminal": "terminal_id",
+                "event_time": "event_time",
+                "amount": "amount",
+                "label": "is_fraud",
+            }
+        )
+    )
     return csv, mapping
 
 
 def test_evaluate_cli_prints_per_fold_and_mean(
-    small_history: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    small_history: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("FRAUD_HOME", str(tmp_path / "home"))
     csv, mapping = small_history
-    code = main(["evaluate", "--input", str(csv), "--mapping", str(mapping), "--protocol", "handbook",
-                 "--train-starts", "2018-04-01", "--via", "offline", "--epochs", "1", "--threads", "1",
-                 "--run-dir", str(tmp_path / "run"), "--json"])
+    code = main(
+        [
+            "evaluate",
+            "--input",
+            str(csv),
+            "--mapping",
+            str(mapping),
+            "--protocol",
+            "handbook",
+            "--train-starts",
+            "2018-04-01",
+            "--via",
+            "offline",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--json",
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["protocol"] == "handbook" and result["via"] == "offline"

@@ -105,9 +105,7 @@ def test_metadata_and_tflite(exported: Path) -> None:
     assert len(meta["tflite"]["preprocessing"]["mean"]) == 3
 
 
-def test_existing_version_is_never_overwritten(
-    exported: Path, trained: TrainedModel, history: History
-) -> None:
+def test_existing_version_is_never_overwritten(exported: Path, trained: TrainedModel, history: History) -> None:
     from training.errors import ExportError
 
     with pytest.raises(ExportError):
@@ -136,8 +134,9 @@ def test_ensemble_is_one_model_averaging_its_members(history: History, tmp_path:
     probe = history.features[:20]
     expected = np.mean([m.predict(probe) for m in singles], axis=0)
     np.testing.assert_allclose(ensemble.predict(probe), expected, atol=1e-5)
-    path, _ = export_version(ensemble, tmp_path / "fraud_dnn", 1, training_window={}, metrics={},
-                             x_train=x, tflite=False)
+    path, _ = export_version(
+        ensemble, tmp_path / "fraud_dnn", 1, training_window={}, metrics={}, x_train=x, tflite=False
+    )
     served = tf.saved_model.load(str(path)).signatures["serving_default"](features=tf.constant(probe, tf.float32))
     np.testing.assert_allclose(served["score"].numpy(), expected, atol=1e-5)
     assert served["contributions"].shape == (20, 3)

@@ -81,8 +81,9 @@ def test_evaluate_via_stream_fails_clearly_when_not_wired(capsys: pytest.Capture
     assert "--via stream needs streams.evaluation" in capsys.readouterr().err
 
 
-def test_models_cli_lists_and_promotes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_models_cli_lists_and_promotes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
     for v in (1, 2):
         (tmp_path / "models" / "fraud_dnn" / str(v)).mkdir(parents=True)

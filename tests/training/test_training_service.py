@@ -117,9 +117,7 @@ async def test_http_validates_and_limits_the_body(client: Any) -> None:
 async def test_http_submit_and_follow(client: Any) -> None:
     c, service, _ = client
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    r = await c.post(
-        "/retrain", json={"request_id": "h2", "requested_by": "analyst", "train_days": 7}, headers=auth
-    )
+    r = await c.post("/retrain", json={"request_id": "h2", "requested_by": "analyst", "train_days": 7}, headers=auth)
     assert r.status == 202 and (await r.json())["state"] == "queued"
     await asyncio.wait_for(service.join(), 20)
     r = await c.get("/retrain/h2", headers=auth)
@@ -140,9 +138,7 @@ def test_pipeline_job_runner_end_to_end(tmp_path: Path, history: Any) -> None:
 
     from training.pipeline import TrainJob, run_training_job
 
-    job = TrainJob(
-        input_path=tmp_path / "unused.parquet", train_start=START.date(), config=TINY, tflite=False
-    )
+    job = TrainJob(input_path=tmp_path / "unused.parquet", train_start=START.date(), config=TINY, tflite=False)
     repo = tmp_path / "models"
     first = run_training_job(
         job,
