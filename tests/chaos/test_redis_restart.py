@@ -37,11 +37,6 @@ from tests.chaos.harness import (
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open bug in features/online.py: a LOADING reply while Redis replays its AOF becomes "
-    "FeatureScriptError (not retryable), so the worker exits 70 instead of pausing; see docs/reliability.md",
-)
 async def test_redis_restart_mid_stream_loses_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
