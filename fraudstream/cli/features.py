@@ -71,9 +71,7 @@ async def _parity_async(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     print(f"loading {args.input} (mapping {args.mapping}) …", file=sys.stderr)
     transactions, labels = load_fdh(args.input, limit=args.limit)
-    print(
-        f"{len(transactions):,} transactions, {int(labels['is_fraud'].sum()):,} fraud labels", file=sys.stderr
-    )
+    print(f"{len(transactions):,} transactions, {int(labels['is_fraud'].sum()):,} fraud labels", file=sys.stderr)
     step = max(1, len(transactions) // 20)
     last = [0]
 
