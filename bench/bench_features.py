@@ -165,9 +165,10 @@ async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> di
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     proc = None
+    workdir = ""
     url = args.redis_url
     if url is None:
-        proc, url, _ = start_redis()
+        proc, url, workdir = start_redis()
     client = aioredis.Redis.from_url(url)
     try:
         await wait_ready(client)
@@ -184,6 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=10)
+            shutil.rmtree(workdir, ignore_errors=True)
     tx, labels = load_fdh(FDH)
     best = float("inf")
     best_cpu = float("inf")
