@@ -18,7 +18,7 @@ def _rebuild(args: argparse.Namespace) -> int:
     from streams.rebuild import RebuildRefused, rebuild
 
     settings = load_settings()
-    prefix = str(getattr(settings, "feature_key_prefix", "fs"))
+    prefix = settings.feature_key_prefix
 
     def progress(done: int, total: int) -> None:
         if done == total or done % 50_000 < args.batch_size:

@@ -1,0 +1,139 @@
+"""The worker and ``features rebuild`` really authenticate to Kafka with SASL/SCRAM-SHA-512.
+
+A second broker (same jars as the local stack) with a PLAINTEXT listener for the test's own clients and a
+SASL_PLAINTEXT listener whose only credential is a SCRAM user created at format time, as docker-compose
+does. A worker configured with that user scores through the SASL listener; with a wrong password it
+never gets a partition; the rebuild reads the topics through it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from fraudstream.stack import kafka, process
+from fraudstream.stack.errors import StackError
+from tests.chaos.harness import (
+    Collector,
+    History,
+    create_topics,
+    launch,
+    produce,
+    run_id,
+    run_topics,
+    wait_ready,
+    worker_env,
+)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+USER, PASSWORD = "fraud-worker", "scram-pw-" + uuid.uuid4().hex[:8]
+WRONG = "wrong-pw-" + uuid.uuid4().hex[:8]
+
+
+@dataclass(frozen=True)
+class ScramBroker:
+    plaintext: str
+    sasl: str
+
+
+def _config(path: Path, data: Path, plain: int, sasl: int, controller: int) -> None:
+    path.write_text("\n".join([
+        "process.roles=broker,controller", "node.id=1",
+        f"controller.quorum.voters=1@127.0.0.1:{controller}",
+        f"listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl},"
+        f"CONTROLLER://127.0.0.1:{controller}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_PLAINTEXT://127.0.0.1:{sasl}",
+        "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms=SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config="
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        f"log.dirs={data}", "num.partitions=4", "offsets.topic.replication.factor=1",
+        "offsets.topic.num.partitions=4", "transaction.state.log.replication.factor=1",
+        "transaction.state.log.min.isr=1", "share.coordinator.state.topic.replication.factor=1",
+        "share.coordinator.state.topic.min.isr=1", "group.initial.rebalance.delay.ms=0",
+        "auto.create.topics.enable=true", "",
+    ]))
+
+
+@pytest.fixture(scope="module")
+def scram_broker(tmp_path_factory: pytest.TempPathFactory, local_stack: object) -> Iterator[ScramBroker]:
+    home = tmp_path_factory.mktemp("scram-broker")
+    libs = kafka.ensure_jars(kafka.default_jar_cache())
+    plain, sasl, controller = process.free_port(), process.free_port(), process.free_port()
+    config, data = home / "server.properties", home / "data"
+    _config(config, data, plain, sasl, controller)
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    fmt = subprocess.run(
+        kafka.java_command(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
+                           "-c", str(config), "--add-scram",
+                           f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]", heap="256m"),
+        capture_output=True, text=True, check=False,
+    )
+    assert fmt.returncode == 0, fmt.stdout[-2000:] + fmt.stderr[-2000:]
+    pid = process.spawn(kafka.java_command(libs, "kafka.Kafka", str(config)), log_path=home / "kafka.log")
+    try:
+        kafka.wait_healthy(f"127.0.0.1:{plain}", timeout_s=90, alive=lambda: process.is_alive(pid))
+        yield ScramBroker(plaintext=f"127.0.0.1:{plain}", sasl=f"127.0.0.1:{sasl}")
+    except StackError as exc:
+        pytest.fail(f"{exc}\n{(home / 'kafka.log').read_text(errors='replace')[-3000:]}")
+    finally:
+        process.stop(pid, timeout_s=30)
+
+
+async def test_worker_and_rebuild_authenticate_with_scram(
+    scram_broker: ScramBroker, redis_url: str, local_backend: str, tmp_path: Path
+) -> None:
+    run = run_id("scram")
+    topics = run_topics(run)
+    await create_topics(scram_broker.plaintext, topics)
+    history = History.build(run, cards=20, per_card=10, seed=8)
+    await produce(scram_broker.plaintext, history.records(topics))
+    sasl = {"FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "FRAUD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "FRAUD_KAFKA_SASL_USERNAME": USER, "FRAUD_FEATURE_KEY_PREFIX": f"fs-{run}"}
+    env = worker_env(tmp_path, scram_broker.sasl, redis_url, local_backend, topics, run,
+                     FRAUD_KAFKA_SASL_PASSWORD=PASSWORD, **sasl)
+
+    # A wrong password: the broker refuses the worker, which never scores anything.
+    bad_env = worker_env(tmp_path, scram_broker.sasl, redis_url, local_backend, topics, f"{run}-bad",
+                         FRAUD_KAFKA_SASL_PASSWORD=WRONG, **sasl)
+    async with Collector(scram_broker.plaintext, topics) as collector:
+        bad = launch(bad_env, tmp_path / "worker-bad.log")
+        try:
+            for _ in range(240):  # until the broker's refusal shows in the log (a minute at most)
+                if "SaslAuthenticationFailed" in bad.log.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.25)
+            assert not collector.out.scored
+        finally:
+            bad.stop()
+        log = bad.log.read_text(errors="replace")
+        assert "SaslAuthenticationFailed" in log, bad.tail(30)
+        assert WRONG not in log, "a password was logged"
+
+        worker = launch(env, tmp_path / "worker.log")
+        try:
+            await wait_ready(worker)
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
+                                       worker=worker)
+        finally:
+            worker.stop()
+    assert set(out.scored) == history.ids
+    assert PASSWORD not in worker.log.read_text(errors="replace")
+
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "fraudstream", "features", "rebuild", "--replace", "--verify"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["transactions"] == len(history.tx) and report["max_rel_diff"] <= 1e-6
