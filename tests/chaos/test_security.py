@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import faust
 import pytest
@@ -47,7 +48,7 @@ def test_no_code_executing_deserialiser_in_the_packages() -> None:
     assert not hits, "code-executing deserialisation:\n" + "\n".join(hits)
 
 
-def _settings(**values: object) -> Settings:
+def _settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -134,3 +135,75 @@ async def test_worker_redis_client_uses_the_acl_user_and_password(acl_redis: str
                 await RedisFeatureStore(client).apply_and_read([event])
         finally:
             await client.aclose()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server that only speaks TLS (a throwaway CA; server certificate for 127.0.0.1) and has
+    an ACL user; yields its port-only URL part and the CA file."""
+    binary = shutil.which("redis-server")
+    if binary is None or shutil.which("openssl") is None:
+        pytest.skip("redis-server or openssl is not installed")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+             "-days", "1", "-subj", "/CN=fraudstream-test-ca", cwd=tmp_path)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+             "-subj", "/CN=127.0.0.1", cwd=tmp_path)
+    (tmp_path / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=tmp_path)
+    acl = tmp_path / "users.acl"
+    acl.write_text("user default off\nuser fraud on >tls-pw ~fs:* resetchannels +@all -@dangerous\n")
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(tmp_path), "--aclfile", str(acl),
+         "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file", str(tmp_path / "server.key"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.crt"), "--tls-auth-clients", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    ca = tmp_path / "ca.crt"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca), username="fraud",
+                            password="tls-pw").ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}", ca
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.mark.integration
+async def test_feature_store_over_tls_with_acl(tls_redis: tuple[str, Path]) -> None:
+    """``rediss://`` with the CA in the URL: the worker's client and the feature store's own RESP channel
+    both run over TLS (the channel borrows redis-py's TLS streams); plain TCP to the TLS port fails."""
+    address, ca = tls_redis
+    event = TransactionEvent(transaction_id="tls-1", card_ref="cd" * 16, terminal_id="T1",
+                             event_time=1.77e9, amount=10.0)
+    good = _settings(redis_url=f"rediss://{address}/0?ssl_ca_certs={ca}", redis_username="fraud",
+                     redis_password="tls-pw")
+    client = redis_client(good)
+    try:
+        store = RedisFeatureStore(client)
+        await store.load_scripts()
+        first = await store.apply_and_read([event])
+        assert (first == await store.apply_and_read([event])).all()
+    finally:
+        await client.aclose()
+    plain = redis_client(_settings(redis_url=f"redis://{address}/0", redis_username="fraud",
+                                   redis_password="tls-pw"))
+    try:
+        with pytest.raises((FeatureStoreUnavailable, redis.exceptions.ConnectionError)):
+            await RedisFeatureStore(plain).apply_and_read([event])
+    finally:
+        await plain.aclose()
