@@ -123,6 +123,11 @@ def entity_config(
     return lines
 
 
+def state_tag(features: FeatureList) -> str:
+    source = "".join(_lua_body(name)[1] for name in ("entity.lua", "label.lua"))
+    return hashlib.sha1((source + features.hash).encode()).hexdigest()[:8]
+
+
 def function_library(
     plan: Plan, *, dedup_horizon_s: float, trim_every_s: float, trim_count: int, ttl_s: float
 ) -> tuple[str, list[str], str]:
@@ -187,7 +192,10 @@ class RedisFeatureStore:
             raise ValueError(msg)
         self.features = features
         self.plan: Plan = compile_plan(features)
-        self.key_prefix = key_prefix
+        # Keys carry a tag of the state format (Lua code + feature definitions): a worker with another
+        # layout never reads state it cannot parse; it starts a fresh keyspace (rebuild it from the topics).
+        self.key_prefix = f"{key_prefix}:{state_tag(features)}"
+        self.base_prefix = key_prefix
         retention = max(ep.retention_s for ep in self.plan.entities)
         ttl = ttl_s if ttl_s is not None else retention + 2 * 86_400.0
         self._library, names, label_name = function_library(

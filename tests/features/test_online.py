@@ -106,7 +106,7 @@ async def test_state_is_bounded_and_expires(redis_client: aioredis.Redis, key_pr
     events = [tx(i, T0 + i * 0.6 * DAY, terminal=f"t{i}") for i in range(200)]
     for start in range(0, len(events), 50):
         await store.apply_and_read(events[start : start + 50])
-    s, x, _ = entity_keys(key_prefix, "card", "c1")
+    s, x, _ = entity_keys(store.key_prefix, "card", "c1")
     fields = await redis_client.hkeys(s)
     dedup = [f for f in fields if f.startswith(b"d:")]
     seen = [f for f in fields if f.startswith(b"c:")]
