@@ -79,14 +79,17 @@ def write_saved_model(trained: TrainedModel, path: Path) -> None:
 
     names = list(trained.spec.names)
     preprocess, head = trained.preprocess, trained.head
+    explained = trained.logit_head or trained.head
 
     def serve(features: tf.Tensor) -> dict[str, tf.Tensor]:
         z = preprocess(features, training=False)
         with tf.GradientTape() as tape:
             tape.watch(z)
-            score = tf.reshape(head(z, training=False), [-1])
+            # The logit, not the probability: sigmoid'(x) underflows to 0 for confident frauds.
+            logit = tf.reshape(explained(z, training=False), [-1])
         # Rows are independent, so the gradient of the batch sum is each row's own gradient.
-        grad = tape.gradient(score, z)
+        grad = tape.gradient(logit, z)
+        score = tf.reshape(head(z, training=False), [-1])
         return {"score": score, "contributions": grad * z}
 
     def metadata() -> dict[str, tf.Tensor]:

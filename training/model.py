@@ -94,6 +94,8 @@ class TrainedModel:
     best_epoch: int = 0
     train_seconds: float = 0.0
     train_rows: int = 0
+    logit_head: keras.Model | None = None
+    """Normalised input → logit (mean of the members' logits for an ensemble); reason codes use it."""
 
     def predict(self, x: npt.NDArray[np.floating[Any]], batch_size: int = 8192) -> npt.NDArray[np.float64]:
         out = self.model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
@@ -102,8 +104,8 @@ class TrainedModel:
 
 def build_model(
     spec: FeatureSpec, x_train: npt.NDArray[np.floating[Any]], config: ModelConfig
-) -> tuple[keras.Model, keras.Model, keras.Model]:
-    """Untrained ``(model, preprocess, head)``; normalisation statistics from ``x_train``."""
+) -> tuple[keras.Model, keras.Model, keras.Model, keras.Model]:
+    """Untrained ``(model, preprocess, head, logit_head)``; normalisation statistics from ``x_train``."""
     n_features = len(spec.names)
     mask = log_mask(x_train) if config.log_transform else [False] * n_features
     transformed = signed_log1p(x_train, mask)
@@ -120,9 +122,14 @@ def build_model(
         h = keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(h)
         if config.dropout > 0:
             h = keras.layers.Dropout(config.dropout, seed=config.seed + i, name=f"dropout_{i}")(h)
-    out = keras.layers.Dense(1, activation="sigmoid", name="score")(h)
+    # Logit and sigmoid as separate layers: reason codes differentiate the logit, whose gradient does not
+    # vanish when the probability saturates at 1 (the riskiest rows are the ones that need explaining).
+    logit = keras.layers.Dense(1, name="logit")(h)
+    out = keras.layers.Activation("sigmoid", name="score")(logit)
     # Ensemble members live side by side in one model, and Keras needs unique sub-model names.
-    head = keras.Model(z_in, out, name="head" if config.ensemble <= 1 else f"head_seed_{config.seed}")
+    suffix = "" if config.ensemble <= 1 else f"_seed_{config.seed}"
+    head = keras.Model(z_in, out, name=f"head{suffix}")
+    logit_head = keras.Model(z_in, logit, name=f"logit_head{suffix}")
 
     model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
     model.compile(
@@ -130,7 +137,7 @@ def build_model(
         loss=keras.losses.BinaryCrossentropy(),
         weighted_metrics=[],
     )
-    return model, preprocess, head
+    return model, preprocess, head, logit_head
 
 
 def sample_weights(y: npt.NDArray[np.integer[Any]], weighting: ClassWeighting) -> npt.NDArray[np.float64]:
@@ -219,7 +226,7 @@ def _train_single(
     keras.utils.set_random_seed(config.seed)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model, preprocess, head = build_model(spec, x, config)
+        model, preprocess, head, logit_head = build_model(spec, x, config)
     weights = sample_weights(np.asarray(y), config.class_weighting)
     ds = make_tf_dataset(
         np.asarray(x), np.asarray(y), config.batch_size, shuffle=True, seed=config.seed, sample_weight=weights
@@ -259,6 +266,7 @@ def _train_single(
         model=model,
         preprocess=preprocess,
         head=head,
+        logit_head=logit_head,
         spec=spec,
         config=config,
         history=history,
@@ -311,6 +319,8 @@ def train_model(
         z_in = keras.Input(shape=(len(spec.names),), name="normalised", dtype="float32")
         averaged = keras.layers.Average(name="ensemble_mean")([m.head(z_in) for m in members])
         head = keras.Model(z_in, averaged, name="head")
+        logit_members = [m.logit_head(z_in) for m in members if m.logit_head is not None]
+        logit_head = keras.Model(z_in, keras.layers.Average(name="ensemble_logit")(logit_members), name="logit_head")
         preprocess = members[0].preprocess
         raw = keras.Input(shape=(len(spec.names),), name="features", dtype="float32")
         model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
@@ -321,6 +331,7 @@ def train_model(
         model=model,
         preprocess=preprocess,
         head=head,
+        logit_head=logit_head,
         spec=spec,
         config=config,
         history=history,

@@ -62,12 +62,17 @@ def test_layout_and_signatures(exported: Path, trained: TrainedModel, history: H
     assert out["contributions"].shape == (5, 3)
     # Raw vector in: the SavedModel's scores equal the Keras model's on unnormalised features.
     np.testing.assert_allclose(out["score"].numpy(), trained.predict(x), atol=1e-5)
-    # Contributions are gradient × normalised input.
+    # Contributions are gradient (of the logit) × normalised input.
+    assert trained.logit_head is not None
     z = tf.constant(trained.preprocess(x, training=False))
     with tf.GradientTape() as tape:
         tape.watch(z)
-        s = tf.reshape(trained.head(z, training=False), [-1])
+        s = tf.reshape(trained.logit_head(z, training=False), [-1])
     np.testing.assert_allclose(out["contributions"].numpy(), (tape.gradient(s, z) * z).numpy(), atol=1e-5)
+    # A saturated score (probability 1.0 in float32) still gets reason codes.
+    extreme = np.array([[1e7, 12.0, 1e4]], np.float32)
+    hot = serve(features=tf.constant(extreme))
+    assert np.abs(hot["contributions"].numpy()).sum() > 0
     meta = loaded.signatures["metadata"]()
     assert meta["feature_list_hash"].numpy().decode() == "stand-in-hash"
     assert [n.decode() for n in meta["feature_names"].numpy()] == ["amount", "hour", "card_count"]
