@@ -155,10 +155,13 @@ async def rebuild(
     client = redis_client(settings)
     store = RedisFeatureStore(client, key_prefix=key_prefix)
     try:
-        existing = [k async for k in client.scan_iter(match=f"{key_prefix}:*", count=100)]
+        # The store's own prefix carries the state-layout tag: state of another feature layout is not
+        # ours to worry about (the new layout starts empty; this is how it gets its history).
+        existing = [k async for k in client.scan_iter(match=f"{store.key_prefix}:*", count=100)]
         if existing and not replace:
-            msg = (f"Redis already holds online state under '{key_prefix}:*'; replaying onto it would count "
-                   "old transactions twice. Stop the workers and rerun with --replace to purge and rebuild.")
+            msg = (f"Redis already holds online state under '{store.key_prefix}:*'; replaying onto it would "
+                   "count old transactions twice. Stop the workers and rerun with --replace to purge and "
+                   "rebuild.")
             raise RebuildRefused(msg)
         if existing:
             report.purged_keys = await store.purge()
