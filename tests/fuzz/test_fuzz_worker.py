@@ -201,14 +201,21 @@ async def test_ten_thousand_hostile_records_are_each_scored_or_dead_lettered(
             await collector.wait(lambda o: len(o.dead) + len(o.scored) >= 900, 120, "the warm-up records")
             baseline = rss_mb(worker.pid)
             positions = warm + await produce(kafka_bootstrap, records[1000:], max_request_size=2 << 20)
+            # The label agent gets the corpus too (none of it is a valid label): all dead-lettered.
+            label_positions = await produce(
+                kafka_bootstrap, [(topics.labels, b"fuzz", v) for v in corpus], max_request_size=2 << 20
+            )
             await wait_caught_up(kafka_bootstrap, run, topics.transactions, timeout_s=300)
+            await wait_caught_up(kafka_bootstrap, run, topics.labels, timeout_s=120)
             peak = rss_mb(worker.pid)
             assert worker.alive(), worker.tail(60)
         finally:
             pid_alive = worker.alive()
             worker.stop()
-        out = await collector.wait(lambda o: _accounted(values, positions, o.scored, o.dead) == [], 60,
-                                   "every record accounted for")
+        out = await collector.wait(
+            lambda o: _accounted(values, positions, o.scored, o.dead) == [] and set(label_positions) <= o.dead.keys(),
+            60, "every record accounted for",
+        )
     assert pid_alive, worker.tail(60)
     assert "Traceback" not in worker.log.read_text(errors="replace"), worker.tail(80)
     unspecific = {d["reason"] for d in out.dead.values() if not SPECIFIC_REASON.match(d["reason"])}
