@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     canary_share: float = Field(default=0.0, ge=0.0, le=1.0)
     shadow: bool = False
     policy_file: Path | None = None
+    tfserving_model_base_path: str | None = Field(
+        default=None, description="the model repository as TF Serving mounts it (docker-compose: /models)"
+    )
 
     # --- monitoring --------------------------------------------------------------------------------
     metrics_port: int = Field(default=9108, ge=-1, le=65535, description="worker /metrics; 0 = free port, -1 = off")

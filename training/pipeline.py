@@ -117,6 +117,7 @@ def run_training_job(
     history: History | None = None,
     strategy: Any = None,
     progress: Progress = stderr_progress,
+    serving_base_path: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the following test week, export a new version and apply the promotion gate."""
     started = time.perf_counter()
@@ -141,7 +142,7 @@ def run_training_job(
         # Every worker holds the same weights; only the chief writes the version and moves labels.
         return {"model_name": model_name, "version": None, "metrics": metrics, "chief": False}
 
-    registry = ModelRegistry(repository, model_name)
+    registry = ModelRegistry(repository, model_name, serving_base_path=serving_base_path)
     version = registry.next_version()
     holdout = Holdout(
         history.features[fold.test_idx],
@@ -203,6 +204,7 @@ def make_job_runner(
     runs_dir: Path,
     gate: GateConfig | None = None,
     spec: FeatureSpec | None = None,
+    serving_base_path: str | None = None,
 ) -> Callable[[Any, Progress], dict[str, Any]]:
     """A ``TrainerService`` job runner: a ``RetrainRequest`` overrides ``defaults`` where it says so."""
 
@@ -223,6 +225,7 @@ def make_job_runner(
             gate=gate,
             spec=spec,
             progress=progress,
+            serving_base_path=serving_base_path,
         )
 
     return run

@@ -56,10 +56,12 @@ class GateDecision:
 
 
 class ModelRegistry:
-    def __init__(self, repository: Path, model_name: str) -> None:
+    def __init__(self, repository: Path, model_name: str, *, serving_base_path: str | None = None) -> None:
         self.repository = repository
         self.model_name = model_name
         self.model_dir = repository / model_name
+        self.serving_base_path = serving_base_path
+        """The repository as TF Serving sees it (its container mounts it elsewhere, e.g. ``/models``)."""
 
     # --- versions --------------------------------------------------------------------------------
     def versions(self) -> list[int]:
@@ -207,6 +209,11 @@ class ModelRegistry:
         )
 
     # --- TF Serving --------------------------------------------------------------------------------
+    def _served_model_dir(self) -> str:
+        if self.serving_base_path:
+            return f"{self.serving_base_path.rstrip('/')}/{self.model_name}"
+        return str(self.model_dir.resolve())
+
     def write_models_config(self) -> Path:
         labels = self.labels()
         served = sorted(set(labels.values()))
@@ -214,7 +221,7 @@ class ModelRegistry:
             "model_config_list {",
             "  config {",
             f'    name: "{self.model_name}"',
-            f'    base_path: "{self.model_dir.resolve()}"',
+            f'    base_path: "{self._served_model_dir()}"',
             '    model_platform: "tensorflow"',
         ]
         if served:

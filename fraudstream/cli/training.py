@@ -113,6 +113,7 @@ def _train(args: argparse.Namespace) -> int:
             runs_dir=settings.home / "runs",
             gate=GateConfig(args.gate_metric, args.gate_margin),
             strategy=strategy,
+            serving_base_path=settings.tfserving_model_base_path,
         )
     except TrainingError as exc:
         return _fail(str(exc))
@@ -175,6 +176,7 @@ def _retrain(args: argparse.Namespace) -> int:
         repository=settings.model_repository,
         model_name=settings.model_name,
         runs_dir=settings.home / "runs",
+        serving_base_path=settings.tfserving_model_base_path,
     )
 
     async def report(status: Any) -> None:
@@ -230,6 +232,7 @@ def _serve(args: argparse.Namespace) -> int:
         repository=settings.model_repository,
         model_name=settings.model_name,
         runs_dir=settings.home / "runs",
+        serving_base_path=settings.tfserving_model_base_path,
     )
 
     async def main() -> None:
@@ -261,7 +264,8 @@ def _models(args: argparse.Namespace) -> int:
     from training.registry import ModelRegistry
 
     settings = load_settings()
-    registry = ModelRegistry(settings.model_repository, settings.model_name)
+    registry = ModelRegistry(settings.model_repository, settings.model_name,
+                             serving_base_path=settings.tfserving_model_base_path)
     try:
         if args.models_command == "promote":
             registry.promote(args.version, args.label)

@@ -94,3 +94,13 @@ def test_models_cli_lists_and_promotes(
     assert main(["models", "rollback", "--label", "canary", "--json"]) == 0
     assert main(["models", "promote", "--version", "9"]) == 2
     assert "models.config" in {p.name for p in (tmp_path / "models").iterdir()}
+
+
+def test_models_config_names_the_repository_as_tf_serving_mounts_it(repo: Path) -> None:
+    reg = ModelRegistry(repo, "fraud_dnn", serving_base_path="/models/")
+    _fake_version(reg, 1)
+    reg.set_label("stable", 1)
+    assert 'base_path: "/models/fraud_dnn"' in (repo / "models.config").read_text()
+    local = ModelRegistry(repo, "fraud_dnn")
+    local.set_label("stable", 1)
+    assert f'base_path: "{(repo / "fraud_dnn").resolve()}"' in (repo / "models.config").read_text()
