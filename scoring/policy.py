@@ -21,13 +21,13 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from schemas.scored import Decision, ReasonCode
+from schemas.scored import Decision
 from scoring.errors import PolicyError
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Amount = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 MAX_REASONS = 3
-_REASON_LISTS = TypeAdapter(list[list[ReasonCode]])
 ANY_CURRENCY = "*"
 
 
@@ -66,9 +65,18 @@ def reason_code(feature: str) -> str:
     return "R_" + re.sub(r"[^A-Z0-9]+", "_", feature.upper()).strip("_")
 
 
+class Reason(NamedTuple):
+    """A reason code as the hot path carries it: same fields as ``schemas.scored.ReasonCode``, but a tuple
+    (building ~3 pydantic models per record cost a third of the scorer's CPU, measured with py-spy)."""
+
+    code: str
+    feature: str
+    contribution: float
+
+
 def top_reasons(
     contributions: npt.NDArray[np.float32], names: Sequence[str], k: int = MAX_REASONS
-) -> list[list[ReasonCode]]:
+) -> list[list[Reason]]:
     """Per row, the up-to-``k`` features that pushed the score up most (largest positive contribution)."""
     n, f = contributions.shape
     if n == 0:
@@ -82,17 +90,10 @@ def top_reasons(
     top = np.take_along_axis(top, order, axis=1).tolist()
     top_values = np.take_along_axis(top_values, order, axis=1).tolist()
     catalogue = [(reason_code(name), name) for name in names]
-    raw = [
-        [
-            {"code": catalogue[j][0], "feature": catalogue[j][1], "contribution": v}
-            for j, v in zip(row, row_values, strict=True)
-            if v > 0
-        ]
+    return [
+        [Reason(catalogue[j][0], catalogue[j][1], v) for j, v in zip(row, row_values, strict=True) if v > 0]
         for row, row_values in zip(top, top_values, strict=True)
     ]
-    # One validation call for the whole batch: pydantic-core builds the models in bulk, about twice as
-    # fast as constructing 3 × rows models one by one (measured: 1.2 ms vs 2.4–3.7 ms per 256 rows).
-    return _REASON_LISTS.validate_python(raw)
 
 
 class Policy:

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from schemas.scored import Decision, ReasonCode, ShadowScore
+from schemas.scored import Decision, ShadowScore
 from scoring.backend import ModelBackend, Prediction
 from scoring.batcher import MicroBatcher
 from scoring.errors import LabelNotFound, ScoringError
 from scoring.factory import open_backend
-from scoring.policy import PolicyStore, top_reasons
+from scoring.policy import PolicyStore, Reason, top_reasons
 from scoring.resilience import ModelOutage, ResilientPredictor
 from scoring.rollout import RolloutConfig, canary_mask
 from scoring.uri import parse_backend_uri
@@ -40,7 +40,7 @@ class ScoreResult:
     transaction_id: str
     score: float
     decision: Decision
-    reason_codes: list[ReasonCode]
+    reason_codes: list[Reason]
     rules_fired: list[str]
     model_name: str
     model_version: int | None
@@ -55,7 +55,7 @@ class ScoreResult:
         return {
             "score": self.score,
             "decision": self.decision,
-            "reason_codes": self.reason_codes,
+            "reason_codes": [r._asdict() for r in self.reason_codes],
             "rules_fired": self.rules_fired,
             "model_name": self.model_name,
             "model_version": self.model_version,

@@ -8,7 +8,16 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from schemas import Decision, ReasonCode, ShadowScore
+from schemas import Decision, ShadowScore
+
+
+class ReasonLike(Protocol):
+    @property
+    def code(self) -> str: ...
+    @property
+    def feature(self) -> str: ...
+    @property
+    def contribution(self) -> float: ...
 
 
 class ScoreResult(Protocol):
@@ -17,7 +26,7 @@ class ScoreResult(Protocol):
     @property
     def decision(self) -> Decision: ...
     @property
-    def reason_codes(self) -> list[ReasonCode]: ...
+    def reason_codes(self) -> Sequence[ReasonLike]: ...
     @property
     def rules_fired(self) -> list[str]: ...
     @property
