@@ -16,11 +16,12 @@ class Transaction(Record):
     transaction_id: Identifier
     card_id: Identifier
     terminal_id: Identifier
-    amount: Annotated[float, Field(gt=0.0, le=MAX_AMOUNT, allow_inf_nan=False)]
+    # strict: a JSON number only (a numeric string or a boolean is a producer bug, not an amount)
+    amount: Annotated[float, Field(strict=True, gt=0.0, le=MAX_AMOUNT, allow_inf_nan=False)]
     currency: str = "EUR"
     event_time: UtcDatetime
-    latitude: Annotated[float, Field(ge=-90.0, le=90.0)] | None = None
-    longitude: Annotated[float, Field(ge=-180.0, le=180.0)] | None = None
+    latitude: Annotated[float, Field(strict=True, ge=-90.0, le=90.0)] | None = None
+    longitude: Annotated[float, Field(strict=True, ge=-180.0, le=180.0)] | None = None
 
     @field_validator("currency")
     @classmethod

@@ -40,7 +40,9 @@ def test_a_good_transaction_parses_to_utc() -> None:
         ({"amount": 1e300}, "validation:amount:less_than_equal"),
         ({"amount": float("nan")}, "validation:amount:finite_number"),
         ({"amount": float("inf")}, "validation:amount:finite_number"),
-        ({"amount": "12"}, None),  # lax numeric strings are accepted by pydantic's JSON mode? no: see below
+        ({"amount": "12"}, "validation:amount:float_type"),
+        ({"amount": True}, "validation:amount:float_type"),
+        ({"amount": 12}, None),  # a JSON integer is a valid amount
         ({"currency": "XXX"}, "validation:currency:value_error"),
         ({"event_time": "2100-01-01T00:00:00Z"}, "validation:event_time:value_error"),
         ({"event_time": "1970-01-01T00:00:00Z"}, "validation:event_time:value_error"),
@@ -55,7 +57,6 @@ def test_a_good_transaction_parses_to_utc() -> None:
 def test_bad_fields_are_rejected_with_a_specific_reason(change: dict[str, object], reason: str | None) -> None:
     result = parse({**GOOD, **change})
     if reason is None:
-        # A numeric string is coerced in lax mode; record that behaviour explicitly.
         assert isinstance(result, Transaction) and result.amount == 12.0
         return
     assert isinstance(result, Rejection), result
