@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     topics: Topics = Topics()
     transactions_partitions: int = Field(default=4, ge=1, le=1024)
+    kafka_session_timeout_s: float = Field(
+        default=60.0, ge=6.0, le=1800.0, description="consumer-group session: how soon a dead worker's partitions move"
+    )
 
     # --- Redis -------------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"

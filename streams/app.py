@@ -58,6 +58,10 @@ async def _or_exit(start: Awaitable[T], what: str) -> T:
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     app = faust.App(
         settings.app_id,
+        # faust would otherwise let unprefixed variables (PRODUCER_ACKS, BROKER_URL, ...) silently override
+        # these settings; fraudstream's configuration is its own Settings object only.
+        env={},
+        broker_session_timeout=settings.kafka_session_timeout_s,
         broker=f"kafka://{settings.kafka_bootstrap}",
         broker_credentials=_credentials(settings),
         value_serializer="raw",

@@ -53,11 +53,11 @@ async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     # A backlog before the worker starts, so the kill surely lands mid-stream.
     positions = await produce(kafka_bootstrap, records + bad)
     bad_positions = set(positions[len(records):])
-    # faust reads BROKER_SESSION_TIMEOUT from the environment: 10 s instead of 60 s lets the restarted
+    # the worker's FRAUD_KAFKA_SESSION_TIMEOUT_S: 10 s instead of 60 s lets the restarted
     # worker get the dead member's partitions sooner (test speed; production keeps the default).
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64",
-        BROKER_SESSION_TIMEOUT="10",
+        FRAUD_KAFKA_SESSION_TIMEOUT_S="10",
     )
 
     async with Collector(kafka_bootstrap, topics, keep_raw=True) as collector:
