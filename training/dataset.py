@@ -148,7 +148,11 @@ def load_mapped(path: Path, mapping: ColumnMapping, limit: int | None = None) ->
 def load_history(
     path: Path, mapping: Literal["fdh"] | ColumnMapping = "fdh", limit: int | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a history file into ``(transactions, labels)`` frames in arrival order."""
+    """Read a history file (or, for ``kafka://host:port``, the topics) into ``(transactions, labels)``."""
+    from training.topics import is_topic_source, load_topics
+
+    if is_topic_source(path):
+        return load_topics(str(path), limit=limit)
     if mapping == "fdh":
         from features.history import load_fdh
 

@@ -68,7 +68,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     from training.dataset import DEFAULT_FDH_PATH
     from training.distribute import STRATEGY_KINDS
 
-    parser.add_argument("--input", type=Path, default=DEFAULT_FDH_PATH, help="history file (Parquet/CSV)")
+    parser.add_argument(
+        "--input", type=Path, default=DEFAULT_FDH_PATH,
+        help="history file (Parquet/CSV), or kafka://host:port to replay the transactions + fraud-labels topics",
+    )
     parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
     parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
     parser.add_argument("--epochs", type=int, default=None)

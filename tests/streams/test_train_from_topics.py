@@ -1,0 +1,44 @@
+"""Training history from a replay of the topics equals the same history read from the file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from features import compute_offline
+from features.history import load_fdh
+from fraudstream.settings import Topics
+from fraudstream.sources.producer import produce
+from fraudstream.sources.replay import label_records, transaction_records
+from tests.streams.helpers import unique
+from training.topics import load_topics
+
+pytestmark = pytest.mark.integration
+FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
+
+
+@pytest.mark.skipif(not FDH.exists(), reason="the fdh data set is not beside the checkout")
+async def test_topic_replay_gives_the_file_history(kafka_bootstrap: str) -> None:
+    transactions, labels = load_fdh(FDH, limit=3000)
+    transactions = transactions.sort_values(["event_time", "transaction_id"], kind="stable").reset_index(drop=True)
+    labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
+    run = unique("train-topics")
+    topics = Topics(transactions=f"{run}-tx", labels=f"{run}-labels")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topics.transactions, 3, 1), NewTopic(topics.labels, 2, 1)])
+    await admin.close()
+    await produce(kafka_bootstrap, transaction_records(transactions, topics.transactions), quiet=True)
+    await produce(kafka_bootstrap, label_records(labels, topics.labels), quiet=True)
+
+    replayed, replayed_labels = await asyncio.to_thread(load_topics, f"kafka://{kafka_bootstrap}", topics)
+
+    assert len(replayed) == len(transactions) and len(replayed_labels) == len(labels)
+    assert list(replayed["transaction_id"]) == list(transactions["transaction_id"])
+    np.testing.assert_allclose(replayed["event_time"], transactions["event_time"], rtol=0, atol=1e-6)
+    # The same offline features, labels included: training from the topics is training from the file.
+    np.testing.assert_array_equal(compute_offline(replayed, replayed_labels), compute_offline(transactions, labels))
