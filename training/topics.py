@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from datetime import UTC, datetime
 
 import pandas as pd
 from aiokafka import AIOKafkaConsumer
@@ -66,7 +67,10 @@ def load_topics(uri: str, topics: Topics | None = None, limit: int | None = None
     bootstrap = bootstrap_of(uri)
     raw_tx = asyncio.run(_read_topic(bootstrap, topics.transactions, limit))
     raw_labels = asyncio.run(_read_topic(bootstrap, topics.labels, None))
-    txs = [t for t in (decode(Transaction, v, max_bytes=MAX_BYTES) for v in raw_tx) if isinstance(t, Transaction)]
+    # The worker's own rules: what it would dead-letter (far-future times included) is not history.
+    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": 86_400.0}
+    parsed = (decode(Transaction, v, max_bytes=MAX_BYTES, context=context) for v in raw_tx)
+    txs = [t for t in parsed if isinstance(t, Transaction)]
     labels = [x for x in (decode(FraudLabel, v, max_bytes=MAX_BYTES) for v in raw_labels)
               if isinstance(x, FraudLabel)]
     skipped = len(raw_tx) - len(txs) + len(raw_labels) - len(labels)
