@@ -72,7 +72,9 @@ class Settings(BaseSettings):
     worker_web_port: int = Field(default=0, ge=0, le=65535, description="0 picks a free port")
     batch_max_size: int = Field(default=256, ge=1, le=100_000)
     batch_max_wait_ms: float = Field(default=5.0, gt=0, le=10_000)
-    max_batches_in_flight: int = Field(default=4, ge=1, le=1024)
+    max_batches_in_flight: int = Field(
+        default=2, ge=1, le=64, description="micro-batches between Redis and the broker's ack; 1 = one at a time"
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
     pipeline_mode: Literal["batched", "naive"] = Field(

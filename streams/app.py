@@ -7,16 +7,19 @@ error stops the worker process without acking, so the batch is redelivered to th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import ssl
+from collections import deque
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
 
 from fraudstream.settings import Settings
 from streams.messages import InboundMessage
+from streams.pipeline import PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,26 @@ async def _or_exit(start: Awaitable[T], what: str) -> T:
         os._exit(EXIT_UNEXPECTED)
 
 
+def _die(what: str) -> NoReturn:
+    log.critical("%s; stopping the worker without acking the batch", what, exc_info=True)
+    os._exit(EXIT_UNEXPECTED)
+
+
+async def _finish_after(
+    previous: asyncio.Task[None] | None, pipeline: TransactionPipeline, prepared: PreparedBatch, stream: Any,
+    runtime: WorkerRuntime, events: list[Any],
+) -> None:
+    if previous is not None:
+        await previous
+    try:
+        outcome = await pipeline.finish(prepared)
+    except Exception:
+        _die("unexpected error scoring or publishing a batch")
+    for event in events:
+        await stream.ack(event)
+    await runtime.after_batch(outcome)
+
+
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -88,15 +111,26 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     @app.agent(transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
         pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
-        async for events in stream.noack_take(settings.batch_max_size, within=within):
-            try:
-                outcome = await pipeline.handle([inbound(e) for e in events])
-            except Exception:
-                log.critical("unexpected error in a batch; stopping the worker without acking it", exc_info=True)
-                os._exit(EXIT_UNEXPECTED)
-            for event in events:
-                await stream.ack(event)
-            await runtime.after_batch(outcome)
+        # Batches in flight: batch k is scored and published while batch k+1 is fetched and applied to Redis.
+        # Features are applied in batch order (prepare is awaited here), each batch's finish starts after the
+        # previous one's ended (records published in order), and a batch is acked only after its own records
+        # were acknowledged by the broker. The chain runs in tasks, so the last batch completes even when no
+        # further batch arrives.
+        chain: deque[asyncio.Task[None]] = deque()
+        try:
+            async for events in stream.noack_take(settings.batch_max_size, within=within):
+                try:
+                    prepared = await pipeline.prepare([inbound(e) for e in events])
+                except Exception:
+                    _die("unexpected error preparing a batch")
+                previous = chain[-1] if chain else None
+                chain.append(asyncio.ensure_future(_finish_after(previous, pipeline, prepared, stream, runtime,
+                                                                 list(events))))
+                while chain and (chain[0].done() or len(chain) >= settings.max_batches_in_flight):
+                    await chain.popleft()
+        finally:
+            while chain:
+                await chain.popleft()
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:

@@ -69,6 +69,20 @@ def asdict_latencies(latencies: Latencies) -> dict[str, float]:
             "model_ms": latencies.model_ms, "end_to_end_ms": latencies.end_to_end_ms}
 
 
+@dataclass
+class PreparedBatch:
+    """A micro-batch between its two stages: validated, features applied, not yet scored or published."""
+
+    messages: Sequence[InboundMessage]
+    outcome: BatchOutcome
+    out: list[OutboundMessage] = field(default_factory=list)
+    """Dead letters so far; the scored records are appended by ``finish``."""
+    events: list[TransactionEvent] = field(default_factory=list)
+    transactions: list[Transaction] = field(default_factory=list)
+    validate_s: float = 0.0
+    features_s: float = 0.0
+
+
 class TransactionPipeline:
     def __init__(
         self, config: PipelineConfig, *, features: OnlineFeatureStore, scorer: BatchScorer,
@@ -81,24 +95,35 @@ class TransactionPipeline:
         self.hasher = hasher
 
     async def handle(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
-        outcome = BatchOutcome(consumed=len(messages))
-        out: list[OutboundMessage] = []
+        """The whole micro-batch; returns once everything is published and acknowledged."""
+        return await self.finish(await self.prepare(messages))
+
+    async def prepare(self, messages: Sequence[InboundMessage]) -> PreparedBatch:
+        """Stage 1: validate and apply to the feature state (Redis). Batches must be prepared in order."""
+        batch = PreparedBatch(messages=messages, outcome=BatchOutcome(consumed=len(messages)))
         t0 = time.perf_counter()
-        valid, valid_messages = self._validate(messages, out, outcome)
+        batch.events, batch.transactions = self._validate(messages, batch.out, batch.outcome)
         t1 = time.perf_counter()
-        vectors = await self._features(valid) if valid else np.empty((0, len(self.config.feature_names)))
+        if batch.events:
+            batch.outcome.features = (await self._features(batch.events)).astype(np.float32)
+        batch.validate_s, batch.features_s = t1 - t0, time.perf_counter() - t1
+        return batch
+
+    async def finish(self, batch: PreparedBatch) -> BatchOutcome:
+        """Stage 2: score, build the records, publish. May overlap the next batch's ``prepare``."""
+        outcome, valid, valid_messages = batch.outcome, batch.events, batch.transactions
+        out = batch.out
         t2 = time.perf_counter()
-        if valid:
-            outcome.features = vectors.astype(np.float32)
+        if valid and outcome.features is not None:
             results = await self._score(outcome.features, valid, valid_messages)
         t3 = time.perf_counter()
         if valid:
             now = datetime.now(UTC)
-            produced_at = [m.timestamp for m in messages if m.timestamp is not None]
+            produced_at = [m.timestamp for m in batch.messages if m.timestamp is not None]
             end_to_end = (now.timestamp() - min(produced_at)) * 1000 if produced_at else 0.0
             latencies = Latencies(
-                validate_ms=(t1 - t0) * 1000, features_ms=(t2 - t1) * 1000, model_ms=(t3 - t2) * 1000,
-                end_to_end_ms=end_to_end,
+                validate_ms=batch.validate_s * 1000, features_ms=batch.features_s * 1000,
+                model_ms=(t3 - t2) * 1000, end_to_end_ms=end_to_end,
             )
             outcome.latencies = latencies
             common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}

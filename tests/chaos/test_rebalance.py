@@ -41,7 +41,7 @@ async def test_a_worker_joins_and_another_leaves_mid_stream(
     run = run_id("rebalance")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=200, per_card=40, seed=6)  # 8,000 transactions at 200/s: 40 s
+    history = History.build(run, cards=200, per_card=60, seed=6)  # 12,000 transactions at 200/s: 60 s
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
     )
