@@ -43,7 +43,8 @@ def test_stack_up_status_down_leaves_nothing_behind(tmp_path: Path) -> None:
     # `up` again reuses the running services.
     again = fraudstream(tmp_path, "stack", "up")
     assert again.returncode == 0
-    assert json.loads(fraudstream(tmp_path, "stack", "status", "--json").stdout.splitlines()[-1])["kafka"]["pid"] == pids[0]
+    status_again = json.loads(fraudstream(tmp_path, "stack", "status", "--json").stdout.splitlines()[-1])
+    assert status_again["kafka"]["pid"] == pids[0]
 
     down = fraudstream(tmp_path, "stack", "down")
     assert down.returncode == 0 and "stopped" in down.stdout
