@@ -7,10 +7,24 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Iterable
 
+from aiokafka.errors import KafkaConnectionError
+
+from features.errors import FeatureError
 from fraudstream.settings import load_settings
-from fraudstream.sources.producer import OutboundRecord, produce
+from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
+
+
+def _run_produce(bootstrap: str, records: Iterable[OutboundRecord], rate: float | None, label: str
+                 ) -> ProduceReport | None:
+    try:
+        return asyncio.run(produce(bootstrap, records, rate=rate, label=label))
+    except KafkaConnectionError as exc:
+        print(f"error: cannot reach Kafka at {bootstrap} ({exc}); is the stack up? 'fraudstream stack up'",
+              file=sys.stderr)
+        return None
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -36,7 +50,9 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print(f"simulating {args.count:,} transactions to {settings.kafka_bootstrap} "
           f"(rate {args.rate or 'max'}/s, seed {args.seed})", file=sys.stderr)
-    report = asyncio.run(produce(settings.kafka_bootstrap, records, rate=args.rate, label="simulate"))
+    report = _run_produce(settings.kafka_bootstrap, records, args.rate, "simulate")
+    if report is None:
+        return 1
     result = {"transactions": report.transactions, "records": report.sent, "per_topic": report.per_topic,
               "elapsed_s": round(report.elapsed_s, 3), "rate": round(report.rate, 1)}
     print(json.dumps(result))
@@ -50,9 +66,15 @@ def _replay(args: argparse.Namespace) -> int:
     if args.mapping != "fdh":
         print(f"error: unknown mapping {args.mapping!r}; supported: fdh", file=sys.stderr)
         return 2
-    records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days)
+    try:
+        records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days)
+    except (FeatureError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s)", file=sys.stderr)
-    report = asyncio.run(produce(settings.kafka_bootstrap, records, rate=args.rate, label="replay"))
+    report = _run_produce(settings.kafka_bootstrap, records, args.rate, "replay")
+    if report is None:
+        return 1
     result = {"transactions": report.transactions, "records": report.sent, "per_topic": report.per_topic,
               "elapsed_s": round(report.elapsed_s, 3), "rate": round(report.rate, 1)}
     print(json.dumps(result))

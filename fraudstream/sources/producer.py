@@ -56,7 +56,11 @@ async def produce(
 ) -> ProduceReport:
     """Send every record (keyed, in order per key) and wait until the broker acknowledged all of them."""
     producer = kafka_producer(bootstrap, **security)
-    await producer.start()
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # a failed start still holds a client: close it before saying why
+        raise
     report = ProduceReport(per_topic={})
     assert report.per_topic is not None
     start = time.perf_counter()
