@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from fraudstream.settings import Settings
+from fraudstream.demo import has_model
+from fraudstream.settings import Settings, Topics
 from fraudstream.sources.simulator import SimulationConfig, Simulator
-from fraudstream.sources.topics import assign_at_end
-from fraudstream.workers import WorkerProcess, spawn_worker
+from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics
+from fraudstream.stack.redis import purge_prefix
+from fraudstream.workers import spawn_worker, worker_env
 
 
 @dataclass(frozen=True)
@@ -48,25 +48,8 @@ def payloads(count: int, seed: int, prefix: str) -> list[tuple[bytes, bytes]]:
     return [(str(tx.payload["card_id"]).encode(), orjson.dumps(tx.payload)) for tx in simulator.transactions()]
 
 
-async def create_topics(bootstrap: str, phase: Phase, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([
-            NewTopic(phase.transactions, partitions, 1), NewTopic(phase.scored, partitions, 1),
-            NewTopic(phase.dead_letter, 1, 1),
-        ])
-    finally:
-        await admin.close()
-
-
-async def delete_topics(bootstrap: str, phases: list[Phase]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([t for p in phases for t in (p.transactions, p.scored, p.dead_letter)])
-    finally:
-        await admin.close()
+def phase_topics(phase: Phase) -> Topics:
+    return Topics(transactions=phase.transactions, scored=phase.scored, dead_letter=phase.dead_letter)
 
 
 async def send_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float | None = None
@@ -121,15 +104,13 @@ async def collect(
     return stamps, arrivals, dead
 
 
-def worker_env(settings: Settings, phase: Phase, model_backend: str, mode: str, batch: int) -> dict[str, str]:
-    return {
-        "FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "FRAUD_REDIS_URL": settings.redis_url, "FRAUD_MODEL_BACKEND": model_backend,
-        "FRAUD_APP_ID": f"bench-{phase.name}-{uuid.uuid4().hex[:6]}", "FRAUD_PIPELINE_MODE": mode,
-        "FRAUD_TOPICS__TRANSACTIONS": phase.transactions, "FRAUD_TOPICS__SCORED": phase.scored,
-        "FRAUD_TOPICS__DEAD_LETTER": phase.dead_letter, "FRAUD_FEATURE_KEY_PREFIX": phase.key_prefix,
-        "FRAUD_METRICS_PORT": "0", "FRAUD_BATCH_MAX_SIZE": str(batch),
-    }
+def bench_worker_env(settings: Settings, phase: Phase, model_backend: str, mode: str, batch: int) -> dict[str, str]:
+    return worker_env(
+        home=settings.home, bootstrap=settings.kafka_bootstrap, redis_url=settings.redis_url,
+        model_backend=model_backend, topics=phase_topics(phase),
+        FRAUD_APP_ID=f"bench-{phase.name}-{uuid.uuid4().hex[:6]}", FRAUD_PIPELINE_MODE=mode,
+        FRAUD_FEATURE_KEY_PREFIX=phase.key_prefix, FRAUD_METRICS_PORT="0", FRAUD_BATCH_MAX_SIZE=str(batch),
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -142,7 +123,7 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     await send_all(settings.kafka_bootstrap, phase.transactions, items)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
-    env = worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
+    env = bench_worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
     processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
@@ -161,15 +142,14 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
 
 
 async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, rate: float, seconds: float,
-                     batch: int, seed: int, log_dir: Path, worker: WorkerProcess | None = None) -> dict[str, Any]:
+                     batch: int, seed: int, log_dir: Path) -> dict[str, Any]:
     count = int(rate * seconds)
     warm = payloads(2000, seed + 100, f"{phase.name}-warm")
     items = payloads(count, seed, phase.name)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
-    own = worker is None
-    worker = worker or spawn_worker(worker_env(settings, phase, model_backend, "batched", batch),
-                                    log_dir / f"{phase.name}.log")
+    worker = spawn_worker(bench_worker_env(settings, phase, model_backend, "batched", batch),
+                          log_dir / f"{phase.name}.log")
     try:
         if not worker.wait_ready(180):
             raise RuntimeError("worker did not become ready:\n" + worker.tail())
@@ -181,25 +161,13 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
         sent_at = await sender
     finally:
         await consumer.stop()
-        if own:
-            worker.stop()
+        worker.stop()
     latencies = [(arrivals[k] - sent_at[k]) * 1000 for k in arrivals if k in sent_at]
     span = (max(arrivals.values()) - min(sent_at.values())) if arrivals and sent_at else float("nan")
     return {"offered_tps": rate, "delivered_tps": len(arrivals) / span if span and span > 0 else 0.0,
             "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies) if latencies else float("nan")}
-
-
-def cleanup_redis(url: str, prefixes: list[str]) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        for prefix in prefixes:
-            keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
-            for i in range(0, len(keys), 5000):
-                client.delete(*keys[i : i + 5000])
-    finally:
-        client.close()
 
 
 def progress(message: str) -> None:
@@ -219,8 +187,7 @@ class BenchOptions:
 
 
 def model_backend_for(settings: Settings) -> str:
-    base = settings.model_repository / settings.model_name
-    if base.is_dir() and any(p.name.isdigit() for p in base.iterdir()):
+    if has_model(settings):
         return settings.effective_model_backend
     from features import FEATURE_LIST
     from scoring.testing.model_factory import export_model
@@ -241,8 +208,11 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
               for name in ("batched", "latency", "naive", "two", *(f"load{int(r)}" for r in options.sweep))}
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
-    for phase in phases.values():
-        await create_topics(settings.kafka_bootstrap, phase, settings.transactions_partitions)
+    partitions = settings.transactions_partitions
+    await ensure_topics(settings.kafka_bootstrap, {
+        name: (1 if name == p.dead_letter else partitions)
+        for p in phases.values() for name in (p.transactions, p.scored, p.dead_letter)
+    })
     try:
         progress(f"saturation, batched pipeline: {options.saturation_count:,} transactions backlog")
         batched = await saturation(settings, phases["batched"], backend, count=options.saturation_count,
@@ -270,8 +240,10 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                                           seconds=options.fixed_seconds, batch=options.batch,
                                           seed=options.seed + int(rate), log_dir=log_dir))
     finally:
-        await delete_topics(settings.kafka_bootstrap, list(phases.values()))
-        cleanup_redis(settings.redis_url, [p.key_prefix for p in phases.values()])
+        await delete_topics(settings.kafka_bootstrap,
+                            [t for p in phases.values() for t in (p.transactions, p.scored, p.dead_letter)])
+        for phase in phases.values():
+            purge_prefix(settings.redis_url, phase.key_prefix)
     speedup = batched["throughput_tps"] / naive["throughput_tps"] if naive["throughput_tps"] else float("nan")
     return {
         "throughput_tps": round(batched["throughput_tps"], 1),

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fraudstream.settings import Topics
 from fraudstream.stack.process import is_alive, stop
 
 READY_MARKER = "worker ready"
@@ -47,6 +48,20 @@ class WorkerProcess:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         stop(self.pid, timeout_s=timeout_s)
+
+
+def worker_env(
+    *, home: Path, bootstrap: str, redis_url: str, model_backend: str, topics: Topics | None = None, **extra: str
+) -> dict[str, str]:
+    """The ``FRAUD_*`` variables that point a worker at a stack, a model and (optionally) private topics."""
+    env = {
+        "FRAUD_HOME": str(home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": redis_url,
+        "FRAUD_MODEL_BACKEND": model_backend,
+    }
+    if topics is not None:
+        env.update({f"FRAUD_TOPICS__{name.upper()}": topic for name, topic in topics.model_dump().items()})
+    env.update(extra)
+    return env
 
 
 def spawn_worker(env_overrides: dict[str, str], log: Path, *, extra_args: tuple[str, ...] = ()) -> WorkerProcess:

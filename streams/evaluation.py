@@ -24,13 +24,14 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fraudstream.settings import Settings, Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
-from fraudstream.sources.topics import assign_at_end, partitions_of
-from fraudstream.workers import spawn_worker
+from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics, partitions_of
+from fraudstream.stack.redis import purge_prefix
+from fraudstream.workers import spawn_worker, worker_env
 
 DAY_S = 86_400.0
 LOOKBACK_DAYS = 40
@@ -39,27 +40,6 @@ LABEL_DELAY_S = 7 * DAY_S
 
 def _progress(message: str) -> None:
     print(f"[evaluate via stream] {message}", file=sys.stderr, flush=True)
-
-
-async def _create(bootstrap: str, topics: Topics, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([
-            NewTopic(topics.transactions, partitions, 1), NewTopic(topics.labels, partitions, 1),
-            NewTopic(topics.scored, partitions, 1), NewTopic(topics.dead_letter, 1, 1),
-        ])
-    finally:
-        await admin.close()
-
-
-async def _delete(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topics.transactions, topics.labels, topics.scored, topics.dead_letter])
-    finally:
-        await admin.close()
 
 
 async def _wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: float) -> None:
@@ -114,14 +94,13 @@ async def stream_scores(settings: Settings, model_backend: str, transactions: pd
     bootstrap = settings.kafka_bootstrap
     # One partition: the worker then sees the history in the file's order, as the offline engine does.
     # (Across partitions a terminal's transactions interleave by arrival, and the late-event rule applies.)
-    await _create(bootstrap, topics, 1)
-    env = {
-        "FRAUD_HOME": str(settings.home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": settings.redis_url,
-        "FRAUD_MODEL_BACKEND": model_backend, "FRAUD_APP_ID": group, "FRAUD_FEATURE_KEY_PREFIX": group,
-        "FRAUD_TOPICS__TRANSACTIONS": topics.transactions, "FRAUD_TOPICS__LABELS": topics.labels,
-        "FRAUD_TOPICS__SCORED": topics.scored, "FRAUD_TOPICS__DEAD_LETTER": topics.dead_letter,
-        "FRAUD_METRICS_PORT": "0", "FRAUD_BATCH_MAX_SIZE": "1024",
-    }
+    await ensure_topics(bootstrap, {name: 1 for name in
+                                    (topics.transactions, topics.labels, topics.scored, topics.dead_letter)})
+    env = worker_env(
+        home=settings.home, bootstrap=bootstrap, redis_url=settings.redis_url, model_backend=model_backend,
+        topics=topics, FRAUD_APP_ID=group, FRAUD_FEATURE_KEY_PREFIX=group, FRAUD_METRICS_PORT="0",
+        FRAUD_BATCH_MAX_SIZE="1024",
+    )
     worker = spawn_worker(env, settings.home / "logs" / f"{group}.log")
     reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await reader.start()
@@ -138,25 +117,13 @@ async def stream_scores(settings: Settings, model_backend: str, transactions: pd
     finally:
         await reader.stop()
         worker.stop()
-        await _delete(bootstrap, topics)
-        _cleanup_redis(settings.redis_url, group)
+        await delete_topics(bootstrap, [topics.transactions, topics.labels, topics.scored, topics.dead_letter])
+        purge_prefix(settings.redis_url, group)
     missing = [t for t in wanted if t not in scores]
     if missing:
         msg = f"{len(missing)} test transactions were not scored through the stream (e.g. {missing[:3]})"
         raise RuntimeError(msg)
     return scores
-
-
-def _cleanup_redis(url: str, prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
-        for i in range(0, len(keys), 5000):
-            client.delete(*keys[i : i + 5000])
-    finally:
-        client.close()
 
 
 class StreamScores:

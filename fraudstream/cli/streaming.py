@@ -53,9 +53,7 @@ def _simulate(args: argparse.Namespace) -> int:
     report = _run_produce(settings.kafka_bootstrap, records, args.rate, "simulate")
     if report is None:
         return 1
-    result = {"transactions": report.transactions, "records": report.sent, "per_topic": report.per_topic,
-              "elapsed_s": round(report.elapsed_s, 3), "rate": round(report.rate, 1)}
-    print(json.dumps(result))
+    print(json.dumps(report.summary()))
     return 0
 
 
@@ -75,9 +73,7 @@ def _replay(args: argparse.Namespace) -> int:
     report = _run_produce(settings.kafka_bootstrap, records, args.rate, "replay")
     if report is None:
         return 1
-    result = {"transactions": report.transactions, "records": report.sent, "per_topic": report.per_topic,
-              "elapsed_s": round(report.elapsed_s, 3), "rate": round(report.rate, 1)}
-    print(json.dumps(result))
+    print(json.dumps(report.summary()))
     return 0
 
 

@@ -30,6 +30,10 @@ class ProduceReport:
     def rate(self) -> float:
         return self.sent / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    def summary(self) -> dict[str, object]:
+        return {"transactions": self.transactions, "records": self.sent, "per_topic": self.per_topic,
+                "elapsed_s": round(self.elapsed_s, 3), "rate": round(self.rate, 1)}
+
 
 def kafka_producer(bootstrap: str, **security: object) -> AIOKafkaProducer:
     # acks=all + idempotence: a retried send never duplicates or reorders a card's transactions.

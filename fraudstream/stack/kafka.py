@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
+from fraudstream.sources import topics as topics_admin
 from fraudstream.stack.errors import StackError
 
 KAFKA_VERSION = "4.1.1"
@@ -164,19 +165,6 @@ def healthy(bootstrap: str) -> bool:
     return asyncio.run(_probe(bootstrap))
 
 
-async def _ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
-        if missing:
-            await admin.create_topics(missing)
-        return [t.name for t in missing]
-    finally:
-        await admin.close()
-
-
 def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
     """Create the topics that do not exist yet; returns the names created."""
-    return asyncio.run(_ensure_topics(bootstrap, topics))
+    return asyncio.run(topics_admin.ensure_topics(bootstrap, topics))

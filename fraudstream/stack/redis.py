@@ -53,3 +53,16 @@ def wait_healthy(url: str, *, timeout_s: float, alive: Callable[[], bool] | None
         time.sleep(0.1)
     msg = f"Redis at {url} did not answer PING within {timeout_s:.0f}s"
     raise StackError(msg)
+
+
+def purge_prefix(url: str, prefix: str) -> int:
+    """Delete every key under ``prefix:`` (a benchmark's or an evaluation's private keyspace)."""
+    client = redis.Redis.from_url(url)
+    deleted = 0
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))
+        for i in range(0, len(keys), 5000):
+            deleted += int(client.delete(*keys[i : i + 5000]))
+    finally:
+        client.close()
+    return deleted

@@ -12,8 +12,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -34,8 +32,10 @@ from aiokafka.errors import KafkaError
 from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
 from fraudstream.settings import Topics
-from fraudstream.stack.kafka import _ensure_topics
-from fraudstream.stack.process import is_alive, stop
+from fraudstream.sources.topics import ensure_topics
+from fraudstream.stack.process import is_alive
+from fraudstream.workers import WorkerProcess, spawn_worker
+from fraudstream.workers import worker_env as fraud_worker_env
 from streams.identity import CardHasher
 
 CARD_SECRET = "chaos-test-secret-" + uuid.uuid4().hex[:8]
@@ -56,50 +56,21 @@ def run_topics(run: str) -> Topics:
 async def create_topics(bootstrap: str, topics: Topics) -> None:
     keyed = {topics.transactions, topics.scored, topics.labels}
     names = topics.model_dump().values()
-    await _ensure_topics(bootstrap, {t: PARTITIONS if t in keyed else 1 for t in names})
+    await ensure_topics(bootstrap, {t: PARTITIONS if t in keyed else 1 for t in names})
 
 
 def worker_env(
     home: Path, bootstrap: str, redis_url: str, backend: str, topics: Topics, app_id: str, **extra: str
 ) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "FRAUD_HOME": str(home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": redis_url,
-        "FRAUD_MODEL_BACKEND": backend, "FRAUD_APP_ID": app_id, "FRAUD_CARD_HASH_SECRET": CARD_SECRET,
-        "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
-    })
-    env.update({f"FRAUD_TOPICS__{k.upper()}": v for k, v in topics.model_dump().items()})
-    env.update(extra)
-    return env
-
-
-@dataclass
-class WorkerProcess:
-    """A ``fraudstream worker`` subprocess in its own session (our own copy: the shared helpers move)."""
-
-    pid: int
-    log: Path
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def alive(self) -> bool:
-        return is_alive(self.pid)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        stop(self.pid, timeout_s=timeout_s)
+    return {
+        **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "",
+        **fraud_worker_env(home=home, bootstrap=bootstrap, redis_url=redis_url, model_backend=backend, topics=topics,
+                           FRAUD_APP_ID=app_id, FRAUD_CARD_HASH_SECRET=CARD_SECRET, **extra),
+    }
 
 
 def launch(env: dict[str, str], log: Path) -> WorkerProcess:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraudstream", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )
-    return WorkerProcess(proc.pid, log)
+    return spawn_worker(env, log)
 
 
 async def wait_ready(worker: WorkerProcess, timeout_s: float = 180.0) -> None:

@@ -18,16 +18,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fraudstream.settings import Topics
 from fraudstream.sources.topics import assign_at_end
 from fraudstream.workers import WorkerProcess, spawn_worker
+from fraudstream.workers import worker_env as fraud_worker_env
 
 
 def worker_env(home: Path, bootstrap: str, redis_url: str, model_backend: str, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "FRAUD_HOME": str(home), "FRAUD_KAFKA_BOOTSTRAP": bootstrap, "FRAUD_REDIS_URL": redis_url,
-        "FRAUD_MODEL_BACKEND": model_backend, "TF_CPP_MIN_LOG_LEVEL": "2", "FRAUD_METRICS_PORT": "0",
-    })
-    env.update(extra)
-    return env
+    return {
+        **os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+        **fraud_worker_env(home=home, bootstrap=bootstrap, redis_url=redis_url, model_backend=model_backend,
+                           FRAUD_METRICS_PORT="0", **extra),
+    }
 
 
 def start_worker(env: dict[str, str], log: Path) -> WorkerProcess:
