@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TypeVar
 import faust
 
 from fraudstream.settings import Settings
+from streams.consumer import EagerDrainTransport
 from streams.messages import InboundMessage
 from streams.pipeline import PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
@@ -103,6 +104,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
     )
+    app.transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
     runtime.bind(app)
     transactions = app.topic(settings.topics.transactions, key_type=bytes, value_type=bytes)
     labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
