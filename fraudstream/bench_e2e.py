@@ -14,6 +14,7 @@ Each phase has its own topics, consumer group and Redis key prefix, so runs neve
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -29,6 +30,7 @@ from fraudstream.demo import has_model
 from fraudstream.settings import Settings, Topics
 from fraudstream.sources.simulator import SimulationConfig, Simulator
 from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics
+from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import spawn_worker, worker_env
 
@@ -82,16 +84,50 @@ def _tx_id(value: bytes) -> bytes:
     return value[start : value.index(b'"', start)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by the worker(s), Redis, Kafka and this process between two marks, per transaction scored in between:
+    unlike a wall-clock rate this says where the machine's two cores go, and other load barely moves it."""
+
+    def __init__(self, settings: Settings, worker_pids: list[int]) -> None:
+        state = LocalStack(settings.home).load()
+        pids = {"worker": worker_pids, "redis": [state.redis.pid], "kafka": [state.kafka.pid],
+                "bench": [os.getpid()]}
+        self.pids = {name: [p for p in ps if p and Path(f"/proc/{p}").exists()] for name, ps in pids.items()}
+        self.marks: list[tuple[int, float, dict[str, float]]] = []
+
+    def mark(self, done: int) -> None:
+        usage = {name: sum(cpu_seconds(p) for p in ps) for name, ps in self.pids.items() if ps}
+        self.marks.append((done, time.monotonic(), usage))
+
+    def per_tx(self) -> dict[str, float]:
+        if len(self.marks) < 2 or self.marks[-1][0] <= self.marks[0][0]:
+            return {}
+        (n0, t0, u0), (n1, t1, u1) = self.marks[0], self.marks[-1]
+        out = {f"{name}_cpu_us_per_tx": round((u1[name] - u0[name]) / (n1 - n0) * 1e6, 1) for name in u1}
+        out["cores_busy"] = round(sum(u1[k] - u0[k] for k in u1) / (t1 - t0), 2)
+        return out
+
+
 async def collect(
-    consumer: AIOKafkaConsumer, expected: int, timeout_s: float
+    consumer: AIOKafkaConsumer, expected: int, timeout_s: float, meter: CpuMeter | None = None
 ) -> tuple[list[float], dict[bytes, float], int]:
     """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
-    transaction id, and the number of dead letters seen."""
+    transaction id, and the number of dead letters seen. The meter is marked at 10% and 90% of the records."""
     stamps: list[float] = []
     arrivals: dict[bytes, float] = {}
     dead = 0
+    marks = [expected // 10, expected * 9 // 10]
     deadline = time.monotonic() + timeout_s
     while len(arrivals) + dead < expected and time.monotonic() < deadline:
+        if meter is not None and marks and len(arrivals) + dead >= marks[0]:
+            meter.mark(len(arrivals) + dead)
+            marks.pop(0)
         batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
         now = time.time()
         for tp, messages in batches.items():
@@ -126,9 +162,10 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     env = bench_worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
     processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
+        meter = CpuMeter(settings, [p.pid for p in processes])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await consumer.seek_to_beginning()
-        stamps, _, dead = await collect(consumer, count, timeout_s=120 + count / 200)
+        stamps, _, dead = await collect(consumer, count, timeout_s=120 + count / 200, meter=meter)
     finally:
         await consumer.stop()
         for process in processes:
@@ -138,7 +175,7 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     lo, hi = int(len(stamps) * 0.05), int(len(stamps) * 0.95)
     span = stamps[hi - 1] - stamps[lo] if hi - 1 > lo else float("nan")
     return {"transactions": count, "scored": len(stamps), "dead_lettered": dead, "workers": workers,
-            "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0}
+            "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0, "cpu": meter.per_tx()}
 
 
 async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, rate: float, seconds: float,
