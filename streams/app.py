@@ -41,12 +41,8 @@ def _credentials(settings: Settings) -> Any:
     )
 
 
-def inbound(event: Any) -> InboundMessage:
-    message = event.message
-    return InboundMessage(
-        topic=message.topic, partition=message.partition, offset=message.offset, key=message.key,
-        value=message.value, timestamp=message.timestamp,
-    )
+def inbound(events: Any) -> list[InboundMessage]:
+    return [event.message for event in events]  # faust's Message is an InboundMessage (streams/messages.py)
 
 
 async def _or_exit(start: Awaitable[T], what: str) -> T:
@@ -122,7 +118,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         try:
             async for events in stream.noack_take(settings.batch_max_size, within=within):
                 try:
-                    prepared = await pipeline.prepare([inbound(e) for e in events])
+                    prepared = await pipeline.prepare(inbound(events))
                 except Exception:
                     _die("unexpected error preparing a batch")
                 previous = chain[-1] if chain else None
@@ -139,7 +135,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         handler = await _or_exit(runtime.label_handler(), "building the label handler")
         async for events in stream.noack_take(max(64, settings.batch_max_size), within=within * 10):
             try:
-                await handler.handle([inbound(e) for e in events])
+                await handler.handle(inbound(events))
             except Exception:
                 log.critical("unexpected error applying labels; stopping the worker", exc_info=True)
                 os._exit(EXIT_UNEXPECTED)

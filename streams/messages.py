@@ -7,15 +7,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class InboundMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: float | None
-    """Kafka record timestamp in epoch seconds (the producer's send time)."""
+class InboundMessage(Protocol):
+    """What the handlers read of a consumed record. faust's ``Message`` has these attributes, so the
+    worker passes faust's messages through without copying each into another object."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> float | None:
+        """Kafka record timestamp in epoch seconds (the producer's send time)."""
 
 
 @dataclass(frozen=True, slots=True)
