@@ -96,9 +96,11 @@ class CpuMeter:
 
     def __init__(self, settings: Settings, worker_pids: list[int]) -> None:
         state = LocalStack(settings.home).load()
-        pids = {"worker": worker_pids, "redis": [state.redis.pid], "kafka": [state.kafka.pid],
-                "bench": [os.getpid()]}
-        self.pids = {name: [p for p in ps if p and Path(f"/proc/{p}").exists()] for name, ps in pids.items()}
+        pids: dict[str, list[int | None]] = {"worker": list(worker_pids), "redis": [state.redis.pid],
+                                             "kafka": [state.kafka.pid], "bench": [os.getpid()]}
+        self.pids: dict[str, list[int]] = {
+            name: [p for p in ps if p and Path(f"/proc/{p}").exists()] for name, ps in pids.items()
+        }
         self.marks: list[tuple[int, float, dict[str, float]]] = []
 
     def mark(self, done: int) -> None:

@@ -6,7 +6,6 @@ rendered by headless Chromium from the live state."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import shutil
 import time
@@ -22,12 +21,10 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from features import FEATURE_LIST
 from fraudstream.settings import Topics
-from fraudstream.sources.topics import assign_at_end
+from fraudstream.sources.topics import assign_at_end, ensure_topics
 from fraudstream.workers import WorkerProcess
 from monitoring.dashboard import create_app, serve
 from monitoring.drift import DriftConfig
@@ -79,8 +76,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis
 @pytest_asyncio.fixture(scope="module")
 async def dashboard(setup: Setup, kafka_bootstrap: str, redis_url: str, worker: WorkerProcess
                     ) -> AsyncIterator[tuple[DriftMonitor, str]]:
-    await _create_topics(kafka_bootstrap, [TOPICS.scored, TOPICS.dead_letter, TOPICS.labels,
-                                           TOPICS.drift_alerts, TOPICS.retrain_requests])
+    await ensure_topics(kafka_bootstrap, {name: 1 for name in (TOPICS.scored, TOPICS.dead_letter, TOPICS.labels,
+                                                                TOPICS.drift_alerts, TOPICS.retrain_requests)})
     config = DriftConfig(windows=WindowSpec.parse_many("30s=30,10s=10"), bucket_s=1.0, psi_threshold=0.2,
                          consecutive=3, min_samples=400, retrain=True)
     options = MonitorOptions(bootstrap=kafka_bootstrap, topics=TOPICS, model_dir=setup.model_dir, drift=config,
@@ -92,17 +89,6 @@ async def dashboard(setup: Setup, kafka_bootstrap: str, redis_url: str, worker: 
     yield monitor, f"http://127.0.0.1:{port}"
     await runner.cleanup()
     await redis.aclose()
-
-
-async def _create_topics(bootstrap: str, names: list[str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        for name in names:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 class TopicTail:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from features import compute_offline
 from features.history import load_fdh
 from fraudstream.settings import Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
+from fraudstream.sources.topics import ensure_topics
 from tests.streams.helpers import unique
 from training.topics import load_topics
 
@@ -28,10 +28,7 @@ async def test_topic_replay_gives_the_file_history(kafka_bootstrap: str) -> None
     labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
     run = unique("train-topics")
     topics = Topics(transactions=f"{run}-tx", labels=f"{run}-labels")
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topics.transactions, 3, 1), NewTopic(topics.labels, 2, 1)])
-    await admin.close()
+    await ensure_topics(kafka_bootstrap, {topics.transactions: 3, topics.labels: 2})
     await produce(kafka_bootstrap, transaction_records(transactions, topics.transactions), quiet=True)
     await produce(kafka_bootstrap, label_records(labels, topics.labels), quiet=True)
 
