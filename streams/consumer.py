@@ -8,12 +8,14 @@ always finishes at once (it puts the event in a buffer that has room). py-spy pu
 a sixth of a worker's CPU.
 
 ``EagerDrainConsumer`` runs the callback's first step in place. When it finishes there, nothing was
-raced and no task is made; when it suspends (a full buffer, flow control), the rest of it races the
-suspension exactly as before. Other ``wait_first`` calls are untouched.
+raced and no task is made (the loop still gets one pass per record); when it suspends (a full buffer,
+flow control), the rest of it races the suspension exactly as before. Other ``wait_first`` calls are
+untouched.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Coroutine, Generator
 from typing import Any
@@ -65,6 +67,10 @@ class EagerDrainConsumer(Consumer):
                 pending = first.send(None)
             except StopIteration as done:
                 _close(coros[1])
+                # One pass of the event loop per record, as faust's tasks gave: without it the fetch loop
+                # ran ahead of the stream, filled its buffer and the worker sat idle (measured: 7.4 s of
+                # 9.9 s in select, half the throughput).
+                await asyncio.sleep(0)
                 return WaitResults([first], [done.value], False)
             except BaseException:
                 _close(coros[1])
