@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
 
-from fraudstream.settings import Settings, Topics
+from fraudstream.settings import Topics
 from monitoring.drift import DriftConfig, MonitorState, snapshot
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureSketchReader
@@ -35,20 +34,6 @@ from schemas.drift import DriftAlert
 from schemas.retrain import RetrainRequest
 
 log = logging.getLogger(__name__)
-
-
-def kafka_security(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments for the configured security protocol."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-    options: dict[str, Any] = {"security_protocol": settings.kafka_security_protocol,
-                               "ssl_context": ssl.create_default_context(cafile=cafile)}
-    if settings.kafka_security_protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-        options |= {"sasl_mechanism": settings.kafka_sasl_mechanism,
-                    "sasl_plain_username": settings.kafka_sasl_username, "sasl_plain_password": password}
-    return options
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from aiokafka.structs import ConsumerRecord
 from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
 from features.parity import compare
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, kafka_client_options
 from schemas import FraudLabel, Transaction
 from schemas.codec import Rejection, decode
 from streams.identity import CardHasher
@@ -167,7 +167,7 @@ async def rebuild(
             report.purged_keys = await store.purge()
         await store.load_scripts()
         hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
-        security = kafka_security(settings)
+        security = kafka_client_options(settings)
         tx_records, tx_ends = await read_topic(settings.kafka_bootstrap, settings.topics.transactions,
                                                security=security)
         label_records, label_ends = await read_topic(settings.kafka_bootstrap, settings.topics.labels,
@@ -232,23 +232,3 @@ def _label_frame(labels: list[LabelEvent]) -> pd.DataFrame:
         "terminal_id": [lb.terminal_id for lb in labels], "event_time": [lb.event_time for lb in labels],
         "available_at": [lb.available_at for lb in labels], "is_fraud": [lb.is_fraud for lb in labels],
     })
-
-
-def kafka_security(settings: Settings) -> dict[str, object]:
-    """aiokafka keyword arguments for the configured protocol (the same settings the worker uses)."""
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return {}
-    import ssl
-
-    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-    context = ssl.create_default_context(cafile=cafile)
-    out: dict[str, object] = {"security_protocol": settings.kafka_security_protocol}
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        out["ssl_context"] = context
-    if settings.kafka_security_protocol.startswith("SASL"):
-        out["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        out["sasl_plain_username"] = settings.kafka_sasl_username
-        out["sasl_plain_password"] = (
-            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        )
-    return out

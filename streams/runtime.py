@@ -6,16 +6,14 @@ import asyncio
 import contextlib
 import gc
 import logging
-import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import faust
 import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, RedisFeatureStore
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
 from streams.identity import CardHasher
@@ -32,22 +30,6 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         settings.redis_url, username=settings.redis_username, password=password,
         socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
     )
-
-
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka client options for TLS / SASL from the settings (nothing for PLAINTEXT)."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return {}
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        options["ssl_context"] = ssl.create_default_context(cafile=cafile)
-    if protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                       sasl_plain_password=password)
-    return options
 
 
 @dataclass

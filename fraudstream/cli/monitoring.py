@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fraudstream.settings import Settings, load_settings
+from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 if TYPE_CHECKING:  # the monitor's imports (aiokafka, numpy) are loaded only when a command runs
     from monitoring.service import DriftMonitor
@@ -62,7 +62,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
     import redis.asyncio as aioredis
 
     from monitoring.drift import DriftConfig
-    from monitoring.service import DriftMonitor, MonitorOptions, kafka_security
+    from monitoring.service import DriftMonitor, MonitorOptions
     from monitoring.windows import WindowSpec
 
     drift = DriftConfig(
@@ -80,7 +80,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
         drift=drift,
         evaluate_every_s=args.evaluate_every,
         lag_group=settings.app_id,
-        security=tuple(kafka_security(settings).items()),
+        security=tuple(kafka_client_options(settings).items()),
     )
     redis = None
     if not args.no_feature_sketch:

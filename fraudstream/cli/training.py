@@ -16,7 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from fraudstream.settings import Settings, load_settings
+from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -212,7 +212,8 @@ def _retrain(args: argparse.Namespace) -> int:
 async def _publisher(settings: Settings) -> Any:
     from training.triggers import KafkaStatusPublisher
 
-    publisher = KafkaStatusPublisher(settings.kafka_bootstrap, settings.topics.retrain_status)
+    publisher = KafkaStatusPublisher(settings.kafka_bootstrap, settings.topics.retrain_status,
+                                     **kafka_client_options(settings))
     await publisher.start()
     return publisher
 
@@ -248,7 +249,8 @@ def _serve(args: argparse.Namespace) -> int:
             if args.no_kafka:
                 await asyncio.Event().wait()
             else:
-                await consume_retrain_requests(settings.kafka_bootstrap, settings.topics.retrain_requests, service)
+                await consume_retrain_requests(settings.kafka_bootstrap, settings.topics.retrain_requests, service,
+                                               **kafka_client_options(settings))
         finally:
             await http.cleanup()
             await service.stop()

@@ -21,10 +21,9 @@ import redis
 
 from features import RedisFeatureStore, TransactionEvent
 from features.errors import FeatureStoreUnavailable
-from fraudstream.settings import Settings
+from fraudstream.settings import Settings, kafka_client_options
 from fraudstream.stack.process import free_port
 from streams.app import _credentials
-from streams.rebuild import kafka_security
 from streams.runtime import redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +61,7 @@ def test_worker_passes_kafka_sasl_scram_and_tls_settings() -> None:
     assert credentials.ssl_context is not None  # SASL over TLS, verified against the default CAs
     assert isinstance(_credentials(_settings(kafka_security_protocol="SSL")), faust.SSLCredentials)
     assert _credentials(_settings()) is None
-    rebuild = kafka_security(settings)
+    rebuild = kafka_client_options(settings)  # rebuild, monitor, trainer and publisher clients
     assert rebuild["security_protocol"] == "SASL_SSL" and rebuild["sasl_mechanism"] == "SCRAM-SHA-512"
     assert rebuild["sasl_plain_username"] == "fraud-worker" and rebuild["sasl_plain_password"] == "s3cret-pw"
 
