@@ -209,6 +209,13 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
             "max_ms": max(latencies) if latencies else float("nan")}
 
 
+def cpu_split(phase: dict[str, Any]) -> str:
+    cpu = phase.get("cpu") or {}
+    parts = [f"{name.removesuffix('_cpu_us_per_tx')} {value:.0f}"
+             for name, value in cpu.items() if name.endswith("_per_tx")]
+    return f"CPU µs per transaction: {', '.join(parts)}; {cpu.get('cores_busy', 0):.2f} cores busy" if parts else ""
+
+
 def progress(message: str) -> None:
     print(f"[bench e2e] {message}", file=sys.stderr, flush=True)
 
@@ -256,7 +263,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         progress(f"saturation, batched pipeline: {options.saturation_count:,} transactions backlog")
         batched = await saturation(settings, phases["batched"], backend, count=options.saturation_count,
                                    mode="batched", batch=options.batch, seed=options.seed, log_dir=log_dir)
-        progress(f"  → {batched['throughput_tps']:,.0f} tx/s")
+        progress(f"  → {batched['throughput_tps']:,.0f} tx/s; {cpu_split(batched)}")
         progress(f"latency at {options.fixed_rate:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
         latency = await fixed_load(settings, phases["latency"], backend, rate=options.fixed_rate,
                                    seconds=options.fixed_seconds, batch=options.batch, seed=options.seed + 1,
@@ -271,7 +278,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
             progress(f"saturation, two workers in one consumer group: {options.saturation_count:,} transactions")
             two = await saturation(settings, phases["two"], backend, count=options.saturation_count, mode="batched",
                                    batch=options.batch, seed=options.seed + 3, log_dir=log_dir, workers=2)
-            progress(f"  → {two['throughput_tps']:,.0f} tx/s")
+            progress(f"  → {two['throughput_tps']:,.0f} tx/s; {cpu_split(two)}")
         sweep = []
         for rate in options.sweep:
             progress(f"sweep: {rate:,.0f} tx/s offered")
