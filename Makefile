@@ -66,6 +66,8 @@ lint: venv
 	$(BIN)/mypy
 
 bench: setup
+	$(BIN)/python bench/bench_reference.py --json
+	$(BIN)/python bench/bench_features.py --json
 	$(BIN)/fraudstream bench scoring --json
 	$(BIN)/fraudstream bench e2e --json
 
