@@ -2,10 +2,12 @@
 
 Rows are processed per entity in arrival order. Because the effective time t_eff = max(event time,
 entity watermark) never decreases along an entity's rows, every tile-aligned window is a contiguous
-run of that entity's earlier rows, found with ``searchsorted`` on (entity, bucket) keys: counts and
-sums come from int64 prefix sums of cents (exact, as in Lua), min/max from a sparse table, distinct
-counterparties and label counts from difference arrays. ``features.derive`` then applies the same
-formulas as online.
+run of that entity's earlier rows: its ends are "the entity's first row whose bucket is >= x", looked up
+once per distinct (level, offset) in a dense (entity, bucket) table of row counts or, when that table
+would be large, with ``searchsorted`` on (entity, bucket) keys. Counts and sums come from int64 prefix
+sums of cents (exact, as in Lua), min/max from a sparse table, distinct counterparties and label counts
+from difference arrays. ``features.derive`` then applies the same formulas as online, and each feature
+column is put back into arrival order with one gather.
 """
 
 from __future__ import annotations
@@ -24,37 +26,92 @@ F64 = npt.NDArray[np.float64]
 
 # (entity code << 41) + bucket keeps buckets of different entities apart; buckets must be in [0, 2**40).
 SHIFT = np.int64(1) << np.int64(41)
+# A level uses the dense (entity, bucket) table while it has at most this many cells per row (+ slack).
+GRID_CELLS_PER_ROW = 4
+GRID_SLACK = 1 << 16
 TX_COLUMNS = ("transaction_id", "card_ref", "terminal_id", "event_time", "amount")
 LABEL_COLUMNS = ("transaction_id", "terminal_id", "event_time", "available_at", "is_fraud")
+
+
+def _stable_argsort(codes: I64, n_codes: int) -> I64:
+    """Stable argsort of codes in [0, n_codes): numpy radix-sorts 16-bit keys, several times faster."""
+    if n_codes > 1 << 32:
+        return np.argsort(codes, kind="stable")
+    low = np.argsort(codes.astype(np.uint16), kind="stable")  # the low 16 bits (wraps)
+    if n_codes <= 1 << 16:
+        return low
+    return low[np.argsort((codes[low] >> 16).astype(np.uint16), kind="stable")]
+
+
+class _Level:
+    """One tile level of an entity's sorted rows: where each entity's buckets start."""
+
+    def __init__(self, g: I64, teff: F64, tile_s: int, n_codes: int) -> None:
+        b = np.floor(teff / tile_s).astype(np.int64)
+        if len(b) and (b.min() < 0 or b.max() >= SHIFT // 2):
+            msg = "event times must be non-negative epoch seconds"
+            raise HistoryFormatError(msg)
+        self.lo = int(b.min()) if len(b) else 0
+        self.span = int(b.max()) - self.lo + 1 if len(b) else 1
+        self.b = b
+        self.cum: I64 | None = None
+        if n_codes * self.span <= GRID_CELLS_PER_ROW * len(b) + GRID_SLACK:
+            # cum[g * span + x] = rows before entity g's first bucket >= lo + x: one gather per lookup
+            self.gspan = g * self.span
+            counts = np.bincount(self.gspan + (b - self.lo), minlength=n_codes * self.span)
+            self.cum = np.zeros(len(counts) + 1, dtype=np.int64)
+            np.cumsum(counts, out=self.cum[1:])
+        else:
+            self.key = g * SHIFT + b
+
+    def first_at(self, g: I64, x: I64) -> I64:
+        """Per query, entity g's first sorted row with bucket >= x (the entity's end when none)."""
+        if self.cum is not None:
+            return self.cum[g * self.span + np.clip(x - self.lo, 0, self.span)]
+        return np.searchsorted(self.key, g * SHIFT + x)
+
+    def row_first_at(self, offset: int) -> I64:
+        """``first_at`` for every row, at its own entity and bucket - offset."""
+        if self.cum is not None:
+            return self.cum[self.gspan + np.clip(self.b - (self.lo + offset), 0, self.span)]
+        return np.searchsorted(self.key, self.key - offset)
 
 
 class _Entity:
     """One entity kind's rows, sorted by (entity, arrival)."""
 
-    def __init__(self, codes: I64, uniques: pd.Index, times: F64) -> None:
+    def __init__(self, codes: I64, uniques: pd.Index, times: F64, monotone: bool) -> None:
         self.uniques = uniques
-        self.order = np.argsort(codes, kind="stable")
-        self.g = codes[self.order].astype(np.int64)
+        self.n_codes = len(uniques)
+        self.order = _stable_argsort(codes, self.n_codes)
+        self.g = codes[self.order]
         m = len(self.g)
         self.m = m
-        new = np.empty(m, dtype=bool)
+        self.inv = np.empty(m, dtype=np.int64)
+        self.inv[self.order] = np.arange(m)
+        self.first = np.empty(m, dtype=bool)
         if m:
-            new[0] = True
-            new[1:] = self.g[1:] != self.g[:-1]
-        starts = np.flatnonzero(new)
-        self.start = np.repeat(starts, np.diff(np.append(starts, m)))
+            self.first[0] = True
+            np.not_equal(self.g[1:], self.g[:-1], out=self.first[1:])
         t = times[self.order]
-        # t_eff: the running maximum of event times within each entity (the watermark rule)
-        self.teff = pd.Series(t).groupby(self.g, sort=False).cummax().to_numpy(dtype=np.float64)
-        self.first = new
-        self.base = self.g * SHIFT
+        # t_eff: the running maximum of event times within each entity (the watermark rule), which is
+        # the event time itself when arrival order never goes back in time
+        self.teff: F64 = t
+        if not monotone:
+            self.teff = np.asarray(pd.Series(t).groupby(self.g, sort=False).cummax(), dtype=np.float64)
+        self._levels: dict[int, _Level] = {}
+        self._ends: dict[tuple[int, int], I64] = {}
 
-    def key(self, tile_s: int) -> tuple[I64, I64]:
-        b = np.floor(self.teff / tile_s).astype(np.int64)
-        if len(b) and (b.min() < 0 or b.max() >= SHIFT // 2):
-            msg = "event times must be non-negative epoch seconds"
-            raise HistoryFormatError(msg)
-        return b, self.base + b
+    def level(self, tile_s: int) -> _Level:
+        if tile_s not in self._levels:
+            self._levels[tile_s] = _Level(self.g, self.teff, tile_s, self.n_codes)
+        return self._levels[tile_s]
+
+    def first_at(self, tile_s: int, offset: int) -> I64:
+        """Per row, the entity's first row with bucket >= the row's bucket - offset; windows share these."""
+        if (tile_s, offset) not in self._ends:
+            self._ends[tile_s, offset] = self.level(tile_s).row_first_at(offset)
+        return self._ends[tile_s, offset]
 
 
 class _SparseTable:
@@ -62,59 +119,46 @@ class _SparseTable:
 
     def __init__(self, values: I64, maxlen: int, op: np.ufunc) -> None:
         self.op = op
-        self.tables = [values]
-        span = 1
-        # level j holds op over [i, i + 2**j) and is 2**j - 1 shorter than the values: no copies
-        while span * 2 <= maxlen:
-            prev = self.tables[-1]
-            self.tables.append(op(prev[: len(prev) - span], prev[span:]))
-            span *= 2
+        self.m = m = len(values)
+        table = np.empty((max(1, maxlen.bit_length()), m), dtype=values.dtype)
+        table[0] = values
+        # row j holds op over [i, i + 2**j); its last 2**j - 1 entries are never read (ranges stay inside)
+        for j in range(1, len(table)):
+            span = 1 << (j - 1)
+            op(table[j - 1, : m - span], table[j - 1, span:], out=table[j, : m - span])
+            table[j, m - span :] = table[j - 1, m - span :]
+        self.flat = table.ravel()
 
     def query(self, lo: I64, end: I64) -> I64:
         """op over values[lo:end] per row; 0 where the range is empty."""
-        out = np.zeros(len(lo), dtype=np.int64)
         length = end - lo
-        level = np.zeros(len(lo), dtype=np.int64)
-        ok = length > 0
-        level[ok] = np.log2(length[ok]).astype(np.int64)
-        for j, table in enumerate(self.tables):
-            sel = np.flatnonzero(level == j) if j else np.flatnonzero(ok & (level == 0))
-            if len(sel):
-                a = table[lo[sel]]
-                b = table[end[sel] - (1 << j)]
-                out[sel] = self.op(a, b)
-        return out
+        level = (np.frexp(np.maximum(length, 1))[1] - 1).astype(np.int64)  # floor(log2), exact
+        at = level * self.m
+        # one gather per end, from the row of the right level; empty ranges read anything, then 0
+        a = self.flat.take(at + lo, mode="clip")
+        b = self.flat.take(at + end - (np.int64(1) << level), mode="clip")
+        return np.where(length > 0, self.op(a, b), 0)
 
 
-Columns = dict[tuple[str, int], F64 | I64]
+Columns = dict[tuple[str, int], F64]
 
 
 def _entity_raw(
-    ep: EntityPlan,
-    ent: _Entity,
-    counterparty: I64,
-    cents: I64,
-    lat: F64,
-    lon: F64,
-    labels: pd.DataFrame | None,
+    ep: EntityPlan, ent: _Entity, pair_next: I64 | None, cents: I64, lat: F64, lon: F64, labels: pd.DataFrame | None
 ) -> Columns:
-    """The raw statistics of ``ep.raw`` as columns, in the entity-sorted row order of ``ent``."""
+    """The raw statistics of ``ep.raw`` as float64 columns, in the entity-sorted row order of ``ent``."""
     m = ent.m
     need = set(ep.raw)
-    cols: Columns = {}
+    cols: dict[tuple[str, int], F64 | I64] = {}
     c = cents[ent.order]
-    pos = np.arange(m, dtype=np.int64)
     psum = np.concatenate(([0], np.cumsum(c)))
-    psq = np.concatenate(([0], np.cumsum(c * c)))
-    keys = [ent.key(t) for t in ep.tile_s]
+    psq = np.concatenate(([0], np.cumsum(c * c))) if any(s == "q" for s, _ in need) else psum
+    next_row = np.arange(1, m + 1, dtype=np.int64)  # undelayed windows end with the current row
     spans: dict[int, tuple[I64, I64]] = {}
     for w, spec in enumerate(ep.windows):
-        b, key = keys[spec.level]
-        hi_b = b - spec.delay
-        lo = np.maximum(np.searchsorted(key, key - (spec.delay + spec.tiles - 1), side="left"), ent.start)
-        end = pos + 1  # undelayed windows end with the current row
-        if spec.delay:
-            end = np.maximum(np.searchsorted(key, ent.base + hi_b, side="right"), lo)
+        tile_s = ep.tile_s[spec.level]
+        lo = ent.first_at(tile_s, spec.delay + spec.tiles - 1)
+        end = ent.first_at(tile_s, spec.delay - 1) if spec.delay else next_row
         spans[w] = (lo, end)
         if ("n", w) in need:
             cols["n", w] = end - lo
@@ -130,17 +174,18 @@ def _entity_raw(
             for w in ws:
                 cols[stat, w] = table.query(*spans[w])
     dl_ws = [w for w in range(len(ep.windows)) if ("dl", w) in need]
-    if dl_ws:
-        nxt = _next_same_pair(ent, counterparty)
+    if dl_ws and pair_next is not None:
+        # the next row of the same (card, terminal) pair, as a position in this entity's order
+        nxt = np.append(ent.inv, m)[pair_next[ent.order]]
         for w in dl_ws:
-            key = keys[ep.windows[w].level][1]
+            spec = ep.windows[w]
             # row j is its counterparty's latest sighting until the next one, and inside the window
             # until the first row whose bucket is >= bucket_j + tiles
-            stop = np.minimum(nxt, np.searchsorted(key, key + ep.windows[w].tiles, side="left"))
+            stop = np.minimum(nxt, ent.first_at(ep.tile_s[spec.level], -spec.tiles))
             cols["dl", w] = np.cumsum(1 - np.bincount(stop, minlength=m + 1)[:m])
     nf_ws = [w for w in range(len(ep.windows)) if ("nf", w) in need]
     if nf_ws:
-        cols.update(_label_counts(ep, ent, keys, nf_ws, labels))
+        cols.update(_label_counts(ep, ent, nf_ws, labels))
     if ("dt", -1) in need:
         dt = np.full(m, -1.0)
         dt[1:] = np.where(ent.first[1:], -1.0, ent.teff[1:] - ent.teff[:-1])
@@ -152,52 +197,63 @@ def _entity_raw(
         cols["pgeo", -1] = prev_ok.astype(np.float64)
         cols["plat", -1] = np.where(prev_ok, np.roll(la, 1), 0.0)
         cols["plon", -1] = np.where(prev_ok, np.roll(lo_, 1), 0.0)
-    return cols
+    # converted once here: derive reads some statistics for several features
+    return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
 
 
-def _next_same_pair(ent: _Entity, counterparty: I64) -> I64:
-    """Position (entity-sorted) of the next row with the same (entity, counterparty); m when none."""
-    cp = counterparty[ent.order].astype(np.int64)
-    m = ent.m
-    # (entity, counterparty, position) in one int64 key: a single sort instead of a lexsort
-    pair = (ent.g * (int(cp.max(initial=0)) + 1) + cp) * m + np.arange(m, dtype=np.int64)
-    by_pair = np.argsort(pair, kind="stable") if m < (1 << 20) else np.argsort(pair)
-    nxt = np.full(m, m, dtype=np.int64)
-    pk = pair[by_pair] // m
-    same = pk[1:] == pk[:-1]
-    nxt[by_pair[:-1][same]] = by_pair[1:][same]
+def _next_same_pair(card: I64, terminal: I64, n_terminals: int, card_order: I64) -> I64:
+    """Per row (arrival order), the next row of the same (card, terminal) pair; len(card) when none.
+
+    The pair is the same from both sides, so both entities' distinct counts use this one array.
+    """
+    n = len(card)
+    # card-sorted rows, stably sorted again by terminal: (terminal, card, arrival) order
+    by_pair = card_order[_stable_argsort(terminal[card_order], n_terminals)]
+    a, b = by_pair[:-1], by_pair[1:]
+    same = (card[a] == card[b]) & (terminal[a] == terminal[b])
+    nxt = np.full(n, n, dtype=np.int64)
+    nxt[a[same]] = b[same]
     return nxt
 
 
-def _label_counts(
-    ep: EntityPlan, ent: _Entity, keys: list[tuple[I64, I64]], ws: list[int], labels: pd.DataFrame | None
-) -> Columns:
+def _first_reaching(values: F64, lo: I64, hi: I64, needles: F64) -> I64:
+    """Per needle, the first index in [lo, hi) whose (there non-decreasing) value is >= it; hi if none."""
+    lo, hi = lo.copy(), hi.copy()
+    # a binary search on all needles at once: a few dozen steps over the (few) labels
+    while (active := lo < hi).any():
+        mid = (lo + hi) // 2
+        below = active & (values[np.minimum(mid, len(values) - 1)] < needles)
+        lo = np.where(below, mid + 1, lo)
+        hi = np.where(active & ~below, mid, hi)
+    return lo
+
+
+def _label_counts(ep: EntityPlan, ent: _Entity, ws: list[int], labels: pd.DataFrame | None) -> Columns:
     """Known frauds per delayed window: label bucket in (b-d-W, b-d] and available_at <= t_eff."""
     m = ent.m
     if labels is None or labels.empty or m == 0:
-        return {("nf", w): np.zeros(m, dtype=np.int64) for w in ws}
+        return {("nf", w): np.zeros(m) for w in ws}
     g_lab = pd.Index(ent.uniques).get_indexer(labels["terminal_id"])
     keep = g_lab >= 0
     g_lab = g_lab[keep].astype(np.int64)
     et = labels["event_time"].to_numpy(dtype=np.float64)[keep]
     avail = labels["available_at"].to_numpy(dtype=np.float64)[keep]
-    # First row of the label's terminal whose effective time has reached available_at. With A the
-    # sorted distinct availabilities, t_eff >= A[k] iff (number of A <= t_eff) > k, an integer that
-    # never decreases along a terminal's rows, so one searchsorted over (terminal, that count) keys works.
-    avails = np.unique(avail)
-    reached = ent.base + np.searchsorted(avails, ent.teff, side="right")
-    p = np.searchsorted(reached, g_lab * SHIFT + np.searchsorted(avails, avail, side="left") + 1, side="left")
+    # the first row of the label's terminal whose effective time has reached available_at
+    bounds = np.append(np.flatnonzero(ent.first), m)
+    p = _first_reaching(ent.teff, bounds[g_lab], bounds[g_lab + 1], avail)
     out: Columns = {}
     for w in ws:
         spec = ep.windows[w]
-        key = keys[spec.level][1]
+        level = ent.level(ep.tile_s[spec.level])
         bl = np.floor(et / ep.tile_s[spec.level]).astype(np.int64)
-        q1 = np.searchsorted(key, g_lab * SHIFT + bl + spec.delay, side="left")
-        q2 = np.searchsorted(key, g_lab * SHIFT + bl + spec.delay + spec.tiles - 1, side="right")
+        q1 = level.first_at(g_lab, bl + spec.delay)
+        q2 = level.first_at(g_lab, bl + spec.delay + spec.tiles)
         start = np.maximum(q1, p)
         ok = start < q2
-        diff = np.bincount(start[ok], minlength=m + 1) - np.bincount(q2[ok], minlength=m + 1)
-        out["nf", w] = np.cumsum(diff[:m])
+        diff = np.zeros(m + 1, dtype=np.int64)
+        np.add.at(diff, start[ok], 1)
+        np.add.at(diff, q2[ok], -1)
+        out["nf", w] = np.cumsum(diff[:m]).astype(np.float64)
     return out
 
 
@@ -251,28 +307,36 @@ def compute_offline(
         tx_codes = pd.factorize(transactions["transaction_id"])[0].astype(np.int64)
         kept = np.flatnonzero(~repeated)
     t = time_all[kept]
+    monotone = bool(np.all(t[1:] >= t[:-1]))
     cents = to_cents(amount_all[kept])
     nan = np.full(len(kept), np.nan)
     lat = transactions["latitude"].to_numpy(dtype=np.float64)[kept] if "latitude" in transactions else nan
     lon = transactions["longitude"].to_numpy(dtype=np.float64)[kept] if "longitude" in transactions else nan
-    codes = {
-        name: pd.factorize(_ids(transactions[col]) if len(kept) == n else _ids(transactions[col]).iloc[kept])
-        for name, col in (("card", "card_ref"), ("terminal", "terminal_id"))
-    }
+    codes: dict[str, tuple[I64, pd.Index]] = {}
+    for name, column in (("card", "card_ref"), ("terminal", "terminal_id")):
+        values = _ids(transactions[column])
+        ids, uniques = pd.factorize(values if len(kept) == n else values.iloc[kept])
+        codes[name] = (ids.astype(np.int64), uniques)
+    ents = {ep.entity: _Entity(*codes[ep.entity], t, monotone) for ep in plan.entities}
+    pair_next = None
+    if any(stat == "dl" for ep in plan.entities for stat, _ in ep.raw):
+        card_order = ents["card"].order if "card" in ents else _stable_argsort(*_code_count(codes["card"]))
+        pair_next = _next_same_pair(codes["card"][0], *_code_count(codes["terminal"]), card_order)
     prepared = prepare_labels(labels)
     for ep in plan.entities:
-        (ids, uniques), other = codes[ep.entity], codes["terminal" if ep.entity == "card" else "card"][0]
-        ent = _Entity(ids.astype(np.int64), uniques, t)
-        lab = prepared if ep.needs_labels else None
-        raw = _entity_raw(ep, ent, other.astype(np.int64), cents, lat, lon, lab)
+        ent = ents[ep.entity]
+        raw = _entity_raw(ep, ent, pair_next, cents, lat, lon, prepared if ep.needs_labels else None)
         sorted_cents = cents[ent.order].astype(np.float64)
         cols = derive_entity(ep, raw.__getitem__, sorted_cents, lat[ent.order], lon[ent.order])
-        inv = np.empty(ent.m, dtype=np.int64)
-        inv[ent.order] = np.arange(ent.m)
-        rows = inv[tx_codes].astype(np.intp)
+        rows = ent.inv[tx_codes]
         for k, col in zip(ep.columns, cols, strict=True):
-            np.take(col, rows, out=out_t[k])
+            # mode="clip" skips numpy's bounds-checked buffered path (the rows are valid by construction)
+            np.take(col, rows, out=out_t[k], mode="clip")
     return out
+
+
+def _code_count(codes: tuple[I64, pd.Index]) -> tuple[I64, int]:
+    return codes[0], len(codes[1])
 
 
 def _ids(col: pd.Series) -> pd.Series:
