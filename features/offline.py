@@ -12,6 +12,9 @@ column is put back into arrival order with one gather.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from itertools import pairwise
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -29,6 +32,8 @@ SHIFT = np.int64(1) << np.int64(41)
 # A level uses the dense (entity, bucket) table while it has at most this many cells per row (+ slack).
 GRID_CELLS_PER_ROW = 4
 GRID_SLACK = 1 << 16
+# Entity-sorted rows are processed in runs of whole entities of about this many rows.
+CHUNK_ROWS = 1 << 16
 TX_COLUMNS = ("transaction_id", "card_ref", "terminal_id", "event_time", "amount")
 LABEL_COLUMNS = ("transaction_id", "terminal_id", "event_time", "available_at", "is_fraud")
 
@@ -78,12 +83,11 @@ class _Level:
 
 
 class _Entity:
-    """One entity kind's rows, sorted by (entity, arrival)."""
+    """One entity kind's rows, sorted by (entity, arrival), with their effective times."""
 
     def __init__(self, codes: I64, uniques: pd.Index, times: F64, monotone: bool) -> None:
         self.uniques = uniques
-        self.n_codes = len(uniques)
-        self.order = _stable_argsort(codes, self.n_codes)
+        self.order = _stable_argsort(codes, len(uniques))
         self.g = codes[self.order]
         m = len(self.g)
         self.m = m
@@ -99,6 +103,24 @@ class _Entity:
         self.teff: F64 = t
         if not monotone:
             self.teff = np.asarray(pd.Series(t).groupby(self.g, sort=False).cummax(), dtype=np.float64)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """Runs of whole entities of about CHUNK_ROWS rows: their temporaries stay small and cached."""
+        starts = np.flatnonzero(self.first)
+        at = np.searchsorted(starts, np.arange(CHUNK_ROWS, self.m, CHUNK_ROWS))
+        bounds = [0, *np.unique(starts[at[at < len(starts)]]).tolist(), self.m]
+        return [(a, b) for a, b in pairwise(bounds) if b > a]
+
+
+class _Rows:
+    """A run of whole entities (codes rebased to 0) from ``_Entity``; windows never leave it."""
+
+    def __init__(self, g: I64, teff: F64, first: npt.NDArray[np.bool_]) -> None:
+        self.g = g
+        self.teff = teff
+        self.first = first
+        self.m = len(g)
+        self.n_codes = int(g[-1]) + 1 if len(g) else 0
         self._levels: dict[int, _Level] = {}
         self._ends: dict[tuple[int, int], I64] = {}
 
@@ -143,22 +165,46 @@ class _SparseTable:
 Columns = dict[tuple[str, int], F64]
 
 
+@dataclass(frozen=True, slots=True)
+class _Labels:
+    """Fraud labels of one entity kind as arrays, sorted by entity code."""
+
+    g: I64
+    event_time: F64
+    available_at: F64
+
+    @classmethod
+    def of(cls, labels: pd.DataFrame, uniques: pd.Index) -> _Labels:
+        g = pd.Index(uniques).get_indexer(labels["terminal_id"])
+        keep = np.flatnonzero(g >= 0)
+        keep = keep[np.argsort(g[keep], kind="stable")]
+        return cls(
+            g=g[keep].astype(np.int64),
+            event_time=labels["event_time"].to_numpy(dtype=np.float64)[keep],
+            available_at=labels["available_at"].to_numpy(dtype=np.float64)[keep],
+        )
+
+    def between(self, g0: int, g1: int) -> _Labels:
+        """The labels of entities [g0, g1), codes rebased to g0."""
+        a, b = np.searchsorted(self.g, [g0, g1])
+        return _Labels(self.g[a:b] - g0, self.event_time[a:b], self.available_at[a:b])
+
+
 def _entity_raw(
-    ep: EntityPlan, ent: _Entity, pair_next: I64 | None, cents: I64, lat: F64, lon: F64, labels: pd.DataFrame | None
+    ep: EntityPlan, rows: _Rows, c: I64, pair_next: I64 | None, lat: F64, lon: F64, labels: _Labels | None
 ) -> Columns:
-    """The raw statistics of ``ep.raw`` as float64 columns, in the entity-sorted row order of ``ent``."""
-    m = ent.m
+    """The raw statistics of ``ep.raw`` as float64 columns for ``rows`` (cents ``c``, coordinates)."""
+    m = rows.m
     need = set(ep.raw)
     cols: dict[tuple[str, int], F64 | I64] = {}
-    c = cents[ent.order]
     psum = np.concatenate(([0], np.cumsum(c)))
     psq = np.concatenate(([0], np.cumsum(c * c))) if any(s == "q" for s, _ in need) else psum
     next_row = np.arange(1, m + 1, dtype=np.int64)  # undelayed windows end with the current row
     spans: dict[int, tuple[I64, I64]] = {}
     for w, spec in enumerate(ep.windows):
         tile_s = ep.tile_s[spec.level]
-        lo = ent.first_at(tile_s, spec.delay + spec.tiles - 1)
-        end = ent.first_at(tile_s, spec.delay - 1) if spec.delay else next_row
+        lo = rows.first_at(tile_s, spec.delay + spec.tiles - 1)
+        end = rows.first_at(tile_s, spec.delay - 1) if spec.delay else next_row
         spans[w] = (lo, end)
         if ("n", w) in need:
             cols["n", w] = end - lo
@@ -175,28 +221,25 @@ def _entity_raw(
                 cols[stat, w] = table.query(*spans[w])
     dl_ws = [w for w in range(len(ep.windows)) if ("dl", w) in need]
     if dl_ws and pair_next is not None:
-        # the next row of the same (card, terminal) pair, as a position in this entity's order
-        nxt = np.append(ent.inv, m)[pair_next[ent.order]]
         for w in dl_ws:
             spec = ep.windows[w]
             # row j is its counterparty's latest sighting until the next one, and inside the window
             # until the first row whose bucket is >= bucket_j + tiles
-            stop = np.minimum(nxt, ent.first_at(ep.tile_s[spec.level], -spec.tiles))
+            stop = np.minimum(pair_next, rows.first_at(ep.tile_s[spec.level], -spec.tiles))
             cols["dl", w] = np.cumsum(1 - np.bincount(stop, minlength=m + 1)[:m])
     nf_ws = [w for w in range(len(ep.windows)) if ("nf", w) in need]
     if nf_ws:
-        cols.update(_label_counts(ep, ent, nf_ws, labels))
+        cols.update(_label_counts(ep, rows, nf_ws, labels))
     if ("dt", -1) in need:
         dt = np.full(m, -1.0)
-        dt[1:] = np.where(ent.first[1:], -1.0, ent.teff[1:] - ent.teff[:-1])
+        dt[1:] = np.where(rows.first[1:], -1.0, rows.teff[1:] - rows.teff[:-1])
         cols["dt", -1] = dt
     if ("pgeo", -1) in need:
-        la, lo_ = lat[ent.order], lon[ent.order]
         prev_ok = np.zeros(m, dtype=bool)
-        prev_ok[1:] = ~np.isnan(la[:-1]) & ~np.isnan(lo_[:-1]) & ~ent.first[1:]
+        prev_ok[1:] = ~np.isnan(lat[:-1]) & ~np.isnan(lon[:-1]) & ~rows.first[1:]
         cols["pgeo", -1] = prev_ok.astype(np.float64)
-        cols["plat", -1] = np.where(prev_ok, np.roll(la, 1), 0.0)
-        cols["plon", -1] = np.where(prev_ok, np.roll(lo_, 1), 0.0)
+        cols["plat", -1] = np.where(prev_ok, np.roll(lat, 1), 0.0)
+        cols["plon", -1] = np.where(prev_ok, np.roll(lon, 1), 0.0)
     # converted once here: derive reads some statistics for several features
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
 
@@ -228,26 +271,22 @@ def _first_reaching(values: F64, lo: I64, hi: I64, needles: F64) -> I64:
     return lo
 
 
-def _label_counts(ep: EntityPlan, ent: _Entity, ws: list[int], labels: pd.DataFrame | None) -> Columns:
+def _label_counts(ep: EntityPlan, rows: _Rows, ws: list[int], labels: _Labels | None) -> Columns:
     """Known frauds per delayed window: label bucket in (b-d-W, b-d] and available_at <= t_eff."""
-    m = ent.m
-    if labels is None or labels.empty or m == 0:
+    m = rows.m
+    if labels is None or len(labels.g) == 0 or m == 0:
         return {("nf", w): np.zeros(m) for w in ws}
-    g_lab = pd.Index(ent.uniques).get_indexer(labels["terminal_id"])
-    keep = g_lab >= 0
-    g_lab = g_lab[keep].astype(np.int64)
-    et = labels["event_time"].to_numpy(dtype=np.float64)[keep]
-    avail = labels["available_at"].to_numpy(dtype=np.float64)[keep]
+    g = labels.g
     # the first row of the label's terminal whose effective time has reached available_at
-    bounds = np.append(np.flatnonzero(ent.first), m)
-    p = _first_reaching(ent.teff, bounds[g_lab], bounds[g_lab + 1], avail)
+    bounds = np.append(np.flatnonzero(rows.first), m)
+    p = _first_reaching(rows.teff, bounds[g], bounds[g + 1], labels.available_at)
     out: Columns = {}
     for w in ws:
         spec = ep.windows[w]
-        level = ent.level(ep.tile_s[spec.level])
-        bl = np.floor(et / ep.tile_s[spec.level]).astype(np.int64)
-        q1 = level.first_at(g_lab, bl + spec.delay)
-        q2 = level.first_at(g_lab, bl + spec.delay + spec.tiles)
+        level = rows.level(ep.tile_s[spec.level])
+        bl = np.floor(labels.event_time / ep.tile_s[spec.level]).astype(np.int64)
+        q1 = level.first_at(g, bl + spec.delay)
+        q2 = level.first_at(g, bl + spec.delay + spec.tiles)
         start = np.maximum(q1, p)
         ok = start < q2
         diff = np.zeros(m + 1, dtype=np.int64)
@@ -325,13 +364,24 @@ def compute_offline(
     prepared = prepare_labels(labels)
     for ep in plan.entities:
         ent = ents[ep.entity]
-        raw = _entity_raw(ep, ent, pair_next, cents, lat, lon, prepared if ep.needs_labels else None)
-        sorted_cents = cents[ent.order].astype(np.float64)
-        cols = derive_entity(ep, raw.__getitem__, sorted_cents, lat[ent.order], lon[ent.order])
-        rows = ent.inv[tx_codes]
-        for k, col in zip(ep.columns, cols, strict=True):
-            # mode="clip" skips numpy's bounds-checked buffered path (the rows are valid by construction)
-            np.take(col, rows, out=out_t[k], mode="clip")
+        dest = kept[ent.order]  # the output row of each sorted row
+        c, la, lo = cents[ent.order], lat[ent.order], lon[ent.order]
+        nxt = None if pair_next is None else np.append(ent.inv, ent.m)[pair_next[ent.order]]
+        labs = _Labels.of(prepared, ent.uniques) if ep.needs_labels and prepared is not None else None
+        for a, b in ent.chunks():
+            rows = _Rows(ent.g[a:b] - ent.g[a], ent.teff[a:b], ent.first[a:b])
+            # a pair's next row is in the same entity, so in this chunk, or there is none
+            chunk_next = None if nxt is None else np.minimum(nxt[a:b] - a, b - a)
+            chunk_labels = None if labs is None else labs.between(int(ent.g[a]), int(ent.g[b - 1]) + 1)
+            raw = _entity_raw(ep, rows, c[a:b], chunk_next, la[a:b], lo[a:b], chunk_labels)
+            cols = derive_entity(ep, raw.__getitem__, c[a:b].astype(np.float64), la[a:b], lo[a:b])
+            for k, col in zip(ep.columns, cols, strict=True):
+                out_t[k, dest[a:b]] = col
+    if len(kept) < n:
+        # a repeated transaction gets its first occurrence's entity features
+        entity_cols = np.array([k for ep in plan.entities for k in ep.columns], dtype=np.int64)
+        rep = np.flatnonzero(repeated)
+        out_t[np.ix_(entity_cols, rep)] = out_t[np.ix_(entity_cols, kept[tx_codes[rep]])]
     return out
 
 
