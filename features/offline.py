@@ -18,6 +18,7 @@ from itertools import pairwise
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from features.definitions import FEATURE_LIST, FeatureList
 from features.derive import derive_entity
@@ -334,7 +335,7 @@ def compute_offline(
     time_all = transactions["event_time"].to_numpy(dtype=np.float64)
     out[:, _columns(plan.stateless_columns)] = compute_stateless(plan, amount_all, time_all)
 
-    repeated = transactions["transaction_id"].duplicated().to_numpy()
+    repeated = _repeated(transactions["transaction_id"])
     if not repeated.any():
         kept = np.arange(n, dtype=np.int64)
         tx_codes = kept
@@ -380,6 +381,31 @@ def compute_offline(
         rep = np.flatnonzero(repeated)
         out[np.ix_(rep, entity_cols)] = out[np.ix_(kept[tx_codes[rep]], entity_cols)]
     return out
+
+
+def _repeated(ids: pd.Series) -> npt.NDArray[np.bool_]:
+    """Rows whose transaction id occurred before.
+
+    Hashing a million strings is slow; decimal ids (the usual case) parse as integers in a few ms, and
+    distinct integers prove distinct ids. Anything else, or a repeat, goes through pandas.
+    """
+    values: I64 | None = None
+    if pd.api.types.is_signed_integer_dtype(ids.dtype):
+        values = ids.to_numpy(dtype=np.int64)
+    elif isinstance(ids.array, pd.arrays.ArrowStringArray):
+        try:
+            parsed = pa.array(ids.array).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            parsed = None
+        if parsed is not None and parsed.null_count == 0:
+            values = np.asarray(parsed.to_numpy(), dtype=np.int64)
+    if values is not None:
+        if np.all(values[1:] > values[:-1]):
+            return np.zeros(len(ids), dtype=bool)
+        ordered = np.sort(values)
+        if not (ordered[1:] == ordered[:-1]).any():
+            return np.zeros(len(ids), dtype=bool)
+    return np.asarray(ids.duplicated(), dtype=bool)
 
 
 def _put_rows(out: F64, rows: I64, cols: slice | I64, block: F64) -> None:
