@@ -374,7 +374,8 @@ def compute_offline(
             chunk_labels = None if labs is None else labs.between(int(ent.g[a]), int(ent.g[b - 1]) + 1)
             raw = _entity_raw(ep, rows, c[a:b], chunk_next, la[a:b], lo[a:b], chunk_labels)
             cols = derive_entity(ep, raw.__getitem__, c[a:b].astype(np.float64), la[a:b], lo[a:b])
-            _put_rows(out, dest[a:b], at, np.stack(cols, axis=1))
+            # feature-major then transposed: the scatter reads it in row order, cheaper than np.stack
+            _put_rows(out, dest[a:b], at, np.array(cols).T)
     if len(kept) < n:
         # a repeated transaction gets its first occurrence's entity features
         entity_cols = np.array([k for ep in plan.entities for k in ep.columns], dtype=np.int64)
