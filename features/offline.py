@@ -33,6 +33,8 @@ SHIFT = np.int64(1) << np.int64(41)
 # A level uses the dense (entity, bucket) table while it has at most this many cells per row (+ slack).
 GRID_CELLS_PER_ROW = 4
 GRID_SLACK = 1 << 16
+# Backward steps tried per row before a binary search (searchsorted) for a window start.
+SCAN_STEPS = 4
 # Entity-sorted rows are processed in runs of whole entities of about this many rows.
 CHUNK_ROWS = 1 << 16
 TX_COLUMNS = ("transaction_id", "card_ref", "terminal_id", "event_time", "amount")
@@ -76,11 +78,24 @@ class _Level:
             return self.cum[g * self.span + np.clip(x - self.lo, 0, self.span)]
         return np.searchsorted(self.key, g * SHIFT + x)
 
-    def row_first_at(self, offset: int) -> I64:
-        """``first_at`` for every row, at its own entity and bucket - offset."""
+    def row_first_at(self, offset: int, first: npt.NDArray[np.bool_]) -> I64:
+        """``first_at`` for every row, at its own entity and bucket - offset (``first``: entity starts)."""
         if self.cum is not None:
             return self.cum[self.gspan + np.clip(self.b - (self.lo + offset), 0, self.span)]
-        return np.searchsorted(self.key, self.key - offset)
+        if offset < 0:
+            return np.searchsorted(self.key, self.key - offset)
+        # Windows of fine levels hold a row or two: step back from each row while the previous row of
+        # its entity is still inside, a few cheap passes; the rest by binary search.
+        b, x = self.b, self.b - offset
+        out = np.arange(len(b), dtype=np.int64)
+        rows = np.flatnonzero(~first[1:] & (b[:-1] >= x[1:])) + 1
+        for step in range(1, SCAN_STEPS + 1):
+            out[rows] = rows - step
+            rows = rows[~first[rows - step] & (b[rows - step - 1] >= x[rows])]
+            if not len(rows):
+                return out
+        out[rows] = np.searchsorted(self.key, self.key[rows] - offset)
+        return out
 
 
 class _Entity:
@@ -133,7 +148,7 @@ class _Rows:
     def first_at(self, tile_s: int, offset: int) -> I64:
         """Per row, the entity's first row with bucket >= the row's bucket - offset; windows share these."""
         if (tile_s, offset) not in self._ends:
-            self._ends[tile_s, offset] = self.level(tile_s).row_first_at(offset)
+            self._ends[tile_s, offset] = self.level(tile_s).row_first_at(offset, self.first)
         return self._ends[tile_s, offset]
 
 
