@@ -107,8 +107,6 @@ class _Entity:
         self.g = codes[self.order]
         m = len(self.g)
         self.m = m
-        self.inv = np.empty(m, dtype=np.int64)
-        self.inv[self.order] = np.arange(m)
         self.first = np.empty(m, dtype=bool)
         if m:
             self.first[0] = True
@@ -260,17 +258,14 @@ def _entity_raw(
     return {k: np.asarray(v, dtype=np.float64) for k, v in cols.items()}
 
 
-def _next_same_pair(card: I64, terminal: I64, n_terminals: int, card_order: I64) -> I64:
-    """Per row (arrival order), the next row of the same (card, terminal) pair; len(card) when none.
-
-    The pair is the same from both sides, so both entities' distinct counts use this one array.
-    """
-    n = len(card)
-    # card-sorted rows, stably sorted again by terminal: (terminal, card, arrival) order
-    by_pair = card_order[_stable_argsort(terminal[card_order], n_terminals)]
+def _next_same_pair(g: I64, counterparty: I64, n_counterparties: int) -> I64:
+    """Per entity-sorted row, the position of the next row with the same entity and counterparty; m if none."""
+    m = len(g)
+    # the rows are entity-sorted already: a stable sort by counterparty gives (counterparty, entity, arrival)
+    by_pair = _stable_argsort(counterparty, n_counterparties)
     a, b = by_pair[:-1], by_pair[1:]
-    same = (card[a] == card[b]) & (terminal[a] == terminal[b])
-    nxt = np.full(n, n, dtype=np.int64)
+    same = (counterparty[a] == counterparty[b]) & (g[a] == g[b])
+    nxt = np.full(m, m, dtype=np.int64)
     nxt[a[same]] = b[same]
     return nxt
 
@@ -370,16 +365,15 @@ def compute_offline(
         ids, uniques = pd.factorize(values if len(kept) == n else values.iloc[kept])
         codes[name] = (ids.astype(np.int64), uniques)
     ents = {ep.entity: _Entity(*codes[ep.entity], t, monotone) for ep in plan.entities}
-    pair_next = None
-    if any(stat == "dl" for ep in plan.entities for stat, _ in ep.raw):
-        card_order = ents["card"].order if "card" in ents else _stable_argsort(*_code_count(codes["card"]))
-        pair_next = _next_same_pair(codes["card"][0], *_code_count(codes["terminal"]), card_order)
     prepared = prepare_labels(labels)
     for ep in plan.entities:
         ent = ents[ep.entity]
-        dest = kept[ent.order]  # the output row of each sorted row
+        dest = kept[ent.order] if len(kept) < n else ent.order  # the output row of each sorted row
         c, la, lo = cents[ent.order], lat[ent.order], lon[ent.order]
-        nxt = None if pair_next is None else np.append(ent.inv, ent.m)[pair_next[ent.order]]
+        nxt = None
+        if any(stat == "dl" for stat, _ in ep.raw):
+            other, other_uniques = codes["terminal" if ep.entity == "card" else "card"]
+            nxt = _next_same_pair(ent.g, other[ent.order], len(other_uniques))
         labs = _Labels.of(prepared, ent.uniques) if ep.needs_labels and prepared is not None else None
         at = _columns(ep.columns)
         for a, b in ent.chunks():
@@ -437,10 +431,6 @@ def _columns(cols: tuple[int, ...]) -> slice | I64:
     if cols and list(cols) == list(range(cols[0], cols[0] + len(cols))):
         return slice(cols[0], cols[0] + len(cols))
     return np.array(cols, dtype=np.int64)
-
-
-def _code_count(codes: tuple[I64, pd.Index]) -> tuple[I64, int]:
-    return codes[0], len(codes[1])
 
 
 def _ids(col: pd.Series) -> pd.Series:
