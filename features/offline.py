@@ -205,7 +205,7 @@ class _Labels:
 
 
 def _entity_raw(
-    ep: EntityPlan, rows: _Rows, c: I64, pair_next: I64 | None, lat: F64, lon: F64, labels: _Labels | None
+    ep: EntityPlan, rows: _Rows, c: I64, lat: F64, lon: F64, counterparty: tuple[I64, int], labels: _Labels | None
 ) -> Columns:
     """The raw statistics of ``ep.raw`` as float64 columns for ``rows`` (cents ``c``, coordinates)."""
     m = rows.m
@@ -234,7 +234,8 @@ def _entity_raw(
             for w in ws:
                 cols[stat, w] = table.query(*spans[w])
     dl_ws = [w for w in range(len(ep.windows)) if ("dl", w) in need]
-    if dl_ws and pair_next is not None:
+    if dl_ws:
+        pair_next = _next_same_pair(rows.g, *counterparty)
         for w in dl_ws:
             spec = ep.windows[w]
             # row j is its counterparty's latest sighting until the next one, and inside the window
@@ -370,18 +371,15 @@ def compute_offline(
         ent = ents[ep.entity]
         dest = kept[ent.order] if len(kept) < n else ent.order  # the output row of each sorted row
         c, la, lo = cents[ent.order], lat[ent.order], lon[ent.order]
-        nxt = None
-        if any(stat == "dl" for stat, _ in ep.raw):
-            other, other_uniques = codes["terminal" if ep.entity == "card" else "card"]
-            nxt = _next_same_pair(ent.g, other[ent.order], len(other_uniques))
+        other, other_uniques = codes["terminal" if ep.entity == "card" else "card"]
+        counterparty = other[ent.order]
         labs = _Labels.of(prepared, ent.uniques) if ep.needs_labels and prepared is not None else None
         at = _columns(ep.columns)
         for a, b in ent.chunks():
             rows = _Rows(ent.g[a:b] - ent.g[a], ent.teff[a:b], ent.first[a:b])
-            # a pair's next row is in the same entity, so in this chunk, or there is none
-            chunk_next = None if nxt is None else np.minimum(nxt[a:b] - a, b - a)
             chunk_labels = None if labs is None else labs.between(int(ent.g[a]), int(ent.g[b - 1]) + 1)
-            raw = _entity_raw(ep, rows, c[a:b], chunk_next, la[a:b], lo[a:b], chunk_labels)
+            cp = (counterparty[a:b], len(other_uniques))
+            raw = _entity_raw(ep, rows, c[a:b], la[a:b], lo[a:b], cp, chunk_labels)
             cols = derive_entity(ep, raw.__getitem__, c[a:b].astype(np.float64), la[a:b], lo[a:b])
             # feature-major then transposed: the scatter reads it in row order, cheaper than np.stack
             _put_rows(out, dest[a:b], at, np.array(cols).T)
