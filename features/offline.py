@@ -2,12 +2,17 @@
 
 Rows are processed per entity in arrival order. Because the effective time t_eff = max(event time,
 entity watermark) never decreases along an entity's rows, every tile-aligned window is a contiguous
-run of that entity's earlier rows: its ends are "the entity's first row whose bucket is >= x", looked up
-once per distinct (level, offset) in a dense (entity, bucket) table of row counts or, when that table
-would be large, with ``searchsorted`` on (entity, bucket) keys. Counts and sums come from int64 prefix
-sums of cents (exact, as in Lua), min/max from a sparse table, distinct counterparties and label counts
-from difference arrays. ``features.derive`` then applies the same formulas as online, and each feature
-column is put back into arrival order with one gather.
+run of that entity's earlier rows. Its ends are "the entity's first row whose bucket is >= x", computed
+once per distinct (level, offset): from a dense (entity, bucket) table of row counts when it is small
+(day tiles), else by stepping back a few rows (short windows) and ``searchsorted`` for the rest. Counts
+and sums come from int64 prefix sums of cents (exact, as in Lua), min/max from a sparse table, distinct
+counterparties and label counts from difference arrays. ``features.derive`` then applies the same
+formulas as online.
+
+Windows never leave an entity, so the entity-sorted rows are processed in runs of whole entities
+(~64k rows): temporaries stay in cache and are reused instead of being fresh (zeroed) pages, and each
+run's features are scattered into the row-major output as whole rows, which undoes the sort far more
+cheaply than one gather per feature column.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def _stable_argsort(codes: I64, n_codes: int) -> I64:
 
 
 class _Level:
-    """One tile level of an entity's sorted rows: where each entity's buckets start."""
+    """One tile level of a run of entity-sorted rows: where each entity's buckets start."""
 
     def __init__(self, g: I64, teff: F64, tile_s: int, n_codes: int) -> None:
         b = np.floor(teff / tile_s).astype(np.int64)
