@@ -178,7 +178,9 @@ class _SparseTable:
         # one gather per end, from the row of the right level; empty ranges read anything, then 0
         a = self.flat.take(at + lo, mode="clip")
         b = self.flat.take(at + end - (np.int64(1) << level), mode="clip")
-        return np.where(length > 0, self.op(a, b), 0)
+        out: I64 = self.op(a, b)
+        # windows that end with the current row are never empty: only delayed ones need the mask
+        return out if len(length) == 0 or length.min() > 0 else np.where(length > 0, out, 0)
 
 
 Columns = dict[tuple[str, int], F64]
@@ -226,7 +228,7 @@ def _entity_raw(
         end = rows.first_at(tile_s, spec.delay - 1) if spec.delay else next_row
         spans[w] = (lo, end)
         if ("n", w) in need:
-            cols["n", w] = end - lo
+            cols["n", w] = np.subtract(end, lo, dtype=np.float64)  # derive wants floats: one pass
         if ("s", w) in need:
             cols["s", w] = psum[end] - psum[lo]
         if ("q", w) in need:
