@@ -245,9 +245,12 @@ def _entity_raw(
         pair_next = _next_same_pair(rows.g, *counterparty)
         for w in dl_ws:
             spec = ep.windows[w]
-            # row j is its counterparty's latest sighting until the next one, and inside the window
-            # until the first row whose bucket is >= bucket_j + tiles
-            stop = np.minimum(pair_next, rows.first_at(ep.tile_s[spec.level], -spec.tiles))
+            # row j is its counterparty's latest sighting until the next one, and inside later rows'
+            # windows until the first row whose window starts after j (bucket >= bucket_j + tiles); as
+            # window starts never decrease along the run, that row is the count of starts <= j
+            starts = rows.first_at(ep.tile_s[spec.level], spec.tiles - 1)
+            leave = np.cumsum(np.bincount(starts, minlength=m))
+            stop = np.minimum(pair_next, leave)
             cols["dl", w] = np.cumsum(1 - np.bincount(stop, minlength=m + 1)[:m])
     nf_ws = [w for w in range(len(ep.windows)) if ("nf", w) in need]
     if nf_ws:
