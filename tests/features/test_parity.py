@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from features import FEATURE_LIST
 from features.history import load_fdh
-from features.offline import compute_offline
+from features.offline import _repeated, compute_offline
 from features.parity import TOLERANCE, run_parity
 
 T0 = 1_530_000_000.0
@@ -116,3 +116,20 @@ async def test_fdh_slice_parity(redis_url: str) -> None:
         await client.aclose()
     assert result.rows == 20_000
     assert result.max_rel_diff <= TOLERANCE, result
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        ["3", "1", "2"],
+        ["1", "2", "1"],
+        ["01", "1", "001"],
+        ["x", "1", "x"],
+        ["7", None, "8"],
+        [5, 3, 5],
+        [5, 3, 4],
+    ],
+)
+def test_offline_repeated_ids_match_pandas(ids: list[object]) -> None:
+    col = pd.Series(ids, dtype="str") if isinstance(ids[0], str) else pd.Series(ids)
+    assert list(_repeated(col)) == list(col.duplicated())
