@@ -80,10 +80,13 @@ SEMANTICS = """
   event time (dedup after 24 h, counterparties after the longest window) every 3 days of event time or
   256 transactions of the entity, whichever comes first; tiles leave the blob as soon as they leave
   every window.
-- **Offline** (`compute_offline`): per entity, rows sorted by (entity, arrival); effective times by a grouped
-  running max; each window is a contiguous run found by `searchsorted` on (entity, bucket) keys; counts and
-  sums from int64 prefix sums of cents; min/max from a sparse table; distinct counterparties and label
-  counts from difference arrays. `fraudstream features parity` checks both on a history file.
+- **Offline** (`compute_offline`): per entity, rows sorted by (entity, arrival) and processed in runs of
+  whole entities (~64k rows, so temporaries stay in cache); effective times by a running max; each window
+  is a contiguous run of the entity's rows whose ends are found once per (tile level, offset), from a dense
+  table of row counts for day tiles and by stepping back / `searchsorted` for finer ones; counts and sums
+  from int64 prefix sums of cents; min/max from a sparse table; distinct counterparties and label counts
+  from difference arrays; each run is scattered into the output as whole rows. `fraudstream features
+  parity` checks both engines on a history file.
 - **fdh mapping** (`features.history.load_fdh`): ids as decimal strings, `TX_DATETIME` read as UTC, labels
   available 7 days after the transaction, terminal coordinates latitude = 50 + y·0.01, longitude = 4 + x·0.01.
 """
