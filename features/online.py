@@ -119,7 +119,17 @@ def entity_config(
         "TTL_REFRESH": 3600.0,
     }
     lines = [f"local {k} = {_lua_value(v)}" for k, v in config.items()]
-    lines.append(f"local OUTFMT = '<{'d' * len(ep.raw)}'")
+    nlevel = len(ep.tile_s)
+    lines += [
+        f"local HDR, NRAW, HUGE = {8 + nlevel}, {len(ep.raw)}, 1 / 0",
+        f"local HDRFMT, OUTFMT = '<{'d' * (8 + nlevel)}', '<{'d' * len(ep.raw)}'",
+        # Scratch tables reused by every call (calls never overlap): building them per call cost more
+        # than the arithmetic. AFZ stays all zeros: the label counts when an entity has no labels.
+        "local CN, CS, CQ, CDL, CMN, CMX, OUT, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
+        f"local AFZ = {_lua_value([0] * len(ep.windows))}",
+        # struct.unpack formats of the state blob by byte length (bounded by the rings' sizes)
+        "local UNPACKFMT = {}",
+    ]
     return lines
 
 
