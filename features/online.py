@@ -123,6 +123,8 @@ def entity_config(
     lines += [
         f"local HDR, NRAW, HUGE = {8 + nlevel}, {len(ep.raw)}, 1 / 0",
         f"local HDRFMT, OUTFMT = '<{'d' * (8 + nlevel)}', '<{'d' * len(ep.raw)}'",
+        # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes)
+        f"local HDRB, TB, TILEFMT, TILEPACK = {8 * (8 + nlevel)}, 44, 'iiddddi', '<iiddddi'",
         # Scratch tables reused by every call (calls never overlap): building them per call cost more
         # than the arithmetic. AFZ stays all zeros: the label counts when an entity has no labels.
         "local CN, CS, CQ, CDL, CMN, CMX, OUT, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
