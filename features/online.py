@@ -24,8 +24,6 @@ from features.derive import RawGetter, derive_entity
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.events import LabelEvent, TransactionEvent
 from features.plan import (
-    SPECIAL_STATS,
-    WINDOW_STATS,
     EntityPlan,
     Plan,
     compile_plan,
@@ -90,7 +88,6 @@ def entity_config(
         for off in offs:
             cp_index[(lv, off)] = len(cp_index) + 1
         cp_last.append(len(cp_index))
-    stats = {name: i + 1 for i, name in enumerate(WINDOW_STATS)} | {name: i + 1 for i, name in enumerate(SPECIAL_STATS)}
     # Flat tables only: the script body (with these constants) runs on every call.
     config: dict[str, object] = {
         "NLEVEL": len(ep.tile_s),
@@ -103,10 +100,6 @@ def entity_config(
         "CPOFF": [off for offs in checkpoints for off in offs],
         "CPFIRST": cp_first,
         "CPLAST": cp_last,
-        "WLO": [cp_index[(w.level, -w.delay - w.tiles + 1)] for w in ep.windows],
-        "WHI": [cp_index[(w.level, -w.delay + 1)] for w in ep.windows],
-        "RAWS": [stats[name] for name, _ in ep.raw],
-        "RAWW": [w + 1 for _, w in ep.raw],
         "DLV": {lv + 1: True for lv in ep.distinct_levels},
         "HAS_LABELS": ep.needs_labels,
         "LABEL_LEVEL": (min(label_levels) + 1) if label_levels else 1,
@@ -121,17 +114,52 @@ def entity_config(
     lines = [f"local {k} = {_lua_value(v)}" for k, v in config.items()]
     nlevel = len(ep.tile_s)
     lines += [
-        f"local HDR, NRAW, HUGE = {8 + nlevel}, {len(ep.raw)}, 1 / 0",
-        f"local HDRFMT, OUTFMT = '<{'d' * (8 + nlevel)}', '<{'d' * len(ep.raw)}'",
+        f"local HDR, HUGE = {8 + nlevel}, 1 / 0",
+        f"local HDRFMT = '<{'d' * (8 + nlevel)}'",
         # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes)
         f"local HDRB, TB, TILEFMT, TILEPACK = {8 * (8 + nlevel)}, 44, 'iiddddi', '<iiddddi'",
         # Scratch tables reused by every call (calls never overlap): building them per call cost more
         # than the arithmetic. AFZ stays all zeros: the label counts when an entity has no labels.
-        "local CN, CS, CQ, CDL, CMN, CMX, OUT, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}",
+        "local CN, CS, CQ, CDL, CMN, CMX, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}",
         f"local AFZ = {_lua_value([0] * len(ep.windows))}",
         # struct.unpack formats of the state blob by byte length (bounded by the rings' sizes)
         "local UNPACKFMT = {}",
+        *_raw_output(ep, cp_index),
     ]
+    return lines
+
+
+def _raw_output(ep: EntityPlan, cp_index: dict[tuple[int, int], int]) -> list[str]:
+    """Lua function RAWOUT(te, v, AF): the plan's raw statistics packed as float64s, in plan order.
+
+    Generated as one expression per statistic, because a generic loop over opcodes cost more Redis CPU
+    than the statistics themselves. Window w spans checkpoints lo (its oldest bucket) down to hi (one past
+    its newest): sums are CP(lo) - CP(hi), min/max the running values at lo (see entity.lua); AF holds the
+    known frauds per window; v is the old state (header: 2 = applied, 3 = last time, 4-6 = geo).
+    """
+    window = {"n": "CN", "s": "CS", "q": "CQ", "dl": "CDL"}
+    special = {"dt": "(v[2] >= 1 and te - v[3] or -1)", "pgeo": "v[4]", "plat": "v[5]", "plon": "v[6]"}
+    exprs = []
+    for stat, w in ep.raw:
+        if w < 0:
+            exprs.append(special[stat])
+            continue
+        spec = ep.windows[w]
+        lo, hi = cp_index[(spec.level, -spec.delay - spec.tiles + 1)], cp_index[(spec.level, -spec.delay + 1)]
+        if stat in window:
+            exprs.append(f"{window[stat]}[{lo}] - {window[stat]}[{hi}]")
+        elif stat == "mn":
+            exprs.append(f"CMN[{lo}]")
+        elif stat == "mx":
+            exprs.append(f"CMX[{lo}]")
+        elif stat == "nf":
+            exprs.append(f"AF[{w + 1}]")
+        else:
+            msg = f"no Lua expression for raw statistic {stat!r}"
+            raise AssertionError(msg)
+    lines = [f"local OUTFMT = '<{'d' * len(ep.raw)}'", "local function RAWOUT(te, v, AF)"]
+    lines.append("  return struct.pack(OUTFMT,")
+    lines += [f"    {e}," for e in exprs[:-1]] + [f"    {exprs[-1]})", "end"]
     return lines
 
 

@@ -153,25 +153,8 @@ if HAS_LABELS and (tonumber(r[4]) or 0) > 0 then
   end
 end
 
--- Raw statistics in plan order: window w is checkpoint WLO[w] minus checkpoint WHI[w].
-local out = OUT
-for k = 1, NRAW do
-  local w, code = RAWW[k], RAWS[k]
-  if w > 0 then
-    local lo, hi = WLO[w], WHI[w]
-    if code == 1 then out[k] = CN[lo] - CN[hi]
-    elseif code == 2 then out[k] = CS[lo] - CS[hi]
-    elseif code == 3 then out[k] = CQ[lo] - CQ[hi]
-    elseif code == 4 then out[k] = CMN[lo]
-    elseif code == 5 then out[k] = CMX[lo]
-    elseif code == 6 then out[k] = CDL[lo] - CDL[hi]
-    else out[k] = AF[w] end
-  elseif code == 1 then  -- seconds since the previous transaction, -1 when none
-    if v[2] >= 1 then out[k] = te - v[3] else out[k] = -1 end
-  elseif code == 2 then out[k] = v[4]  -- whether the previous transaction had coordinates
-  elseif code == 3 then out[k] = v[5]
-  else out[k] = v[6] end
-end
+-- Raw statistics in plan order (RAWOUT is generated from the plan, see features/online.py).
+local res = RAWOUT(te, v, AF)
 
 -- Trim what can no longer influence a feature (memory bound): once per TRIM_EVERY of event time or
 -- TRIM_COUNT transactions, whichever comes first, so busy entities trim often and idle ones rarely.
@@ -206,7 +189,6 @@ if refresh then ttlr = now end
 local glat, glon, hasgeo = 0, 0, 0
 if lat and lon then glat, glon, hasgeo = lat, lon, 1 end
 pieces[1] = struct.pack(HDRFMT, te, applied, te, hasgeo, glat, glon, ttlr, nexttrim, unpack(COUNTS, 1, NLEVEL))
-local res = struct.pack(OUTFMT, unpack(out, 1, NRAW))
 redis.call('HSET', st, 's', table.concat(pieces, '', 1, np), dkey, res, ckey, te)
 redis.call('ZADD', ix, te + DEDUP_H, dkey, te + CP_KEEP, ckey)
 if refresh then
