@@ -75,9 +75,13 @@ def entity_config(
     """The plan of one entity as Lua constants (the entity function's upvalues)."""
     label_levels = [ep.windows[op.window].level for op in ep.ops if isinstance(op.feature, DelayedLabelRisk)]
     # Per level, the bucket offsets (from the current bucket b) where window totals are read, newest
-    # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends.
+    # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends. Offset 1 (the
+    # newer end of an undelayed window) is left out: no tile is newer than b, its totals are zero.
     checkpoints = [
-        sorted({o for w in ep.windows if w.level == lv for o in (-w.delay + 1, -w.delay - w.tiles + 1)}, reverse=True)
+        sorted(
+            {o for w in ep.windows if w.level == lv for o in (-w.delay + 1, -w.delay - w.tiles + 1)} - {1},
+            reverse=True,
+        )
         for lv in range(len(ep.tile_s))
     ]
     cp_index: dict[tuple[int, int], int] = {}
@@ -134,7 +138,8 @@ def _raw_output(ep: EntityPlan, cp_index: dict[tuple[int, int], int]) -> list[st
 
     Generated as one expression per statistic, because a generic loop over opcodes cost more Redis CPU
     than the statistics themselves. Window w spans checkpoints lo (its oldest bucket) down to hi (one past
-    its newest): sums are CP(lo) - CP(hi), min/max the running values at lo (see entity.lua); AF holds the
+    its newest; zero, so omitted, for undelayed windows): sums are CP(lo) - CP(hi), min/max the running
+    values at lo (see entity.lua); AF holds the
     known frauds per window; v is the old state (header: 2 = applied, 3 = last time, 4-6 = geo).
     """
     window = {"n": "CN", "s": "CS", "q": "CQ", "dl": "CDL"}
@@ -145,8 +150,11 @@ def _raw_output(ep: EntityPlan, cp_index: dict[tuple[int, int], int]) -> list[st
             exprs.append(special[stat])
             continue
         spec = ep.windows[w]
-        lo, hi = cp_index[(spec.level, -spec.delay - spec.tiles + 1)], cp_index[(spec.level, -spec.delay + 1)]
-        if stat in window:
+        lo = cp_index[(spec.level, -spec.delay - spec.tiles + 1)]
+        if stat in window and spec.delay == 0:  # the newer end is checkpoint offset 1, always zero
+            exprs.append(f"{window[stat]}[{lo}]")
+        elif stat in window:
+            hi = cp_index[(spec.level, -spec.delay + 1)]
             exprs.append(f"{window[stat]}[{lo}] - {window[stat]}[{hi}]")
         elif stat == "mn":
             exprs.append(f"CMN[{lo}]")

@@ -66,8 +66,8 @@ for L = 1, NLEVEL do
   end
   -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
   -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
-  -- [lo, hi] is then CP(lo) - CP(hi + 1), and min/max are the running values at lo (undelayed windows;
-  -- 0 when no tile is in range). The same pass moves the counterparty's previous sighting out of its
+  -- [lo, hi] is then CP(lo) - CP(hi + 1) (just CP(lo) when hi = b: no tile is newer, so offset 1 is no
+  -- checkpoint), and min/max are the running values at lo (undelayed windows; 0 when no tile is in range). The same pass moves the counterparty's previous sighting out of its
   -- tile (distinct counts); a tile older than every window is never read again, so it needs no update.
   local bp = -1
   if prevseen and dlv then bp = floor(prevseen / tl) end
