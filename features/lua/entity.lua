@@ -1,8 +1,11 @@
 -- One transaction against one entity (card or terminal), atomically: dedup check, tile update, read.
--- KEYS[1] entity hash: state blob 's', dedup 'd:<tx>', counterparty last-seen 'c:<cp>', label marks
+-- KEYS[1] entity hash: state blob 's', dedup 'd:<tx>' (the reply), counterparty last-seen 'c:<cp>' (event
+-- time as a float64), label marks 'l:<tx>' and their count 'nl'
 -- KEYS[2] expiry index ZSET (member = a field of KEYS[1], score = event time after which it can go)
 -- KEYS[3] label ZSET (terminal only; score = labelled event time, member = '<available_at>|<tx>')
--- ARGV: tx id, event time, amount in cents, latitude|'', longitude|'', counterparty, wall clock (s)
+-- ARGV: tx id, 40 bytes of little-endian float64 (event time, amount in cents, latitude, longitude, wall
+-- clock in s; NaN coordinates = none), counterparty. Binary: parsing decimal numbers (strtod) and
+-- formatting them (%.17g) cost Redis more CPU than most of the work below.
 -- Returns the raw window statistics of the plan (RAW) as little-endian float64s; features/derive.py
 -- turns them into features, the same code as offline. Binary, because Lua numbers in integer replies are
 -- truncated and text would cost more than packing.
@@ -16,12 +19,11 @@
 -- across calls (see entity_config), and unchanged tiles are copied as bytes, not packed again.
 --@CONFIG@
 local st, ix, lab = KEYS[1], KEYS[2], KEYS[3]
-local dkey, ckey = 'd:' .. ARGV[1], 'c:' .. ARGV[6]
+local dkey, ckey = 'd:' .. ARGV[1], 'c:' .. ARGV[3]
 local r = redis.call('HMGET', st, 's', dkey, ckey, 'nl')
 if r[2] then return r[2] end
 
-local t, c = tonumber(ARGV[2]), tonumber(ARGV[3])
-local lat, lon, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local t, c, lat, lon, now = struct.unpack('<ddddd', ARGV[2])
 local floor = math.floor
 local v
 local blob = r[1]
@@ -39,7 +41,8 @@ else
 end
 local te = v[1]
 if t > te then te = t end
-local prevseen = tonumber(r[3])
+local prevseen
+if r[3] then prevseen = struct.unpack('<d', r[3]) end
 local cc = c * c
 
 local pieces, np = PIECES, 1
@@ -187,9 +190,9 @@ local refresh = not blob or now - v[7] > TTL_REFRESH
 local ttlr = v[7]
 if refresh then ttlr = now end
 local glat, glon, hasgeo = 0, 0, 0
-if lat and lon then glat, glon, hasgeo = lat, lon, 1 end
+if lat == lat and lon == lon then glat, glon, hasgeo = lat, lon, 1 end  -- NaN: no coordinates
 pieces[1] = struct.pack(HDRFMT, te, applied, te, hasgeo, glat, glon, ttlr, nexttrim, unpack(COUNTS, 1, NLEVEL))
-redis.call('HSET', st, 's', table.concat(pieces, '', 1, np), dkey, res, ckey, te)
+redis.call('HSET', st, 's', table.concat(pieces, '', 1, np), dkey, res, ckey, struct.pack('<d', te))
 redis.call('ZADD', ix, te + DEDUP_H, dkey, te + CP_KEEP, ckey)
 if refresh then
   redis.call('PEXPIRE', st, TTL_MS)
