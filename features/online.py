@@ -122,6 +122,8 @@ def entity_config(
         f"local HDRFMT = '<{'d' * (8 + nlevel)}'",
         # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes)
         f"local HDRB, TB, TILEFMT, TILEPACK = {8 * (8 + nlevel)}, 44, 'iiddddi', '<iiddddi'",
+        # the byte after which the tile starting at element e of the unpacked blob begins (7 per tile)
+        "local function AT(e) return HDRB + (e - HDR - 1) / 7 * TB end",
         # Scratch tables reused by every call (calls never overlap): building them per call cost more
         # than the arithmetic. AFZ stays all zeros: the label counts when an entity has no labels.
         "local CN, CS, CQ, CDL, CMN, CMX, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}",

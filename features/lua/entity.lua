@@ -13,8 +13,8 @@
 -- last effective time, has_geo, lat, lon, ttl refreshed at, next trim), one tile count per level, then
 -- tiles of TB = 44 bytes: bucket, count (int32), sum, sum of squares, min, max (float64: exact integer
 -- cents whatever the amount), counterparties last seen in the tile (int32); sorted by level then bucket
--- (the per-level counts say where a level starts). Bytes matter: every byte of the blob is copied several
--- times per call (reply to Lua, Lua back to the hash), ~1.3 µs per KB of Redis CPU on this machine.
+-- (the per-level counts say where a level starts). Bytes matter: on this machine an HGET from Lua costs
+-- ~1.3 µs of Redis CPU more per KB of value, and the blob is read and written on every call.
 -- Redis CPU per call is what this code is optimised for: scratch tables and formats are upvalues reused
 -- across calls (see entity_config), and unchanged tiles are copied as bytes, not packed again.
 --@CONFIG@
@@ -70,8 +70,9 @@ for L = 1, NLEVEL do
   -- Window statistics of this level in one pass from the newest tile down. Checkpoint x (bucket offset
   -- CPOFF from b, in descending order) records the totals over tiles with bucket >= b + x; a window
   -- [lo, hi] is then CP(lo) - CP(hi + 1) (just CP(lo) when hi = b: no tile is newer, so offset 1 is no
-  -- checkpoint), and min/max are the running values at lo (undelayed windows; 0 when no tile is in range). The same pass moves the counterparty's previous sighting out of its
-  -- tile (distinct counts); a tile older than every window is never read again, so it needs no update.
+  -- checkpoint), and min/max are the running values at lo (undelayed windows; 0 when no tile is in
+  -- range). The same pass moves the counterparty's previous sighting out of its tile (distinct counts);
+  -- a tile older than every window is never read again, so it needs no update.
   local bp = -1
   if prevseen and dlv then bp = floor(prevseen / tl) end
   local bpos
@@ -103,22 +104,21 @@ for L = 1, NLEVEL do
     if n > 0 then CMN[ci], CMX[ci] = mn, mx else CMN[ci], CMX[ci] = 0, 0 end
   end
   -- New blob for this level: unchanged tiles are copied from the old blob as bytes (the tile starting
-  -- at element e of v starts after byte HDRB + (e - HDR - 1) / 7 * TB), only the (at most two) modified
-  -- tiles are packed again.
+  -- at element e of v starts after byte AT(e)), only the (at most two) modified tiles are packed again.
   local from = ks
   if bpos and bpos ~= p then
-    if bpos > from then np = np + 1; pieces[np] = string.sub(blob, HDRB + (from - HDR - 1) / 7 * TB + 1, HDRB + (bpos - HDR - 1) / 7 * TB) end
+    if bpos > from then np = np + 1; pieces[np] = string.sub(blob, AT(from) + 1, AT(bpos)) end
     np = np + 1; pieces[np] = struct.pack(TILEPACK, v[bpos], v[bpos + 1], v[bpos + 2], v[bpos + 3],
       v[bpos + 4], v[bpos + 5], v[bpos + 6])
     from = bpos + 7
   end
   if p then
-    if p > from then np = np + 1; pieces[np] = string.sub(blob, HDRB + (from - HDR - 1) / 7 * TB + 1, HDRB + (p - HDR - 1) / 7 * TB) end
+    if p > from then np = np + 1; pieces[np] = string.sub(blob, AT(from) + 1, AT(p)) end
     np = np + 1; pieces[np] = struct.pack(TILEPACK, b, v[p + 1], v[p + 2], v[p + 3], v[p + 4], v[p + 5],
       v[p + 6])
     COUNTS[L] = (ke - ks + 1) / 7
   else
-    if ke >= from then np = np + 1; pieces[np] = string.sub(blob, HDRB + (from - HDR - 1) / 7 * TB + 1, HDRB + (ke - HDR) / 7 * TB) end
+    if ke >= from then np = np + 1; pieces[np] = string.sub(blob, AT(from) + 1, AT(ke + 1)) end
     local d = 0
     if dlv then d = 1 end
     np = np + 1; pieces[np] = struct.pack(TILEPACK, b, 1, c, cc, c, c, d)
