@@ -120,7 +120,8 @@ def entity_config(
     lines += [
         f"local HDR, HUGE = {8 + nlevel}, 1 / 0",
         f"local HDRFMT = '<{'d' * (8 + nlevel)}'",
-        # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes)
+        # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes). An
+        # int32 bucket holds event time / tile size up to 2**31: year 2038 even for 1-second tiles.
         f"local HDRB, TB, TILEFMT, TILEPACK = {8 * (8 + nlevel)}, 44, 'iiddddi', '<iiddddi'",
         # the byte after which the tile starting at element e of the unpacked blob begins (7 per tile)
         "local function AT(e) return HDRB + (e - HDR - 1) / 7 * TB end",
