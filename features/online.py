@@ -24,8 +24,6 @@ from features.derive import RawGetter, derive_entity
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.events import LabelEvent, TransactionEvent
 from features.plan import (
-    SPECIAL_STATS,
-    WINDOW_STATS,
     EntityPlan,
     Plan,
     compile_plan,
@@ -77,9 +75,13 @@ def entity_config(
     """The plan of one entity as Lua constants (the entity function's upvalues)."""
     label_levels = [ep.windows[op.window].level for op in ep.ops if isinstance(op.feature, DelayedLabelRisk)]
     # Per level, the bucket offsets (from the current bucket b) where window totals are read, newest
-    # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends.
+    # first: a window [b - delay - tiles + 1, b - delay] reads checkpoints at its two ends. Offset 1 (the
+    # newer end of an undelayed window) is left out: no tile is newer than b, its totals are zero.
     checkpoints = [
-        sorted({o for w in ep.windows if w.level == lv for o in (-w.delay + 1, -w.delay - w.tiles + 1)}, reverse=True)
+        sorted(
+            {o for w in ep.windows if w.level == lv for o in (-w.delay + 1, -w.delay - w.tiles + 1)} - {1},
+            reverse=True,
+        )
         for lv in range(len(ep.tile_s))
     ]
     cp_index: dict[tuple[int, int], int] = {}
@@ -90,7 +92,6 @@ def entity_config(
         for off in offs:
             cp_index[(lv, off)] = len(cp_index) + 1
         cp_last.append(len(cp_index))
-    stats = {name: i + 1 for i, name in enumerate(WINDOW_STATS)} | {name: i + 1 for i, name in enumerate(SPECIAL_STATS)}
     # Flat tables only: the script body (with these constants) runs on every call.
     config: dict[str, object] = {
         "NLEVEL": len(ep.tile_s),
@@ -103,10 +104,6 @@ def entity_config(
         "CPOFF": [off for offs in checkpoints for off in offs],
         "CPFIRST": cp_first,
         "CPLAST": cp_last,
-        "WLO": [cp_index[(w.level, -w.delay - w.tiles + 1)] for w in ep.windows],
-        "WHI": [cp_index[(w.level, -w.delay + 1)] for w in ep.windows],
-        "RAWS": [stats[name] for name, _ in ep.raw],
-        "RAWW": [w + 1 for _, w in ep.raw],
         "DLV": {lv + 1: True for lv in ep.distinct_levels},
         "HAS_LABELS": ep.needs_labels,
         "LABEL_LEVEL": (min(label_levels) + 1) if label_levels else 1,
@@ -119,7 +116,61 @@ def entity_config(
         "TTL_REFRESH": 3600.0,
     }
     lines = [f"local {k} = {_lua_value(v)}" for k, v in config.items()]
-    lines.append(f"local OUTFMT = '<{'d' * len(ep.raw)}'")
+    nlevel = len(ep.tile_s)
+    lines += [
+        f"local HDR, HUGE = {8 + nlevel}, 1 / 0",
+        f"local HDRFMT = '<{'d' * (8 + nlevel)}'",
+        # A tile: bucket and count int32, sums and min/max float64, distinct int32 ('i' is 4 bytes). An
+        # int32 bucket holds event time / tile size up to 2**31: year 2038 even for 1-second tiles.
+        f"local HDRB, TB, TILEFMT, TILEPACK = {8 * (8 + nlevel)}, 44, 'iiddddi', '<iiddddi'",
+        # the byte after which the tile starting at element e of the unpacked blob begins (7 per tile)
+        "local function AT(e) return HDRB + (e - HDR - 1) / 7 * TB end",
+        # Scratch tables reused by every call (calls never overlap): building them per call cost more
+        # than the arithmetic. AFZ stays all zeros: the label counts when an entity has no labels.
+        "local CN, CS, CQ, CDL, CMN, CMX, PIECES, COUNTS, AFN = {}, {}, {}, {}, {}, {}, {}, {}, {}",
+        f"local AFZ = {_lua_value([0] * len(ep.windows))}",
+        # struct.unpack formats of the state blob by byte length (bounded by the rings' sizes)
+        "local UNPACKFMT = {}",
+        *_raw_output(ep, cp_index),
+    ]
+    return lines
+
+
+def _raw_output(ep: EntityPlan, cp_index: dict[tuple[int, int], int]) -> list[str]:
+    """Lua function RAWOUT(te, v, AF): the plan's raw statistics packed as float64s, in plan order.
+
+    Generated as one expression per statistic, because a generic loop over opcodes cost more Redis CPU
+    than the statistics themselves. Window w spans checkpoints lo (its oldest bucket) down to hi (one past
+    its newest; zero, so omitted, for undelayed windows): sums are CP(lo) - CP(hi), min/max the running
+    values at lo (see entity.lua); AF holds the
+    known frauds per window; v is the old state (header: 2 = applied, 3 = last time, 4-6 = geo).
+    """
+    window = {"n": "CN", "s": "CS", "q": "CQ", "dl": "CDL"}
+    special = {"dt": "(v[2] >= 1 and te - v[3] or -1)", "pgeo": "v[4]", "plat": "v[5]", "plon": "v[6]"}
+    exprs = []
+    for stat, w in ep.raw:
+        if w < 0:
+            exprs.append(special[stat])
+            continue
+        spec = ep.windows[w]
+        lo = cp_index[(spec.level, -spec.delay - spec.tiles + 1)]
+        if stat in window and spec.delay == 0:  # the newer end is checkpoint offset 1, always zero
+            exprs.append(f"{window[stat]}[{lo}]")
+        elif stat in window:
+            hi = cp_index[(spec.level, -spec.delay + 1)]
+            exprs.append(f"{window[stat]}[{lo}] - {window[stat]}[{hi}]")
+        elif stat == "mn":
+            exprs.append(f"CMN[{lo}]")
+        elif stat == "mx":
+            exprs.append(f"CMX[{lo}]")
+        elif stat == "nf":
+            exprs.append(f"AF[{w + 1}]")
+        else:
+            msg = f"no Lua expression for raw statistic {stat!r}"
+            raise AssertionError(msg)
+    lines = [f"local OUTFMT = '<{'d' * len(ep.raw)}'", "local function RAWOUT(te, v, AF)"]
+    lines.append("  return struct.pack(OUTFMT,")
+    lines += [f"    {e}," for e in exprs[:-1]] + [f"    {exprs[-1]})", "end"]
     return lines
 
 
@@ -162,10 +213,6 @@ def function_library(
 def _columns(ep: EntityPlan, table: npt.NDArray[np.float64]) -> RawGetter:
     index = {name: i for i, name in enumerate(ep.raw)}
     return lambda key: table[:, index[key]]
-
-
-def _num(x: float | None) -> bytes:
-    return b"" if x is None else repr(float(x)).encode()
 
 
 class RedisFeatureStore:
@@ -237,40 +284,30 @@ class RedisFeatureStore:
         msg = "unreachable"
         raise AssertionError(msg)
 
-    def _transaction_payload(self, events: Sequence[TransactionEvent], cents: list[int]) -> bytes:
+    def _transaction_payload(self, events: Sequence[TransactionEvent], numbers: npt.NDArray[np.float64]) -> bytes:
         """RESP frames of every (transaction, entity) FCALL, built with one %-format per command.
 
-        This loop is the client's hot path (two commands per transaction), hence no per-argument calls.
+        ARGV: transaction id, the numbers of one row of ``numbers`` (event time, amount in cents,
+        latitude, longitude, wall clock; NaN coordinates = missing) as 40 bytes of little-endian float64,
+        counterparty. Binary because parsing five decimal numbers cost Redis more than the rest of the
+        argument handling. This loop is the client's hot path (two commands per transaction), hence no
+        per-argument calls.
         """
-        now = repr(time.time()).encode()
         formats = []
         for ep, fn in zip(self.plan.entities, self._functions, strict=True):
             nkeys = 3 if ep.needs_labels else 2
-            head = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n$1\r\n%d\r\n" % (3 + nkeys + 7, len(fn), fn, nkeys)
+            head = b"*%d\r\n$5\r\nFCALL\r\n$%d\r\n%s\r\n$1\r\n%d\r\n" % (3 + nkeys + 3, len(fn), fn, nkeys)
             keys = b"$%d\r\n%s%s}:s\r\n$%d\r\n%s%s}:x\r\n"
             if ep.needs_labels:
                 keys += b"$%d\r\n%s%s}:l\r\n"
-            tail = b"%s$%d\r\n%s\r\n" + b"$%d\r\n%s\r\n" % (len(now), now)
+            tail = b"%s$%d\r\n%s\r\n"
             tag = f"{self.key_prefix}:{{{ENTITY_TAG[ep.entity]}:".encode()
             formats.append((ep.entity == "card", ep.needs_labels, head + keys + tail, tag))
+        packed = np.ascontiguousarray(numbers, dtype="<f8").tobytes()
         parts: list[bytes] = []
-        for e, c in zip(events, cents, strict=True):
+        for i, e in enumerate(events):
             tx = e.transaction_id.encode()
-            t = repr(float(e.event_time)).encode()
-            cb = b"%d" % c
-            lat, lon = _num(e.latitude), _num(e.longitude)
-            args = b"$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-                len(tx),
-                tx,
-                len(t),
-                t,
-                len(cb),
-                cb,
-                len(lat),
-                lat,
-                len(lon),
-                lon,
-            )
+            args = b"$%d\r\n%s\r\n$40\r\n%s\r\n" % (len(tx), tx, packed[40 * i : 40 * i + 40])
             card, term = e.card_ref.encode(), e.terminal_id.encode()
             for is_card, labels, fmt, tag in formats:
                 own, cp = (card, term) if is_card else (term, card)
@@ -288,13 +325,14 @@ class RedisFeatureStore:
             return out
         amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=n)
         cents_i = to_cents(amount)
-        ne = len(self.plan.entities)
-        replies = await self._run(self._transaction_payload(events, cents_i.tolist()), n * ne)
         times = np.fromiter((e.event_time for e in events), dtype=np.float64, count=n)
         nan = float("nan")
         lat = np.fromiter((nan if e.latitude is None else e.latitude for e in events), np.float64, n)
         lon = np.fromiter((nan if e.longitude is None else e.longitude for e in events), np.float64, n)
-        cents = cents_i.astype(np.float64)
+        cents = cents_i.astype(np.float64)  # exact: |cents| < 2**53
+        numbers = np.column_stack([times, cents, lat, lon, np.full(n, time.time())])
+        ne = len(self.plan.entities)
+        replies = await self._run(self._transaction_payload(events, numbers), n * ne)
         for j, ep in enumerate(self.plan.entities):
             blob = b"".join(r for r in replies[j::ne] if isinstance(r, bytes))
             raw = np.frombuffer(blob, dtype="<f8")

@@ -12,10 +12,11 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features import FEATURE_LIST
+from features import FEATURE_LIST, RedisFeatureStore
 from features.history import load_fdh
 from features.offline import _repeated, compute_offline
-from features.parity import TOLERANCE, run_parity
+from features.online import entity_keys
+from features.parity import TOLERANCE, run_parity, transaction_events
 
 T0 = 1_530_000_000.0
 DAY = 86_400.0
@@ -133,3 +134,49 @@ async def test_fdh_slice_parity(redis_url: str) -> None:
 def test_offline_repeated_ids_match_pandas(ids: list[object]) -> None:
     col = pd.Series(ids, dtype="str") if isinstance(ids[0], str) else pd.Series(ids)
     assert list(_repeated(col)) == list(col.duplicated())
+
+
+async def test_counterparty_fields_are_trimmed_by_last_sighting(redis_url: str) -> None:
+    """Distinct counts stay exact and only live counterparty fields remain, far past the retention.
+
+    One card at two terminals for 120 days (each seen every 4 days) and one terminal seen once; another
+    card sees a terminal again just after that terminal's field came due, in a call that trims.
+    """
+    rows = [
+        {
+            "transaction_id": f"r{i}",
+            "card_ref": "a",
+            "terminal_id": "once" if i == 1 else ("t1" if i % 2 else "t2"),
+            "event_time": T0 + i * 2 * DAY,
+            "amount": 10.0 + i,
+        }
+        for i in range(60)
+    ]
+    # card b meets terminal "late" again just after its entry came due, in a call that trims
+    for i, (day, terminal) in enumerate([(0, "late"), (31, "late"), (100, "x")]):
+        rows.append(
+            {
+                "transaction_id": f"b{i}",
+                "card_ref": "b",
+                "terminal_id": terminal,
+                "event_time": T0 + day * DAY,
+                "amount": 5.0,
+            }
+        )
+    tx = pd.DataFrame(rows)
+    client = aioredis.Redis.from_url(redis_url)
+    prefix = f"fscp:{uuid.uuid4().hex[:8]}"
+    try:
+        result = await run_parity(client, tx, None, batch_size=5, key_prefix=prefix)
+        assert result.max_abs_diff == 0.0, result
+        store = RedisFeatureStore(client, key_prefix=prefix)
+        await store.apply_and_read(transaction_events(tx))
+        s, x, _ = entity_keys(store.key_prefix, "card", "a")
+        seen = sorted(f for f in await client.hkeys(s) if f.startswith(b"c:"))
+        assert seen == [b"c:t1", b"c:t2"]
+        assert sorted(m for m in await client.zrange(x, 0, -1) if m.startswith(b"c:")) == seen
+        s, _, _ = entity_keys(store.key_prefix, "card", "b")
+        assert sorted(f for f in await client.hkeys(s) if f.startswith(b"c:")) == [b"c:x"]
+        await store.purge()
+    finally:
+        await client.aclose()
