@@ -72,7 +72,9 @@ SEMANTICS = """
   raise `FeatureStoreUnavailable` (retryable).
 - **Redis layout** (hash tag per entity, so each call touches one Cluster slot):
   `fs:{c:<card_ref>}:s` is a hash: `s` the state blob (8 header doubles, a tile count per level, then
-  8 doubles per tile), `d:<tx>` dedup records, `c:<terminal>` the last-seen time of each counterparty.
+  44-byte tiles: int32 bucket, count and distinct count, float64 sum, sum of squares, min and max),
+  `d:<tx>` dedup records (the reply), `c:<terminal>` the last-seen event time of each counterparty
+  (float64). A transaction's numbers reach Redis as 40 bytes of float64, so Redis parses no decimals.
   `fs:{c:<card_ref>}:x` is a ZSET expiry index of those fields. Terminals have the same under
   `fs:{t:<terminal>}`, plus `fs:{t:<terminal>}:l`, a ZSET of fraud labels (score = labelled event
   time, member = `<available_at>|<tx>`), with marks `l:<tx>` and a count `nl` in the terminal hash.
