@@ -60,14 +60,26 @@ def _die(what: str) -> NoReturn:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def _finish_after(
-    previous: asyncio.Task[None] | None, pipeline: TransactionPipeline, prepared: PreparedBatch, stream: Any,
-    runtime: WorkerRuntime, events: list[Any],
-) -> None:
+async def _prepare_after(
+    previous: asyncio.Task[PreparedBatch] | None, pipeline: TransactionPipeline, events: list[Any]
+) -> PreparedBatch:
     if previous is not None:
-        await previous
+        await previous  # feature state is applied in batch order
     try:
-        outcome = await pipeline.finish(prepared)
+        return await pipeline.prepare(inbound(events))
+    except Exception:
+        _die("unexpected error preparing a batch")
+
+
+async def _finish_after(
+    previous: asyncio.Task[None] | None, prepared: asyncio.Task[PreparedBatch], pipeline: TransactionPipeline,
+    stream: Any, runtime: WorkerRuntime, events: list[Any],
+) -> None:
+    batch = await prepared
+    if previous is not None:
+        await previous  # records are published in batch order
+    try:
+        outcome = await pipeline.finish(batch)
     except Exception:
         _die("unexpected error scoring or publishing a batch")
     for event in events:
@@ -109,22 +121,21 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     @app.agent(transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
         pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
-        # Batches in flight: batch k is scored and published while batch k+1 is fetched and applied to Redis.
-        # Features are applied in batch order (prepare is awaited here), each batch's finish starts after the
-        # previous one's ended (records published in order), and a batch is acked only after its own records
-        # were acknowledged by the broker. The chain runs in tasks, so the last batch completes even when no
-        # further batch arrives.
+        # Batches in flight. faust's take stops filling its buffer while the agent holds a batch, so the agent
+        # only hands each batch to tasks and asks for the next at once: batch k+1 is collected while batch k is
+        # applied to Redis and batch k-1 is scored and published. Features are applied in batch order (each
+        # prepare awaits the previous one), records are published in batch order (each finish awaits the
+        # previous one), and a batch is acked only after its own records were acknowledged by the broker.
+        # Awaiting the oldest task when too many are in flight is the backpressure.
         chain: deque[asyncio.Task[None]] = deque()
+        prepared: asyncio.Task[PreparedBatch] | None = None
         try:
             async for events in stream.noack_take(settings.batch_max_size, within=within):
-                try:
-                    prepared = await pipeline.prepare(inbound(events))
-                except Exception:
-                    _die("unexpected error preparing a batch")
+                prepared = asyncio.ensure_future(_prepare_after(prepared, pipeline, events))
                 previous = chain[-1] if chain else None
-                chain.append(asyncio.ensure_future(_finish_after(previous, pipeline, prepared, stream, runtime,
-                                                                 list(events))))
-                while chain and (chain[0].done() or len(chain) >= settings.max_batches_in_flight):
+                chain.append(asyncio.ensure_future(_finish_after(previous, prepared, pipeline, stream, runtime,
+                                                                 events)))
+                while chain and (chain[0].done() or len(chain) > settings.max_batches_in_flight):
                     await chain.popleft()
         finally:
             while chain:
