@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 import pytest
+from faust.transport.consumer import Consumer
 from mode.services import Service
 
 from streams.consumer import EagerDrainConsumer, EagerDrainTransport
@@ -106,3 +107,16 @@ async def test_while_suspended_faust_decides(consumer: EagerDrainConsumer, monke
 
     await consumer.wait_first(on_message(), consumer.suspend_flow.wait())
     assert slow == [2]
+
+
+def test_the_wait_for_new_records_is_capped(consumer: EagerDrainConsumer, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[float] = []
+
+    def recording(self: Any, timeout: float) -> Any:
+        asked.append(timeout)
+        return iter(())
+
+    monkeypatch.setattr(Consumer, "getmany", recording)
+    consumer.getmany(timeout=1.0)  # what faust's fetch loop asks for
+    consumer.getmany(timeout=0.001)
+    assert asked == [EagerDrainConsumer.FETCH_WAIT_CAP_S, 0.001]
