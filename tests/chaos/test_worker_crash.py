@@ -64,7 +64,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
         first = launch(env, tmp_path / "worker-1.log")
         try:
             await wait_ready(first)
-            await collector.wait(lambda o: len(o.scored) >= 1500, 120, "1500 scored before the kill")
+            await collector.wait(lambda o: len(o.scored) >= 800, 120, "800 scored before the kill")
             os.kill(first.pid, signal.SIGKILL)
         finally:
             first.stop()
