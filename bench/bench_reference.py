@@ -195,10 +195,8 @@ def main() -> int:
 
     settings = load_settings()
     stack = LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions)
-    started = not all(s["healthy"] for s in stack.status().values())
+    started = stack.ensure_up("[bench reference] starting the local stack")
     if started:
-        log("starting the local stack")
-        stack.up()
         settings = load_settings()
     load_before = os.getloadavg()
     try:

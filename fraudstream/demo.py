@@ -155,11 +155,7 @@ def run_demo(transactions: int, *, keep_stack: bool = False, invalid_share: floa
     settings = load_settings()
     stack = LocalStack(settings.home, topics=settings.topics,
                        transactions_partitions=settings.transactions_partitions)
-    status = stack.status()
-    started_stack = not all(s["healthy"] for s in status.values())
-    if started_stack:
-        print("starting the local stack (Kafka KRaft + Redis)…", file=sys.stderr)
-        stack.up()
+    started_stack = stack.ensure_up("starting the local stack (Kafka KRaft + Redis)…")
     settings = load_settings()
     worker_pid: int | None = None
     try:

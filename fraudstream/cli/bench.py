@@ -65,10 +65,8 @@ def _e2e(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     stack = LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions)
-    started = not all(s["healthy"] for s in stack.status().values())
+    started = stack.ensure_up("[bench e2e] starting the local stack")
     if started:
-        print("[bench e2e] starting the local stack", file=sys.stderr)
-        stack.up()
         settings = load_settings()
     options = BenchOptions(
         saturation_count=args.transactions, naive_count=args.naive_transactions, fixed_rate=args.rate,

@@ -69,6 +69,15 @@ class LocalStack:
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------
+    def ensure_up(self, announce: str) -> bool:
+        """Start the stack unless both services are already healthy (printing ``announce`` first); True when
+        this call started it, so the caller knows to stop it again."""
+        if all(s["healthy"] for s in self.status().values()):
+            return False
+        print(announce, file=sys.stderr)
+        self.up()
+        return True
+
     def up(self, *, timeout_s: float = 90.0) -> StackState:
         """Start what is not running, health-check both, create the topics, write stack.env."""
         state = self.load()
