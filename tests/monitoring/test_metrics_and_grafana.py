@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -14,22 +13,13 @@ from prometheus_client import CollectorRegistry
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.service import MonitorMetrics
 from schemas.scored import Latencies
+from tests.monitoring.fixtures import Outcome
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "fraudstream.json"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
             "gauge": ("",)}
 
 
-@dataclass
-class Outcome:
-    """The shape of streams.pipeline.BatchOutcome (a plain value, not a mock of a service)."""
-
-    consumed: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    decisions: dict[str, int] = field(default_factory=dict)
-    latencies: Latencies = field(default_factory=Latencies)
 
 
 def series_names(registry: CollectorRegistry) -> set[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +14,7 @@ from fraudstream.settings import Settings
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureSketchReader, bucket_key
 from monitoring.worker import WorkerMonitoring
-from schemas.scored import Latencies
-from tests.monitoring.fixtures import write_reference
-
-
-@dataclass
-class Outcome:
-    consumed: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    decisions: dict[str, int] = field(default_factory=dict)
-    latencies: Latencies = field(default_factory=Latencies)
+from tests.monitoring.fixtures import Outcome, write_reference
 
 
 def test_key_layout_is_pinned() -> None:
