@@ -7,18 +7,18 @@ error stops the worker process without acking, so the batch is redelivered to th
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
-from collections import deque
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 import faust
 
 from fraudstream.settings import Settings
 from streams.consumer import EagerDrainTransport
+from streams.flow import BatchFlow
 from streams.messages import InboundMessage
 from streams.pipeline import PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
@@ -60,30 +60,21 @@ def _die(what: str) -> NoReturn:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def _prepare_after(
-    previous: asyncio.Task[PreparedBatch] | None, pipeline: TransactionPipeline, events: list[Any]
-) -> PreparedBatch:
-    if previous is not None:
-        await previous  # feature state is applied in batch order
+async def _prepare(pipeline: TransactionPipeline, events: list[Any]) -> PreparedBatch:
     try:
         return await pipeline.prepare(inbound(events))
     except Exception:
         _die("unexpected error preparing a batch")
 
 
-async def _finish_after(
-    previous: asyncio.Task[None] | None, prepared: asyncio.Task[PreparedBatch], pipeline: TransactionPipeline,
-    stream: Any, runtime: WorkerRuntime, events: list[Any],
-) -> None:
-    batch = await prepared
-    if previous is not None:
-        await previous  # records are published in batch order
+async def _finish(pipeline: TransactionPipeline, stream: Any, runtime: WorkerRuntime, batch: PreparedBatch,
+                  events: list[Any]) -> None:
     try:
         outcome = await pipeline.finish(batch)
     except Exception:
         _die("unexpected error scoring or publishing a batch")
     for event in events:
-        await stream.ack(event)
+        await stream.ack(event)  # only after the broker acknowledged the batch's records
     await runtime.after_batch(outcome)
 
 
@@ -121,25 +112,19 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     @app.agent(transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
         pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
-        # Batches in flight. faust's take stops filling its buffer while the agent holds a batch, so the agent
-        # only hands each batch to tasks and asks for the next at once: batch k+1 is collected while batch k is
-        # applied to Redis and batch k-1 is scored and published. Features are applied in batch order (each
-        # prepare awaits the previous one), records are published in batch order (each finish awaits the
-        # previous one), and a batch is acked only after its own records were acknowledged by the broker.
-        # Awaiting the oldest task when too many are in flight is the backpressure.
-        chain: deque[asyncio.Task[None]] = deque()
-        prepared: asyncio.Task[PreparedBatch] | None = None
+        # The agent hands each batch to the flow and asks for the next at once (see streams/flow.py): faust's
+        # take collects nothing while the agent holds a batch. Features are applied in order, records are
+        # published in order, and events are acked only after the broker acknowledged their records.
+        flow: BatchFlow[Any, PreparedBatch] = BatchFlow(
+            partial(_prepare, pipeline), partial(_finish, pipeline, stream, runtime),
+            max_batch=settings.batch_max_size, max_finishing=settings.max_batches_in_flight,
+            max_pending=settings.batch_max_size * settings.max_batches_in_flight,
+        )
         try:
             async for events in stream.noack_take(settings.batch_max_size, within=within):
-                prepared = asyncio.ensure_future(_prepare_after(prepared, pipeline, events))
-                previous = chain[-1] if chain else None
-                chain.append(asyncio.ensure_future(_finish_after(previous, prepared, pipeline, stream, runtime,
-                                                                 events)))
-                while chain and (chain[0].done() or len(chain) > settings.max_batches_in_flight):
-                    await chain.popleft()
+                await flow.submit(events)
         finally:
-            while chain:
-                await chain.popleft()
+            await flow.drain()
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:
