@@ -80,6 +80,14 @@ class Settings(BaseSettings):
     max_batches_in_flight: int = Field(
         default=2, ge=1, le=64, description="micro-batches between Redis and the broker's ack; 1 = one at a time"
     )
+    kafka_fetch_min_bytes: int = Field(
+        default=64 * 1024, ge=1,
+        description="the broker holds a worker's fetch until this much data is there (or the wait below passed); "
+        "1 = answer with the first record, faust's default, which cost ~20% more worker CPU at 2,500 tx/s",
+    )
+    kafka_fetch_max_wait_ms: int = Field(
+        default=10, ge=0, le=60_000, description="longest a worker's fetch waits for kafka_fetch_min_bytes",
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
     pipeline_mode: Literal["batched", "naive"] = Field(

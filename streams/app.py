@@ -103,7 +103,10 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
     )
-    app.transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
+    transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
+    transport.fetch_min_bytes = settings.kafka_fetch_min_bytes
+    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+    app.transport = transport
     runtime.bind(app)
     transactions = app.topic(settings.topics.transactions, key_type=bytes, value_type=bytes)
     labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)

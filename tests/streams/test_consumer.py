@@ -13,7 +13,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from mode.services import Service
 
-from streams.consumer import EagerDrainConsumer, EagerDrainTransport
+from streams.consumer import BatchingFetchThread, EagerDrainConsumer, EagerDrainTransport
 
 
 @pytest.fixture
@@ -120,3 +120,13 @@ def test_the_wait_for_new_records_is_capped(consumer: EagerDrainConsumer, monkey
     consumer.getmany(timeout=1.0)  # what faust's fetch loop asks for
     consumer.getmany(timeout=0.001)
     assert asked == [EagerDrainConsumer.FETCH_WAIT_CAP_S, 0.001]
+
+
+async def test_the_worker_consumer_asks_the_broker_to_hold_fetches(consumer: EagerDrainConsumer) -> None:
+    transport = consumer.transport
+    assert isinstance(transport, EagerDrainTransport)
+    transport.fetch_min_bytes, transport.fetch_max_wait_ms = 65_536, 10
+    thread = consumer._new_consumer_thread()
+    assert isinstance(thread, BatchingFetchThread)
+    made = thread._create_worker_consumer(transport)  # built, never started: no broker needed
+    assert (made._fetch_min_bytes, made._fetch_max_wait_ms) == (65_536, 10)
