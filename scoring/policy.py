@@ -16,6 +16,7 @@ signature), coded ``R_<FEATURE_NAME_UPPER>``; see docs/scoring.md.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -60,6 +61,7 @@ class PolicyConfig(BaseModel):
         return self
 
 
+@functools.cache
 def reason_code(feature: str) -> str:
     """The stable code of a feature: ``card_tx_count_1d`` → ``R_CARD_TX_COUNT_1D``."""
     return "R_" + re.sub(r"[^A-Z0-9]+", "_", feature.upper()).strip("_")
