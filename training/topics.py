@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 from aiokafka import AIOKafkaConsumer
 
-from fraudstream.settings import Topics
+from fraudstream.settings import Settings, Topics, kafka_client_options
 from fraudstream.sources.topics import partitions_of
 from schemas import FraudLabel, Transaction
 from schemas.codec import decode
@@ -37,12 +38,12 @@ def bootstrap_of(uri: str) -> str:
     return bootstrap
 
 
-async def _read_topic(bootstrap: str, topic: str, limit: int | None) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def _read_topic(bootstrap: str, topic: str, limit: int | None, options: dict[str, Any]) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
     await consumer.start()
     values: list[bytes] = []
     try:
-        parts = await partitions_of(bootstrap, [topic])
+        parts = await partitions_of(bootstrap, [topic], **options)
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -60,13 +61,19 @@ async def _read_topic(bootstrap: str, topic: str, limit: int | None) -> list[byt
     return values[:limit] if limit is not None else values
 
 
-def load_topics(uri: str, topics: Topics | None = None, limit: int | None = None
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(transactions, labels)`` frames from the two topics, transactions ordered by (event time, id)."""
-    topics = topics or Topics()
+def load_topics(uri: str, topics: Topics | None = None, limit: int | None = None, *,
+                settings: Settings | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(transactions, labels)`` frames from the two topics, transactions ordered by (event time, id).
+
+    Topic names (unless given) and TLS/SASL come from ``settings`` (by default the environment and
+    ``.fraudstream/stack.env``), as for every other Kafka client of fraudstream.
+    """
+    settings = settings or Settings()
+    topics = topics or settings.topics
+    options = kafka_client_options(settings)
     bootstrap = bootstrap_of(uri)
-    raw_tx = asyncio.run(_read_topic(bootstrap, topics.transactions, limit))
-    raw_labels = asyncio.run(_read_topic(bootstrap, topics.labels, None))
+    raw_tx = asyncio.run(_read_topic(bootstrap, topics.transactions, limit, options))
+    raw_labels = asyncio.run(_read_topic(bootstrap, topics.labels, None, options))
     # The worker's own rules: what it would dead-letter (far-future times included) is not history.
     context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": 86_400.0}
     parsed = (decode(Transaction, v, max_bytes=MAX_BYTES, context=context) for v in raw_tx)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 
-async def partitions_of(bootstrap: str, topics: list[str]) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def partitions_of(bootstrap: str, topics: list[str], **client_options: Any) -> list[TopicPartition]:
+    """Every partition of ``topics``; ``client_options``: TLS/SASL (``settings.kafka_client_options``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
         described = await admin.describe_topics(topics)

@@ -3,7 +3,7 @@
 A second broker (same jars as the local stack) with a PLAINTEXT listener for the test's own clients and a
 SASL_PLAINTEXT listener whose only credential is a SCRAM user created at format time, as docker-compose
 does. A worker configured with that user scores through the SASL listener; with a wrong password it
-never gets a partition; the rebuild reads the topics through it.
+never gets a partition; the rebuild and the trainer's ``kafka://`` input read the topics through it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from fraudstream.settings import Settings
 from fraudstream.stack import kafka, process
 from fraudstream.stack.errors import StackError
 from tests.chaos.harness import (
@@ -33,6 +35,7 @@ from tests.chaos.harness import (
     wait_ready,
     worker_env,
 )
+from training.topics import load_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 USER, PASSWORD = "fraud-worker", "scram-pw-" + uuid.uuid4().hex[:8]
@@ -137,3 +140,10 @@ async def test_worker_and_rebuild_authenticate_with_scram(
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["transactions"] == len(history.tx) and report["max_rel_diff"] <= 1e-6
+
+    # The trainer's kafka:// input reads the same topics through the SASL listener with the same settings.
+    secured = Settings(kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+                       kafka_sasl_username=USER, kafka_sasl_password=SecretStr(PASSWORD), topics=topics)
+    replayed, labels = await asyncio.to_thread(load_topics, f"kafka://{scram_broker.sasl}", settings=secured)
+    assert set(replayed["transaction_id"]) == history.ids
+    assert len(labels) == len(history.labels)
