@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,40 +31,13 @@ from features.offline import compute_offline
 from features.online import RedisFeatureStore
 from features.parity import label_events, transaction_events
 from features.resp import RespChannel
+from fraudstream.stack.redis import scratch_redis
 
 FDH = Path(__file__).resolve().parents[2] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
 
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def start_redis() -> tuple[subprocess.Popen[bytes], str, str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        raise SystemExit("redis-server not found")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    workdir = tempfile.mkdtemp(prefix="bench-redis-")
-    proc = subprocess.Popen(
-        [
-            exe,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return proc, f"redis://127.0.0.1:{port}/0", workdir
 
 
 async def wait_ready(client: aioredis.Redis) -> None:
@@ -164,11 +135,15 @@ async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> di
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
-    proc = None
-    workdir = ""
-    url = args.redis_url
-    if url is None:
-        proc, url, workdir = start_redis()
+    with contextlib.ExitStack() as stack:
+        url = args.redis_url
+        if url is None:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
+            url, _ = stack.enter_context(scratch_redis(scratch))
+        return await measure(url, args)
+
+
+async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
     client = aioredis.Redis.from_url(url)
     try:
         await wait_ready(client)
@@ -182,10 +157,6 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         log(f"trivial EVALSHA after: {ref_after:,.0f} calls/s")
     finally:
         await client.aclose()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(timeout=10)
-            shutil.rmtree(workdir, ignore_errors=True)
     tx, labels = load_fdh(FDH)
     best = float("inf")
     best_cpu = float("inf")

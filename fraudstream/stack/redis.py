@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
+from fraudstream.stack import process
 from fraudstream.stack.errors import StackError
 
 
@@ -66,3 +68,19 @@ def purge_prefix(url: str, prefix: str) -> int:
     finally:
         client.close()
     return deleted
+
+
+@contextmanager
+def scratch_redis(workdir: Path, *, timeout_s: float = 10.0) -> Iterator[tuple[str, int]]:
+    """``(url, pid)`` of a redis-server of its own on a free port, without persistence, for tests and
+    benchmarks that must not share the stack's keyspace; stopped on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = process.free_port()
+    pid = process.spawn(redis_command(port, workdir, workdir / "redis.log", appendonly=False),
+                        log_path=workdir / "redis.stdout.log")
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_healthy(url, timeout_s=timeout_s, alive=lambda: process.is_alive(pid))
+        yield url, pid
+    finally:
+        process.stop(pid, timeout_s=timeout_s)
