@@ -68,14 +68,12 @@ class BatchingFetchThread(AIOKafkaConsumerThread):
     first; with a backlog it is answered at once, as before.
     """
 
-    fetch_min_bytes = 1
-    fetch_max_wait_ms = 1500  # faust's own value
-
     def _create_worker_consumer(self, transport: Transport) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
-        # aiokafka reads these when it starts its fetcher; faust passes no way to set them.
-        consumer._fetch_min_bytes = self.fetch_min_bytes
-        consumer._fetch_max_wait_ms = self.fetch_max_wait_ms
+        if isinstance(transport, EagerDrainTransport):
+            # aiokafka reads these when it starts its fetcher; faust passes no way to set them.
+            consumer._fetch_min_bytes = transport.fetch_min_bytes
+            consumer._fetch_max_wait_ms = transport.fetch_max_wait_ms
         return consumer
 
 
@@ -86,11 +84,7 @@ class EagerDrainConsumer(Consumer):
     FETCH_WAIT_CAP_S = 0.02
 
     def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
-        thread = BatchingFetchThread(self, loop=self.loop, beacon=self.beacon)
-        transport = self.transport
-        if isinstance(transport, EagerDrainTransport):
-            thread.fetch_min_bytes, thread.fetch_max_wait_ms = transport.fetch_min_bytes, transport.fetch_max_wait_ms
-        return thread
+        return BatchingFetchThread(self, loop=self.loop, beacon=self.beacon)
 
     def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         return super().getmany(timeout=min(timeout, self.FETCH_WAIT_CAP_S))
@@ -126,8 +120,8 @@ class EagerDrainTransport(Transport):
     """The aiokafka transport, with ``EagerDrainConsumer``; the fetch bounds are set by ``create_app``."""
 
     Consumer = EagerDrainConsumer
-    fetch_min_bytes = 1
-    fetch_max_wait_ms = 1500
+    fetch_min_bytes = 1  # aiokafka's default
+    fetch_max_wait_ms = 1500  # faust's own value
 
 
 def _close(waitable: WaitArgT) -> None:
