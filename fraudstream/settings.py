@@ -78,7 +78,9 @@ class Settings(BaseSettings):
         "load and one worker saturated ~25% lower (bench e2e A/B, docs/benchmarks.md)",
     )
     max_batches_in_flight: int = Field(
-        default=2, ge=1, le=64, description="micro-batches between Redis and the broker's ack; 1 = one at a time"
+        default=2, ge=1, le=64,
+        description="micro-batches being scored and published while the next is applied to Redis; the consumer "
+        "pauses when more than this many full batches queue up",
     )
     kafka_fetch_min_bytes: int = Field(
         default=64 * 1024, ge=1,
