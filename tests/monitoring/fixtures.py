@@ -1,10 +1,9 @@
-"""Factories for monitoring tests: model directories with a drift reference, batch outcomes."""
+"""Factories for monitoring tests: model directories with a drift reference."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +11,8 @@ import numpy as np
 
 from monitoring.reference import METADATA, Histogram
 from monitoring.stats import bin_counts
-from schemas.scored import Latencies
 
 SCORE_EDGES = np.linspace(0.0, 1.0, 21)
-
-
-@dataclass
-class Outcome:
-    """The shape of streams.pipeline.BatchOutcome (a plain value, not a mock of a service)."""
-
-    consumed: int = 0
-    scored: int = 0
-    dead_lettered: int = 0
-    reasons: dict[str, int] = field(default_factory=dict)
-    decisions: dict[str, int] = field(default_factory=dict)
-    latencies: Latencies = field(default_factory=Latencies)
 
 
 def histogram(values: Sequence[float] | np.ndarray, edges: np.ndarray) -> dict[str, Any]:

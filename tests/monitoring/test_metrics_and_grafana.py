@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.service import MonitorMetrics
 from schemas.scored import Latencies
-from tests.monitoring.fixtures import Outcome
+from streams.pipeline import BatchOutcome
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "fraudstream.json"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -33,9 +33,9 @@ def test_worker_metrics_endpoint_exposes_every_family() -> None:
     metrics = WorkerMetrics()
     port = metrics.serve(0, host="127.0.0.1")
     latencies = Latencies(validate_ms=0.4, features_ms=3.0, model_ms=7.5, end_to_end_ms=42.0)
-    outcome = Outcome(consumed=12, scored=10, dead_lettered=2,
-                      reasons={"decode:json": 1, "validation:amount:greater_than": 1},
-                      decisions={"approve": 9, "decline": 1}, latencies=latencies)
+    outcome = BatchOutcome(consumed=12, scored=10, dead_lettered=2,
+                           reasons={"decode:json": 1, "validation:amount:greater_than": 1},
+                           decisions={"approve": 9, "decline": 1}, latencies=latencies)
     metrics.observe_batch(outcome, publish_s=0.002)
     metrics.observe_models({("fraud_dnn", 3, "stable"): 9, ("fraud_dnn", 4, "canary"): 1})
     metrics.set_degraded(False)
@@ -64,8 +64,6 @@ def test_worker_metrics_endpoint_exposes_every_family() -> None:
 
 def test_the_workers_own_batch_outcome_fits_the_hook() -> None:
     """Contract with streams/: the pipeline's BatchOutcome is what observe_batch takes."""
-    from streams.pipeline import BatchOutcome
-
     metrics = WorkerMetrics()
     outcome: BatchOutcomeLike = BatchOutcome(consumed=3, scored=2, dead_lettered=1, reasons={"decode:json": 1},
                                              decisions={"approve": 2})

@@ -14,7 +14,8 @@ from fraudstream.settings import Settings
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureSketchReader, bucket_key
 from monitoring.worker import WorkerMonitoring
-from tests.monitoring.fixtures import Outcome, write_reference
+from streams.pipeline import BatchOutcome
+from tests.monitoring.fixtures import write_reference
 
 
 def test_key_layout_is_pinned() -> None:
@@ -34,7 +35,7 @@ async def test_two_workers_add_up_and_the_monitor_reads_the_windows(tmp_path: Pa
     batch = np.column_stack([rng.lognormal(3, 1, 300), rng.integers(0, 24, 300), rng.poisson(2, 300)])
     for worker in workers:
         assert worker.sketch is not None
-        await worker.after_batch(Outcome(consumed=300, scored=300), features=batch,
+        await worker.after_batch(BatchOutcome(consumed=300, scored=300), features=batch,
                                  models={(name, 1, "stable"): 300}, degraded=0, publish_s=0.001)
         await worker.close()
     now = time.time()
