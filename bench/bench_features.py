@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         url = args.redis_url
         if url is None:
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redis-")))
-            url, _ = stack.enter_context(scratch_redis(scratch))
+            url = stack.enter_context(scratch_redis(scratch))
         return await measure(url, args)
 
 

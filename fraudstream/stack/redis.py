@@ -71,8 +71,8 @@ def purge_prefix(url: str, prefix: str) -> int:
 
 
 @contextmanager
-def scratch_redis(workdir: Path, *, timeout_s: float = 10.0) -> Iterator[tuple[str, int]]:
-    """``(url, pid)`` of a redis-server of its own on a free port, without persistence, for tests and
+def scratch_redis(workdir: Path, *, timeout_s: float = 10.0) -> Iterator[str]:
+    """The URL of a redis-server of its own on a free port, without persistence, for tests and
     benchmarks that must not share the stack's keyspace; stopped on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = process.free_port()
@@ -81,6 +81,6 @@ def scratch_redis(workdir: Path, *, timeout_s: float = 10.0) -> Iterator[tuple[s
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_healthy(url, timeout_s=timeout_s, alive=lambda: process.is_alive(pid))
-        yield url, pid
+        yield url
     finally:
         process.stop(pid, timeout_s=timeout_s)

@@ -17,7 +17,7 @@ from fraudstream.stack.redis import scratch_redis
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
-    with scratch_redis(tmp_path_factory.mktemp("redis")) as (url, _):
+    with scratch_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
 
 
