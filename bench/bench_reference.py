@@ -84,7 +84,8 @@ def faust_worker(mode: str, bootstrap: str, topic: str, count: int, result: Path
     app = faust.App(f"bench-ref-{mode}-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", env={},
                     value_serializer="raw", key_serializer="raw", web_enabled=False,
                     consumer_auto_offset_reset="earliest", topic_replication_factor=1,
-                    stream_buffer_maxsize=4096, broker_max_poll_records=1000, producer_linger_ms=1)
+                    stream_buffer_maxsize=4096, broker_max_poll_records=1000, producer_linger_ms=1,
+                    datadir=str(result.parent / "faust-data"))
     if mode == "nowork_eager_drain":
         app.transport = EagerDrainTransport(app.conf.broker_consumer, app)
     source = app.topic(topic, value_type=bytes)

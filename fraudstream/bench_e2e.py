@@ -19,6 +19,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from fraudstream.sources.simulator import SimulationConfig, Simulator
 from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics
 from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
-from fraudstream.workers import spawn_worker, worker_env
+from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
 from streams.partitioner import partitions_for
 
 
@@ -160,16 +161,23 @@ class CpuMeter:
 
 
 async def collect(
-    consumer: AIOKafkaConsumer, expected: int, timeout_s: float, meter: CpuMeter | None = None
+    consumer: AIOKafkaConsumer, expected: int, timeout_s: float, workers: Sequence[WorkerProcess],
+    meter: CpuMeter | None = None,
 ) -> tuple[list[float], dict[bytes, float], int]:
     """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
-    transaction id, and the number of dead letters seen. The meter is marked at 10% and 90% of the records."""
+    transaction id, and the number of dead letters seen. The meter is marked at 10% and 90% of the records.
+    Raises when every worker has exited: waiting out the timeout would only hide the worker's error."""
     stamps: list[float] = []
     arrivals: dict[bytes, float] = {}
     dead = 0
     marks = [expected // 10, expected * 9 // 10]
     deadline = time.monotonic() + timeout_s
+    next_check = 0.0
     while len(arrivals) + dead < expected and time.monotonic() < deadline:
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + 1.0
+            if not any(w.alive() for w in workers):
+                raise RuntimeError("the worker exited:\n" + workers[0].tail())
         if meter is not None and marks and len(arrivals) + dead >= marks[0]:
             meter.mark(len(arrivals) + dead)
             marks.pop(0)
@@ -210,7 +218,7 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
         meter = CpuMeter(settings, [p.pid for p in processes])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await consumer.seek_to_beginning()
-        stamps, _, dead = await collect(consumer, count, timeout_s=120 + count / 200, meter=meter)
+        stamps, _, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
     finally:
         await consumer.stop()
         for process in processes:
@@ -237,11 +245,11 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
             raise RuntimeError("worker did not become ready:\n" + worker.tail())
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await send_all(settings.kafka_bootstrap, phase.transactions, warm, rate=rate)  # group join + warm-up
-        await collect(consumer, len(warm), timeout_s=120 + WARM_S)
+        await collect(consumer, len(warm), 120 + WARM_S, [worker])
         # Under a paced load the bench's CPU includes its producer, unlike the saturation phases.
         meter = CpuMeter(settings, [worker.pid])
         sender = asyncio.create_task(send_all(settings.kafka_bootstrap, phase.transactions, items, rate=rate))
-        _, arrivals, dead = await collect(consumer, count, timeout_s=seconds + 120, meter=meter)
+        _, arrivals, dead = await collect(consumer, count, seconds + 120, [worker], meter)
         sent_at = await sender
     finally:
         await consumer.stop()

@@ -12,6 +12,7 @@ import os
 import ssl
 from collections.abc import Awaitable
 from functools import partial
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import faust
@@ -78,6 +79,12 @@ async def _finish(pipeline: TransactionPipeline, stream: Any, runtime: WorkerRun
     await runtime.after_batch(outcome)
 
 
+def _faust_home(settings: Settings) -> Path:
+    path = settings.home / "faust"
+    path.mkdir(parents=True, exist_ok=True)  # faust creates only the last level
+    return path
+
+
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -102,6 +109,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         broker_max_poll_records=max(500, settings.batch_max_size),
         web_enabled=False,
         table_standby_replicas=0,
+        # faust creates its (here unused) table directory at start: in the home, not the cwd
+        datadir=str(_faust_home(settings) / "{conf.name}-data"),
     )
     transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
     transport.fetch_min_bytes = settings.kafka_fetch_min_bytes
