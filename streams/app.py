@@ -21,7 +21,7 @@ from fraudstream.settings import Settings
 from streams.consumer import EagerDrainTransport
 from streams.flow import BatchFlow
 from streams.messages import InboundMessage
-from streams.pipeline import PreparedBatch, TransactionPipeline
+from streams.pipeline import CheckedMessage, PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,20 @@ def _die(what: str) -> NoReturn:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def _prepare(pipeline: TransactionPipeline, events: list[Any]) -> PreparedBatch:
+async def _prepare(pipeline: TransactionPipeline, items: list[tuple[Any, CheckedMessage]]) -> PreparedBatch:
     try:
-        return await pipeline.prepare(inbound(events))
+        return await pipeline.prepare([checked for _, checked in items])
     except Exception:
         _die("unexpected error preparing a batch")
 
 
 async def _finish(pipeline: TransactionPipeline, stream: Any, runtime: WorkerRuntime, batch: PreparedBatch,
-                  events: list[Any]) -> None:
+                  items: list[tuple[Any, CheckedMessage]]) -> None:
     try:
         outcome = await pipeline.finish(batch)
     except Exception:
         _die("unexpected error scoring or publishing a batch")
-    for event in events:
+    for event, _ in items:
         await stream.ack(event)  # only after the broker acknowledged the batch's records
     await runtime.after_batch(outcome)
 
@@ -127,14 +127,18 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         # The agent hands each batch to the flow and asks for the next at once (see streams/flow.py): faust's
         # take collects nothing while the agent holds a batch. Features are applied in order, records are
         # published in order, and events are acked only after the broker acknowledged their records.
-        flow: BatchFlow[Any, PreparedBatch] = BatchFlow(
+        flow: BatchFlow[tuple[Any, CheckedMessage], PreparedBatch] = BatchFlow(
             partial(_prepare, pipeline), partial(_finish, pipeline, stream, runtime),
             max_batch=settings.batch_max_size, max_finishing=settings.max_batches_in_flight,
             max_pending=settings.batch_max_size * settings.max_batches_in_flight,
         )
         try:
             async for events in stream.noack_take(settings.batch_max_size, within=within):
-                await flow.submit(events)
+                try:
+                    checked = pipeline.check(inbound(events))
+                except Exception:
+                    _die("unexpected error validating a batch")
+                await flow.submit(list(zip(events, checked, strict=True)))
         finally:
             await flow.drain()
 
