@@ -23,6 +23,7 @@ from streams.flow import BatchFlow
 from streams.messages import InboundMessage
 from streams.pipeline import CheckedMessage, PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
+from streams.schema import RawSchema
 
 log = logging.getLogger(__name__)
 EXIT_UNEXPECTED = 70
@@ -117,8 +118,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
     app.transport = transport
     runtime.bind(app)
-    transactions = app.topic(settings.topics.transactions, key_type=bytes, value_type=bytes)
-    labels = app.topic(settings.topics.labels, key_type=bytes, value_type=bytes)
+    transactions = app.topic(settings.topics.transactions, schema=RawSchema())
+    labels = app.topic(settings.topics.labels, schema=RawSchema())
     within = settings.batch_max_wait_ms / 1000.0
 
     @app.agent(transactions, name="score-transactions")
