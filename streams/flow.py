@@ -6,8 +6,9 @@ Waiting for room inside the agent therefore cost both: no records were collected
 every batch paid the window again (at 5,000 tx/s offered a worker made batches of ~190 records, a fixed
 ~30 ms each, and fell behind the load it could carry with a backlog).
 
-``BatchFlow`` takes each batch from the agent at once and queues its events. One driver prepares
-(validates, applies to Redis) up to ``max_batch`` queued events at a time, in order; finishing (score,
+``BatchFlow`` takes each batch from the agent at once and queues its items (the worker's are already
+validated, see ``TransactionPipeline.check``). One driver prepares (applies to Redis) up to ``max_batch``
+queued items at a time, in order; finishing (score,
 publish, ack) runs behind it, in order, at most ``max_finishing`` batches at a time. Whatever queues up
 while a stage is busy becomes the next, larger batch: small batches when the load is light (latency),
 full ones when it is heavy (throughput). The agent waits only when more than ``max_pending`` events
