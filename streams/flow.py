@@ -8,11 +8,10 @@ every batch paid the window again (at 5,000 tx/s offered a worker made batches o
 
 ``BatchFlow`` takes each batch from the agent at once and queues its items (the worker's are already
 validated, see ``TransactionPipeline.check``). One driver prepares (applies to Redis) up to ``max_batch``
-queued items at a time, in order; finishing (score,
-publish, ack) runs behind it, in order, at most ``max_finishing`` batches at a time. Whatever queues up
-while a stage is busy becomes the next, larger batch: small batches when the load is light (latency),
-full ones when it is heavy (throughput). The agent waits only when more than ``max_pending`` events
-queue up: that is the backpressure on the consumer.
+queued items at a time, in order; finishing (score, publish, ack) runs behind it, in order, at most
+``max_finishing`` batches at a time. Whatever queues up while a stage is busy becomes the next, larger
+batch: small batches when the load is light (latency), full ones when it is heavy (throughput). The agent
+waits only when more than ``max_pending`` items queue up: that is the backpressure on the consumer.
 """
 
 from __future__ import annotations
