@@ -8,8 +8,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
+import faust
 import orjson
 import redis.asyncio as aioredis
+from faust.types import TP, Message
 
 from features import FEATURE_LIST, RedisFeatureStore
 from fraudstream.sources.simulator import SimulationConfig, Simulator
@@ -60,16 +62,16 @@ async def test_check_then_prepare_dead_letters_bad_and_repeated_messages(redis_u
         await client.aclose()
 
 
-async def test_raw_schema_hands_over_key_and_value_unchanged() -> None:
-    import faust
-    from faust.types import TP, Message
+def _faust_message(offset: int, key: bytes | None, value: bytes | None) -> Message:
+    return Message(topic="t", partition=1, offset=offset, timestamp=0.0, timestamp_type=0, headers=[], key=key,
+                   value=value, checksum=None, tp=TP("t", 1))
 
+
+async def test_raw_schema_hands_over_key_and_value_unchanged() -> None:
     app = faust.App("raw-schema-test", broker="kafka://127.0.0.1:1", env={})
     decode = RawSchema().compile(app)
-    message = Message(topic="t", partition=1, offset=7, timestamp=0.0, timestamp_type=0, headers=[], key=b"card",
-                      value=b'{"a": 1}', checksum=None, tp=TP("t", 1))
+    message = _faust_message(7, b"card", b'{"a": 1}')
     event = await decode(message, propagate=True)
     assert (event.key, event.value, event.message) == (b"card", b'{"a": 1}', message)
-    empty = await decode(Message(topic="t", partition=1, offset=8, timestamp=0.0, timestamp_type=0, headers=[],
-                                 key=None, value=None, checksum=None, tp=TP("t", 1)), propagate=True)
+    empty = await decode(_faust_message(8, None, None), propagate=True)
     assert (empty.key, empty.value) == (None, None)  # the pipeline dead-letters an empty value
