@@ -1,8 +1,10 @@
 """The faust application: two thin agents over ``transactions`` and ``fraud-labels``.
 
-Agents batch with ``noack_take`` and ack a batch only after ``handle`` returned (published and
-acknowledged), because faust's ``take`` acks in a ``finally`` even when the batch failed. An unexpected
-error stops the worker process without acking, so the batch is redelivered to the next worker.
+``transactions`` is a chunked topic (``streams/chunks.py``): its agent gets each fetch's records as one
+chunk. The labels agent batches with ``noack_take``. Both ack only after their batch was handled
+(published and acknowledged), because faust's ``take`` acks in a ``finally`` even when the batch failed.
+An unexpected error stops the worker process without acking, so the batch is redelivered to the next
+worker.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, NoReturn, TypeVar
 import faust
 
 from fraudstream.settings import Settings
+from streams.chunks import Chunk, ChunkConductor, ack_messages
 from streams.consumer import EagerDrainTransport
 from streams.flow import BatchFlow
 from streams.messages import InboundMessage
@@ -62,21 +65,21 @@ def _die(what: str) -> NoReturn:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def _prepare(pipeline: TransactionPipeline, items: list[tuple[Any, CheckedMessage]]) -> PreparedBatch:
+async def _prepare(pipeline: TransactionPipeline, items: list[CheckedMessage]) -> PreparedBatch:
     try:
-        return await pipeline.prepare([checked for _, checked in items])
+        return await pipeline.prepare(items)
     except Exception:
         _die("unexpected error preparing a batch")
 
 
-async def _finish(pipeline: TransactionPipeline, stream: Any, runtime: WorkerRuntime, batch: PreparedBatch,
-                  items: list[tuple[Any, CheckedMessage]]) -> None:
+async def _finish(pipeline: TransactionPipeline, app: faust.App, runtime: WorkerRuntime, batch: PreparedBatch,
+                  items: list[CheckedMessage]) -> None:
     try:
         outcome = await pipeline.finish(batch)
     except Exception:
         _die("unexpected error scoring or publishing a batch")
-    for event, _ in items:
-        await stream.ack(event)  # only after the broker acknowledged the batch's records
+    # only after the broker acknowledged the batch's records; the messages are faust's (streams/chunks.py)
+    ack_messages(app, [item.message for item in items])  # type: ignore[misc]
     await runtime.after_batch(outcome)
 
 
@@ -119,27 +122,33 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     app.transport = transport
     runtime.bind(app)
     transactions = app.topic(settings.topics.transactions, schema=RawSchema())
+    conductor = app.topics
+    assert isinstance(conductor, ChunkConductor)  # the transport's (streams/consumer.py)
+    conductor.chunked_topics.add(settings.topics.transactions)
     labels = app.topic(settings.topics.labels, schema=RawSchema())
     within = settings.batch_max_wait_ms / 1000.0
 
     @app.agent(transactions, name="score-transactions")
-    async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack_take
+    async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack
         pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
-        # The agent hands each batch to the flow and asks for the next at once (see streams/flow.py): faust's
-        # take collects nothing while the agent holds a batch. Features are applied in order, records are
-        # published in order, and events are acked only after the broker acknowledged their records.
-        flow: BatchFlow[tuple[Any, CheckedMessage], PreparedBatch] = BatchFlow(
-            partial(_prepare, pipeline), partial(_finish, pipeline, stream, runtime),
+        # The agent hands each chunk to the flow and takes the next at once (see streams/flow.py), which
+        # merges the chunks that arrive while the pipeline is busy. Features are applied in order, records
+        # are published in order, and messages are acked only after the broker acknowledged their records.
+        flow: BatchFlow[CheckedMessage, PreparedBatch] = BatchFlow(
+            partial(_prepare, pipeline), partial(_finish, pipeline, app, runtime),
             max_batch=settings.batch_max_size, max_finishing=settings.max_batches_in_flight,
             max_pending=settings.batch_max_size * settings.max_batches_in_flight,
         )
         try:
-            async for events in stream.noack_take(settings.batch_max_size, within=within):
+            async for chunk in stream.noack():
+                if not isinstance(chunk, Chunk):
+                    _die(f"the transactions agent got {type(chunk).__name__}, not a chunk")
+                chunk.track(app)
                 try:
-                    checked = pipeline.check(inbound(events))
+                    checked = pipeline.check(chunk.messages)
                 except Exception:
                     _die("unexpected error validating a batch")
-                await flow.submit(list(zip(events, checked, strict=True)))
+                await flow.submit(checked)
         finally:
             await flow.drain()
 

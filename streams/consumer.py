@@ -7,6 +7,8 @@ runs ``asyncio.wait`` and cancels the three losers — for every record, althoug
 always finishes at once (it puts the event in a buffer that has room). py-spy put this churn at roughly
 a sixth of a worker's CPU.
 
+For a chunked topic (``streams/chunks.py``) it hands each fetch's records to the agent as one chunk.
+
 It also caps the wait for new records (see ``FETCH_WAIT_CAP_S``), and asks the broker to hold a fetch
 until it has a batch's worth of records or ``fetch_max_wait_ms`` passed (see ``BatchingFetchThread``).
 
@@ -24,10 +26,14 @@ from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any
 
 import aiokafka
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TP, Message
+from mode import ServiceT
 from mode.services import WaitArgT, WaitResults
 from mode.utils.times import Seconds
+
+from streams.chunks import ChunkConductor
 
 
 class _Resumed:
@@ -89,6 +95,58 @@ class EagerDrainConsumer(Consumer):
     def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
         return super().getmany(timeout=min(timeout, self.FETCH_WAIT_CAP_S))
 
+    async def _drain_messages(self, fetcher: ServiceT) -> None:
+        """faust's fetch loop, with the records of chunked topics collected per fetch and queued as one
+        chunk each. Offsets, gaps and periodic commits are kept as faust keeps them; records of other
+        topics still go one by one through faust's conductor."""
+        conductor = self.app.topics
+        if not isinstance(conductor, ChunkConductor) or not conductor.chunked_topics:
+            await super()._drain_messages(fetcher)
+            return
+        try:
+            await self._drain_chunks(fetcher, conductor)
+        except self.consumer_stopped_errors:
+            if not self.app.should_stop:
+                raise
+            self.log.info("Broker stopped consumer, shutting down...")
+        except asyncio.CancelledError:
+            if not self.app.should_stop:
+                raise
+            self.log.info("Consumer shutting down for user cancel.")
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _drain_chunks(self, fetcher: ServiceT, conductor: ChunkConductor) -> None:
+        chunked, callback, read_offset = conductor.chunked_topics, self.callback, self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        while not (self._stopped.is_set() or fetcher._stopped.is_set()):  # type: ignore[attr-defined]
+            self.diag.set_flag(CONSUMER_FETCHING)
+            records = self.getmany(timeout=1.0)
+            await self.sleep(0)
+            if self.should_stop:
+                continue
+            chunks: dict[str, list[Message]] = {}
+            async for tp, message in records:
+                offset, last = message.offset, read_offset[tp]
+                if last is not None and offset < last:
+                    continue  # read before a seek back: already delivered
+                if last and offset - last > 1 and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, last + 1, offset)  # compacted or transactional offsets
+                if self._commit_every is not None and self._n_acked >= self._commit_every:
+                    self._n_acked = 0
+                    await self.commit()
+                if tp.topic in chunked:
+                    chunks.setdefault(tp.topic, []).append(message)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
+                read_offset[tp] = offset
+            for topic, messages in chunks.items():
+                await conductor.deliver_chunk(topic, messages, self.suspend_flow)
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
     async def wait_first(self, *coros: WaitArgT, timeout: Seconds | None = None) -> WaitResults:
         first = coros[0] if coros else None
         if (
@@ -117,9 +175,11 @@ class EagerDrainConsumer(Consumer):
 
 
 class EagerDrainTransport(Transport):
-    """The aiokafka transport, with ``EagerDrainConsumer``; the fetch bounds are set by ``create_app``."""
+    """The aiokafka transport, with ``EagerDrainConsumer`` and ``ChunkConductor``; the fetch bounds are
+    set by ``create_app``."""
 
     Consumer = EagerDrainConsumer
+    Conductor = ChunkConductor
     fetch_min_bytes = 1  # aiokafka's default
     fetch_max_wait_ms = 1500  # faust's own value
 
