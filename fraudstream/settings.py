@@ -74,8 +74,8 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(default=256, ge=1, le=100_000)
     batch_max_wait_ms: float = Field(
         default=20.0, gt=0, le=10_000,
-        description="how long a micro-batch may wait to fill; at 5 ms batches stayed at ~30-130 records under "
-        "load and one worker saturated ~25% lower (bench e2e A/B, docs/benchmarks.md)",
+        description="how long a batch of labels, or of model calls across callers, may wait to fill; "
+        "transactions are batched per fetch instead (kafka_fetch_min_bytes, kafka_fetch_max_wait_ms)",
     )
     max_batches_in_flight: int = Field(
         default=2, ge=1, le=64,
