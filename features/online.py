@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib import resources
 
 import numpy as np
@@ -30,7 +31,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
-from features.resp import RespChannel, ScriptReplyError, pack_commands
+from features.resp import OrderedLane, RespChannel, ScriptReplyError, SentBatch, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
 
@@ -215,6 +216,41 @@ def _columns(ep: EntityPlan, table: npt.NDArray[np.float64]) -> RawGetter:
     return lambda key: table[:, index[key]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Inputs:
+    """A batch's per-transaction numbers, as the scripts get them and as ``derive`` needs them."""
+
+    n: int
+    amount: npt.NDArray[np.float64]
+    cents: npt.NDArray[np.float64]
+    times: npt.NDArray[np.float64]
+    lat: npt.NDArray[np.float64]
+    lon: npt.NDArray[np.float64]
+    numbers: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, events: Sequence[TransactionEvent]) -> _Inputs:
+        n = len(events)
+        amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=n)
+        cents = to_cents(amount).astype(np.float64)  # exact: |cents| < 2**53
+        times = np.fromiter((e.event_time for e in events), dtype=np.float64, count=n)
+        nan = float("nan")
+        lat = np.fromiter((nan if e.latitude is None else e.latitude for e in events), np.float64, n)
+        lon = np.fromiter((nan if e.longitude is None else e.longitude for e in events), np.float64, n)
+        numbers = np.column_stack([times, cents, lat, lon, np.full(n, time.time())])
+        return cls(n, amount, cents, times, lat, lon, numbers)
+
+
+@dataclass(slots=True)
+class PendingFeatures:
+    """A batch submitted to Redis whose features are not collected yet."""
+
+    inputs: _Inputs
+    payload: bytes
+    count: int
+    sent: SentBatch | None = None
+
+
 class RedisFeatureStore:
     """``OnlineFeatureStore`` on Redis.
 
@@ -251,6 +287,8 @@ class RedisFeatureStore:
         self._functions = [n.encode() for n in names]
         self._label_function = label_name.encode()
         self._channel = RespChannel(redis_client)
+        self._lane = OrderedLane(redis_client)
+        self._ne = len(self.plan.entities)
 
     async def load_scripts(self) -> None:
         """FUNCTION LOAD the library (again when Redis lost it, e.g. a restart without persistence)."""
@@ -319,29 +357,63 @@ class RedisFeatureStore:
         return b"".join(parts)
 
     async def apply_and_read(self, events: Sequence[TransactionEvent]) -> npt.NDArray[np.float64]:
-        n = len(events)
+        inputs = _Inputs.of(events)
+        replies = await self._run(self._transaction_payload(events, inputs.numbers), len(events) * self._ne)
+        return self._features(inputs, replies)
+
+    async def submit(self, events: Sequence[TransactionEvent]) -> PendingFeatures:
+        """Send the batch's state updates now, behind every batch submitted before it; ``collect`` reads
+        its features. Submitting the next batch before collecting this one keeps Redis busy meanwhile."""
+        inputs = _Inputs.of(events)
+        payload = self._transaction_payload(events, inputs.numbers)
+        pending = PendingFeatures(inputs, payload, len(events) * self._ne)
+        if pending.count:
+            pending.sent = await self._lane.send(payload, pending.count)
+        return pending
+
+    async def collect(self, pending: PendingFeatures) -> npt.NDArray[np.float64]:
+        """The features of a submitted batch; batches are collected in the order they were submitted.
+        Raises ``FeatureStoreUnavailable`` while Redis is away: call again, the batch is sent again."""
+        if not pending.count:
+            return self._features(pending.inputs, [])
+        for attempt in (0, 1):
+            try:
+                if pending.sent is None:
+                    pending.sent = await self._lane.send(pending.payload, pending.count)
+                return self._features(pending.inputs, await self._lane.receive(pending.sent))
+            except ScriptReplyError as exc:
+                # Redis refused the batch (its replies were read, later batches are unaffected): send it
+                # again, behind the batches already sent after it. Those see its transactions as late
+                # events (docs/features.md). Only a restart that lost Redis's functions, or LOADING / BUSY
+                # / OOM, gets here.
+                pending.sent = None
+                if exc.transient:
+                    raise FeatureStoreUnavailable(str(exc)) from exc
+                if attempt == 0 and exc.noscript:
+                    await self.load_scripts()
+                    continue
+                raise FeatureScriptError(str(exc)) from exc
+            except (RedisError, OSError) as exc:
+                msg = f"redis: {exc}"
+                raise FeatureStoreUnavailable(msg) from exc
+        msg = "unreachable"
+        raise AssertionError(msg)
+
+    def _features(self, inputs: _Inputs, replies: list[bytes | int]) -> npt.NDArray[np.float64]:
+        n = inputs.n
         out = np.zeros((n, self.plan.width), dtype=np.float64)
         if n == 0:
             return out
-        amount = np.fromiter((e.amount for e in events), dtype=np.float64, count=n)
-        cents_i = to_cents(amount)
-        times = np.fromiter((e.event_time for e in events), dtype=np.float64, count=n)
-        nan = float("nan")
-        lat = np.fromiter((nan if e.latitude is None else e.latitude for e in events), np.float64, n)
-        lon = np.fromiter((nan if e.longitude is None else e.longitude for e in events), np.float64, n)
-        cents = cents_i.astype(np.float64)  # exact: |cents| < 2**53
-        numbers = np.column_stack([times, cents, lat, lon, np.full(n, time.time())])
-        ne = len(self.plan.entities)
-        replies = await self._run(self._transaction_payload(events, numbers), n * ne)
+        ne = self._ne
         for j, ep in enumerate(self.plan.entities):
             blob = b"".join(r for r in replies[j::ne] if isinstance(r, bytes))
             raw = np.frombuffer(blob, dtype="<f8")
             if raw.size != n * len(ep.raw):
                 msg = f"{ep.entity} script returned {raw.size} values for {n} transactions"
                 raise FeatureScriptError(msg)
-            cols = derive_entity(ep, _columns(ep, raw.reshape(n, len(ep.raw))), cents, lat, lon)
+            cols = derive_entity(ep, _columns(ep, raw.reshape(n, len(ep.raw))), inputs.cents, inputs.lat, inputs.lon)
             out[:, list(ep.columns)] = np.column_stack(cols)
-        out[:, list(self.plan.stateless_columns)] = compute_stateless(self.plan, amount, times)
+        out[:, list(self.plan.stateless_columns)] = compute_stateless(self.plan, inputs.amount, inputs.times)
         return out
 
     async def apply_labels(self, labels: Sequence[LabelEvent]) -> None:
@@ -373,4 +445,5 @@ class RedisFeatureStore:
         return await self._channel.purge(f"{self.key_prefix}:*")
 
     async def close(self) -> None:
+        await self._lane.close()
         await self._channel.close()

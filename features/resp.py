@@ -9,9 +9,13 @@ the client out of the way. The connection (auth, TLS, database selection) still 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
@@ -67,18 +71,14 @@ class RespChannel:
                 raise ConnectionError(msg)
             writer.write(payload)
             await writer.drain()
-            replies, errors = await _read_replies(reader, count)
+            replies, errors, _ = await _read_replies(reader, count, b"")
         except BaseException:
             # The stream may hold half a reply: never hand it back to the pool in that state.
             await conn.disconnect(nowait=True)
             await pool.release(conn)
             raise
         await pool.release(conn)
-        if errors:
-            noscript, transient = classify(errors)
-            first = errors[0].decode(errors="replace")
-            msg = f"{len(errors)} of {count} commands failed, first: {first}"
-            raise ScriptReplyError(msg, noscript=noscript, transient=transient)
+        _raise_errors(errors, count)
         return replies
 
     async def purge(self, pattern: str) -> int:
@@ -97,19 +97,115 @@ class RespChannel:
         """Nothing to release: the redis client belongs to the caller."""
 
 
-async def _read_replies(reader: asyncio.StreamReader, count: int) -> tuple[list[bytes | int], list[bytes]]:
+def _raise_errors(errors: list[bytes], count: int) -> None:
+    if errors:
+        noscript, transient = classify(errors)
+        first = errors[0].decode(errors="replace")
+        msg = f"{len(errors)} of {count} commands failed, first: {first}"
+        raise ScriptReplyError(msg, noscript=noscript, transient=transient)
+
+
+@dataclass(eq=False, slots=True)
+class SentBatch:
+    """A batch handed to an ``OrderedLane``; its replies are read with ``OrderedLane.receive``."""
+
+    payload: bytes
+    count: int
+    replies: tuple[list[bytes | int], list[bytes]] | None = None
+    """Replies and error replies, once read off the connection."""
+
+
+class OrderedLane:
+    """Batches sent on one connection, executed in the order they were sent; replies read in that order.
+
+    Redis runs one connection's commands in the order they arrive, so a batch sent behind another is
+    applied after it. The worker sends a micro-batch before it has read the previous one's replies: Redis
+    then works on the next batch while the worker turns the last one's replies into features. (On two
+    pooled connections the order would not hold: Redis reads each client's pipeline in slices and
+    interleaves them.)
+
+    When the connection breaks, every batch whose replies were not read yet is sent again, in order, on
+    the next connection, before anything new: nothing sent is lost and the order holds. A batch may then
+    run twice; the feature functions are idempotent per transaction id.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._client = client
+        self._conn: Any = None
+        self._buffer = b""
+        self._unread: deque[SentBatch] = deque()
+        self._lock = asyncio.Lock()  # FIFO: a send waiting for a connection keeps its place
+
+    async def send(self, payload: bytes, count: int) -> SentBatch:
+        """Queue a batch behind every earlier one. A connection error is not raised here: the batch stays
+        queued and is sent again when ``receive`` reconnects."""
+        batch = SentBatch(payload, count)
+        async with self._lock:
+            self._unread.append(batch)
+            try:
+                if self._conn is None:
+                    await self._connect()  # sends everything unread, this batch included
+                else:
+                    self._conn._writer.write(payload)
+                    await self._conn._writer.drain()
+            except (OSError, ConnectionError, RedisConnectionError):
+                await self._drop()
+        return batch
+
+    async def receive(self, batch: SentBatch) -> list[bytes | int]:
+        """The replies of ``batch``. The replies of batches sent before it come first on the connection:
+        they are read and kept for their own ``receive`` (a batch sent again after an error reply is
+        behind batches that were sent after it the first time)."""
+        while batch.replies is None:
+            if not self._unread:
+                msg = "this batch was not sent on this lane"
+                raise RuntimeError(msg)
+            head = self._unread[0]
+            try:
+                async with self._lock:
+                    if self._conn is None:
+                        await self._connect()
+                replies, errors, self._buffer = await _read_replies(self._conn._reader, head.count, self._buffer)
+            except BaseException:
+                await self._drop()  # half-read replies: the next connection starts again from ``head``
+                raise
+            head.replies = (replies, errors)
+            self._unread.popleft()
+        replies, errors = batch.replies
+        _raise_errors(errors, batch.count)
+        return replies
+
+    async def _connect(self) -> None:
+        pool = self._client.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        self._conn = conn
+        await conn.connect()
+        if conn._reader is None or conn._writer is None:
+            msg = "redis connection has no stream"
+            raise ConnectionError(msg)
+        conn._writer.write(b"".join(b.payload for b in self._unread))
+        await conn._writer.drain()
+
+    async def _drop(self) -> None:
+        conn, self._conn, self._buffer = self._conn, None, b""
+        if conn is not None:
+            await conn.disconnect(nowait=True)
+            await self._client.connection_pool.release(conn)
+
+    async def close(self) -> None:
+        await self._drop()
+
+
+async def _read_replies(
+    reader: asyncio.StreamReader, count: int, buf: bytes
+) -> tuple[list[bytes | int], list[bytes], bytes]:
+    """``count`` replies from ``buf`` and then the stream; also returns the bytes read past them (the next
+    batch's replies, on an ``OrderedLane``)."""
     replies: list[bytes | int] = []
     errors: list[bytes] = []
-    buf = b""
     pos = 0
-    while len(replies) < count:
-        chunk = await reader.read(1 << 20)
-        if not chunk:
-            msg = "redis closed the connection mid-batch"
-            raise ConnectionError(msg)
-        buf = buf[pos:] + chunk
-        pos = 0
-        size = len(buf)
+    size = len(buf)
+    while True:
         while len(replies) < count:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
@@ -139,4 +235,12 @@ async def _read_replies(reader: asyncio.StreamReader, count: int) -> tuple[list[
             else:
                 msg = f"unexpected RESP reply type {chr(kind)!r} (only flat replies are expected)"
                 raise ConnectionError(msg)
-    return replies, errors
+        if len(replies) >= count:
+            return replies, errors, buf[pos:]
+        chunk = await reader.read(1 << 20)
+        if not chunk:
+            msg = "redis closed the connection mid-batch"
+            raise ConnectionError(msg)
+        buf = buf[pos:] + chunk
+        pos = 0
+        size = len(buf)

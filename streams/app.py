@@ -65,11 +65,18 @@ def _die(what: str) -> NoReturn:
     os._exit(EXIT_UNEXPECTED)
 
 
-async def _prepare(pipeline: TransactionPipeline, items: list[CheckedMessage]) -> PreparedBatch:
+async def _start(pipeline: TransactionPipeline, items: list[CheckedMessage]) -> PreparedBatch:
     try:
-        return await pipeline.prepare(items)
+        return await pipeline.start(items)
     except Exception:
-        _die("unexpected error preparing a batch")
+        _die("unexpected error sending a batch to the feature state")
+
+
+async def _complete(pipeline: TransactionPipeline, batch: PreparedBatch) -> PreparedBatch:
+    try:
+        return await pipeline.complete(batch)
+    except Exception:
+        _die("unexpected error reading a batch's features")
 
 
 async def _finish(pipeline: TransactionPipeline, app: faust.App, runtime: WorkerRuntime, batch: PreparedBatch,
@@ -134,8 +141,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         # The agent hands each chunk to the flow and takes the next at once (see streams/flow.py), which
         # merges the chunks that arrive while the pipeline is busy. Features are applied in order, records
         # are published in order, and messages are acked only after the broker acknowledged their records.
-        flow: BatchFlow[CheckedMessage, PreparedBatch] = BatchFlow(
-            partial(_prepare, pipeline), partial(_finish, pipeline, app, runtime),
+        flow: BatchFlow[CheckedMessage, PreparedBatch, PreparedBatch] = BatchFlow(
+            partial(_start, pipeline), partial(_complete, pipeline), partial(_finish, pipeline, app, runtime),
             max_batch=settings.batch_max_size, max_finishing=settings.max_batches_in_flight,
             max_pending=settings.batch_max_size * settings.max_batches_in_flight,
         )

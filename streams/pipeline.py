@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -81,7 +82,8 @@ class CheckedMessage:
 
 @dataclass
 class PreparedBatch:
-    """A micro-batch between its two stages: validated, features applied, not yet scored or published."""
+    """A micro-batch between its stages: validated and sent to the feature state (``start``), then with
+    its features (``complete``), not yet scored or published."""
 
     messages: Sequence[InboundMessage]
     outcome: BatchOutcome
@@ -91,6 +93,9 @@ class PreparedBatch:
     transactions: list[Transaction] = field(default_factory=list)
     validate_s: float = 0.0
     features_s: float = 0.0
+    started_s: float = 0.0
+    pending: Any = None
+    """The feature store's handle of the submitted batch, until ``complete``."""
 
 
 class TransactionPipeline:
@@ -132,8 +137,13 @@ class TransactionPipeline:
         return checked
 
     async def prepare(self, checked: Sequence[CheckedMessage]) -> PreparedBatch:
-        """Stage 1: apply the checked messages to the feature state (Redis). Batches must be prepared in
-        order. A transaction id repeated within the batch is dead-lettered: scored once, published once."""
+        """Stage 1: apply the checked messages to the feature state (Redis) and read their features."""
+        return await self.complete(await self.start(checked))
+
+    async def start(self, checked: Sequence[CheckedMessage]) -> PreparedBatch:
+        """Stage 1a: send the checked messages to the feature state. Batches must be started in order, and
+        the next may start before this one completes. A transaction id repeated within the batch is
+        dead-lettered: scored once, published once."""
         batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)))
         seen: set[str] = set()
         for item in checked:
@@ -148,10 +158,17 @@ class TransactionPipeline:
             seen.add(tx.transaction_id)
             batch.transactions.append(tx)
             batch.events.append(event)
-        t1 = time.perf_counter()
+        batch.started_s = time.perf_counter()
+        if batch.events and not self.config.naive:
+            events = batch.events
+            batch.pending = await retry_forever(lambda: self.features.submit(events), what="feature state in Redis")
+        return batch
+
+    async def complete(self, batch: PreparedBatch) -> PreparedBatch:
+        """Stage 1b: the started batch's features. Batches complete in the order they started."""
         if batch.events:
-            batch.outcome.features = (await self._features(batch.events)).astype(np.float32)
-        batch.features_s = time.perf_counter() - t1
+            batch.outcome.features = (await self._features(batch)).astype(np.float32)
+        batch.features_s = time.perf_counter() - batch.started_s
         return batch
 
     async def finish(self, batch: PreparedBatch) -> BatchOutcome:
@@ -241,11 +258,11 @@ class TransactionPipeline:
         outcome.dead_lettered += 1
         outcome.reasons[rejection.reason] = outcome.reasons.get(rejection.reason, 0) + 1
 
-    async def _features(self, events: list[TransactionEvent]) -> npt.NDArray[np.float64]:
+    async def _features(self, batch: PreparedBatch) -> npt.NDArray[np.float64]:
         if not self.config.naive:
-            return await retry_forever(lambda: self.features.apply_and_read(events), what="feature state in Redis")
+            return await retry_forever(partial(self.features.collect, batch.pending), what="feature state in Redis")
         rows = [
             await retry_forever(partial(self.features.apply_and_read, [event]), what="feature state in Redis")
-            for event in events
+            for event in batch.events
         ]
         return np.vstack(rows)

@@ -1,4 +1,5 @@
-"""BatchFlow: order of both stages, merging while busy, bounded finishing, backpressure, drain."""
+"""BatchFlow: order of every stage, overlapped preparing, merging while busy, bounded finishing,
+backpressure, drain."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from streams.flow import BatchFlow
 
 
 class Stages:
-    """Prepare and finish that record what they saw; each stage can be held by a test."""
+    """Start, complete (the gated "prepare") and finish that record what they saw; a test can hold
+    complete and finish."""
 
     def __init__(self) -> None:
+        self.started: list[list[int]] = []
         self.prepared: list[list[int]] = []
         self.finished: list[list[int]] = []
         self.prepare_gate = asyncio.Event()
@@ -21,6 +24,10 @@ class Stages:
         self.finish_gate.set()
         self.finishing_now = 0
         self.most_finishing = 0
+
+    async def start(self, events: list[int]) -> list[int]:
+        self.started.append(list(events))
+        return list(events)
 
     async def prepare(self, events: list[int]) -> list[int]:
         await self.prepare_gate.wait()
@@ -38,10 +45,10 @@ class Stages:
 
 
 def flow(
-    stages: Stages, *, max_batch: int = 4, max_pending: int = 8, max_finishing: int = 2
-) -> BatchFlow[int, list[int]]:
-    return BatchFlow(stages.prepare, stages.finish, max_batch=max_batch, max_pending=max_pending,
-                     max_finishing=max_finishing)
+    stages: Stages, *, max_batch: int = 4, max_pending: int = 8, max_preparing: int = 2, max_finishing: int = 2
+) -> BatchFlow[int, list[int], list[int]]:
+    return BatchFlow(stages.start, stages.prepare, stages.finish, max_batch=max_batch, max_pending=max_pending,
+                     max_preparing=max_preparing, max_finishing=max_finishing)
 
 
 async def test_events_are_prepared_and_finished_once_in_submission_order() -> None:
@@ -52,13 +59,14 @@ async def test_events_are_prepared_and_finished_once_in_submission_order() -> No
         await asyncio.sleep(0)
     await f.drain()
     assert [e for batch in stages.prepared for e in batch] == list(range(40))
+    assert stages.started == stages.prepared
     assert stages.finished == stages.prepared
     assert all(len(batch) <= 4 for batch in stages.prepared)
 
 
 async def test_what_queues_while_preparing_is_merged_into_the_next_batch() -> None:
     stages = Stages()
-    f = flow(stages, max_batch=100, max_pending=100)
+    f = flow(stages, max_batch=100, max_pending=100, max_preparing=1)
     stages.prepare_gate.clear()
     await f.submit([0])
     await asyncio.sleep(0)  # the driver took [0] and waits in prepare
@@ -70,6 +78,58 @@ async def test_what_queues_while_preparing_is_merged_into_the_next_batch() -> No
     assert f.batches == 2
 
 
+async def test_the_next_batch_starts_while_one_completes_and_completes_after_it() -> None:
+    stages = Stages()
+    f = flow(stages, max_batch=100, max_pending=100, max_preparing=2)
+    stages.prepare_gate.clear()
+    await f.submit([0])
+    await asyncio.sleep(0)  # [0] started, held in complete
+    await f.submit([1])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stages.started == [[0], [1]]  # [1] did not wait for [0]'s features
+    assert stages.prepared == []
+    for e in range(2, 6):
+        await f.submit([e])  # no room for a third: these queue and merge
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stages.started == [[0], [1]]
+    stages.prepare_gate.set()
+    await f.drain()
+    assert stages.started == [[0], [1], [2, 3, 4, 5]]
+    assert stages.prepared == stages.started
+    assert stages.finished == stages.started
+
+
+async def test_a_faster_complete_still_waits_for_the_batch_before() -> None:
+    order: list[str] = []
+    first_gate = asyncio.Event()
+
+    async def start(events: list[int]) -> list[int]:
+        return events
+
+    async def complete(events: list[int]) -> list[int]:
+        if events == [0]:
+            await first_gate.wait()
+        order.append(f"complete {events}")
+        return events
+
+    async def finish(prepared: list[int], events: list[int]) -> None:
+        order.append(f"finish {events}")
+
+    f: BatchFlow[int, list[int], list[int]] = BatchFlow(
+        start, complete, finish, max_batch=1, max_pending=4, max_preparing=2, max_finishing=2
+    )
+    await f.submit([0, 1])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert order == []  # [1] is started but completes only after [0]
+    first_gate.set()
+    await f.drain()
+    assert [o for o in order if o.startswith("complete")] == ["complete [0]", "complete [1]"]
+    assert [o for o in order if o.startswith("finish")] == ["finish [0]", "finish [1]"]
+
+
 async def test_at_most_max_finishing_batches_finish_at_once() -> None:
     stages = Stages()
     f = flow(stages, max_batch=1, max_pending=100, max_finishing=2)
@@ -78,7 +138,10 @@ async def test_at_most_max_finishing_batches_finish_at_once() -> None:
     for _ in range(20):
         await asyncio.sleep(0)
     assert stages.finishing_now <= 2
-    assert len(stages.prepared) == 3  # two finishing, the driver holds the third until one is done
+    # two finishing, the third prepared and held by the driver until one is done; the fourth was started
+    # behind it but the driver, waiting for a finishing slot, starts no more
+    assert len(stages.prepared) == 4
+    assert len(stages.started) == 4
     stages.finish_gate.set()
     await f.drain()
     assert stages.most_finishing <= 2
@@ -87,7 +150,7 @@ async def test_at_most_max_finishing_batches_finish_at_once() -> None:
 
 async def test_submit_waits_while_too_many_events_are_queued() -> None:
     stages = Stages()
-    f = flow(stages, max_batch=2, max_pending=4)
+    f = flow(stages, max_batch=2, max_pending=4, max_preparing=1)
     stages.prepare_gate.clear()
     await f.submit([0, 1])
     await asyncio.sleep(0)  # taken by the driver, held in prepare
@@ -110,7 +173,12 @@ async def test_a_failing_prepare_reaches_drain() -> None:
     async def finish(prepared: list[int], events: list[int]) -> None:
         raise AssertionError("never finished")
 
-    f: BatchFlow[int, list[int]] = BatchFlow(prepare, finish, max_batch=2, max_pending=4, max_finishing=1)
+    async def start(events: list[int]) -> list[int]:
+        return events
+
+    f: BatchFlow[int, list[int], list[int]] = BatchFlow(
+        start, prepare, finish, max_batch=2, max_pending=4, max_finishing=1
+    )
     await f.submit([1])
     with pytest.raises(RuntimeError, match="boom"):
         await f.drain()
@@ -118,4 +186,4 @@ async def test_a_failing_prepare_reaches_drain() -> None:
 
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="max_pending"):
-        BatchFlow(Stages().prepare, Stages().finish, max_batch=8, max_pending=4, max_finishing=1)
+        BatchFlow(Stages().start, Stages().prepare, Stages().finish, max_batch=8, max_pending=4, max_finishing=1)
