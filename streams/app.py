@@ -150,9 +150,11 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
             async for chunk in stream.noack():
                 if not isinstance(chunk, Chunk):
                     _die(f"the transactions agent got {type(chunk).__name__}, not a chunk")
-                chunk.track(app)
+                taken = chunk.take(app)
+                if not taken:
+                    continue
                 try:
-                    checked = pipeline.check(chunk.messages)
+                    checked = pipeline.check(taken)
                 except Exception:
                     _die("unexpected error validating a batch")
                 await flow.submit(checked)

@@ -78,3 +78,37 @@ async def test_a_worker_joins_and_another_leaves_mid_stream(
     probes = history.probes()
     diff, worst = max_rel_diff(await online_probe_vectors(redis_url, probes), offline_probe_vectors(history, probes))
     assert diff <= 1e-6, f"state after the rebalances differs from offline on {worst}: {diff}"
+
+
+async def test_a_worker_joins_a_saturated_worker_on_a_backlog(
+    local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
+) -> None:
+    """The rebalance lands while the first worker's fetch loop is queueing whole fetches for its agent (the
+    `bench e2e` two-worker phase): a fetch held back during the revocation must be read again, not skipped
+    (this lost one fetch's records in 2 of 5 such runs before `ChunkConductor` stopped waiting for the flow
+    to resume)."""
+    run = run_id("backlog")
+    topics = run_topics(run)
+    await create_topics(kafka_bootstrap, topics)
+    history = History.build(run, cards=600, per_card=100, seed=7, label_share=0.0, spacing_s=60.0)
+    await produce(kafka_bootstrap, history.records(topics))  # 60,000 transactions waiting
+    env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="512")
+
+    async with Collector(kafka_bootstrap, topics) as collector:
+        # Started together: the first one ready takes every partition and works through the backlog at
+        # full speed; the second joins a few seconds later (as in the benchmark).
+        workers = [launch(env, tmp_path / f"worker-{i}.log") for i in (1, 2)]
+        try:
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 300, "every transaction",
+                                       worker=workers[0])
+            rebalanced = [w for w in workers if CONSUMED.search(w.log.read_text(errors="replace"))]
+        finally:
+            for worker in workers:
+                worker.stop()
+
+    assert set(out.scored) == history.ids and not out.dead
+    assert len(rebalanced) == 2, "both workers should have scored part of the backlog"
+    print(f"{len(out.scored)} ids in {out.scored_total} scored records")
+    probes = history.probes()
+    diff, worst = max_rel_diff(await online_probe_vectors(redis_url, probes), offline_probe_vectors(history, probes))
+    assert diff <= 1e-6, f"state after the rebalance differs from offline on {worst}: {diff}"

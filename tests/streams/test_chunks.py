@@ -37,9 +37,9 @@ async def _subscribe(app: faust.App, agents: int = 1) -> tuple[ChunkConductor, l
     return conductor, channels
 
 
-def _messages(partition: int, offsets: range) -> list[Message]:
-    return [Message(TOPIC, partition, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(TOPIC, partition))
-            for offset in offsets]
+def _messages(partition: int, offsets: range, generation: int = 0) -> list[Message]:
+    return [Message(TOPIC, partition, offset, 0.0, 0, None, b"k", b"v", None, tp=TP(TOPIC, partition),
+                    generation_id=generation) for offset in offsets]
 
 
 async def test_a_fetch_becomes_one_chunk_in_order(app: faust.App) -> None:
@@ -97,9 +97,59 @@ async def test_taken_messages_are_unacked_until_acked(app: faust.App) -> None:
     consumer = app.consumer
     messages = _messages(0, range(3))
 
-    Chunk(messages).track(app)
+    assert Chunk(messages).take(app) == messages
     assert set(messages) <= set(consumer.unacked)
 
     ack_messages(app, messages)
     assert not set(messages) & set(consumer.unacked)
     assert all(message.acked for message in messages)
+
+
+async def test_a_suspended_flow_drops_the_chunk_at_once(app: faust.App) -> None:
+    conductor, (channel,) = await _subscribe(app)
+    app.flow_control.suspend()  # a rebalance: faust stops the consumer's flow, then its flow control
+    suspend = asyncio.Event()
+    suspend.set()
+
+    # Returning at once (not when the flow resumes) lets faust's fetch loop ask for records while the
+    # flow is suspended, which is when it seeks back to the committed offsets and so reads this again.
+    delivered = await asyncio.wait_for(conductor.deliver_chunk(TOPIC, _messages(0, range(3)), suspend), 0.5)
+    assert delivered is False
+    assert channel.queue.qsize() == 0
+
+
+async def test_delivery_waiting_for_flow_control_gives_up_when_the_flow_is_suspended(app: faust.App) -> None:
+    conductor, (channel,) = await _subscribe(app)
+    app.flow_control.suspend()
+    suspend = asyncio.Event()
+
+    waiting = asyncio.ensure_future(conductor.deliver_chunk(TOPIC, _messages(0, range(3)), suspend))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    suspend.set()
+    assert await asyncio.wait_for(waiting, 0.5) is False
+    assert channel.queue.qsize() == 0
+
+
+async def test_delivery_waiting_for_flow_control_goes_on_when_it_resumes(app: faust.App) -> None:
+    conductor, (channel,) = await _subscribe(app)
+    app.flow_control.suspend()
+
+    waiting = asyncio.ensure_future(conductor.deliver_chunk(TOPIC, _messages(0, range(3)), asyncio.Event()))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    app.flow_control.resume()
+    assert await asyncio.wait_for(waiting, 0.5) is True
+    assert channel.queue.qsize() == 1
+
+
+async def test_messages_fetched_before_the_latest_rebalance_are_dropped(app: faust.App) -> None:
+    conductor, (channel,) = await _subscribe(app)
+    app.consumer_generation_id = 2
+    stale, fresh = _messages(0, range(3), generation=1), _messages(1, range(2), generation=2)
+
+    # their partition may belong to another worker now: it reads them again from the committed offset
+    assert await conductor.deliver_chunk(TOPIC, stale, asyncio.Event()) is False
+    assert channel.queue.qsize() == 0
+    assert Chunk(stale + fresh).take(app) == fresh  # queued before the rebalance, taken after it
+    assert not set(stale) & set(app.consumer.unacked)
