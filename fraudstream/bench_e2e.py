@@ -218,7 +218,7 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
         meter = CpuMeter(settings, [p.pid for p in processes])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await consumer.seek_to_beginning()
-        stamps, _, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
+        stamps, arrivals, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
     finally:
         await consumer.stop()
         for process in processes:
@@ -228,6 +228,7 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     lo, hi = int(len(stamps) * 0.05), int(len(stamps) * 0.95)
     span = stamps[hi - 1] - stamps[lo] if hi - 1 > lo else float("nan")
     return {"transactions": count, "scored": len(stamps), "dead_lettered": dead, "workers": workers,
+            "lost": max(0, count - len(arrivals) - dead),
             "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0, "cpu": meter.per_tx()}
 
 
@@ -258,6 +259,7 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
     span = (max(arrivals.values()) - min(sent_at.values())) if arrivals and sent_at else float("nan")
     return {"offered_tps": rate, "delivered_tps": len(arrivals) / span if span and span > 0 else 0.0,
             "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
+            "lost": max(0, count - len([k for k in arrivals if k in sent_at]) - dead),
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "max_ms": max(latencies) if latencies else float("nan"), "cpu": meter.per_tx()}
 
@@ -347,6 +349,11 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         for phase in phases.values():
             purge_prefix(settings.redis_url, phase.key_prefix)
     speedup = batched["throughput_tps"] / naive["throughput_tps"] if naive["throughput_tps"] else float("nan")
+    measured = {"batched": batched, "latency": latency, "naive": naive, "two_workers": two,
+                **{f"sweep {point['offered_tps']:,.0f} tx/s": point for point in sweep}}
+    lost = {name: phase["lost"] for name, phase in measured.items() if phase is not None and phase["lost"]}
+    if lost:
+        progress(f"LOST transactions (neither scored nor dead-lettered before the timeout): {lost}")
     return {
         "throughput_tps": round(batched["throughput_tps"], 1),
         "p50_ms": round(latency["p50_ms"], 2),
@@ -355,6 +362,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         "naive_throughput_tps": round(naive["throughput_tps"], 1),
         "offered_tps": options.fixed_rate,
         "batch_max_size": options.batch,
+        "lost": sum(lost.values()),
         "phases": {"batched": batched, "latency": latency, "naive": naive, "two_workers": two},
         "sweep": sweep,
         "model_backend": backend,

@@ -84,4 +84,4 @@ def _e2e(args: argparse.Namespace) -> int:
         plot_sweep(result, args.plot)
         print(f"[bench e2e] plot written to {args.plot}", file=sys.stderr)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return 1 if result["lost"] else 0  # a benchmark that lost transactions measured a broken pipeline
