@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 
 import numpy as np
@@ -303,12 +304,18 @@ class RedisFeatureStore:
             raise FeatureStoreUnavailable(msg) from exc
 
     async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
+        return await self._replies(partial(self._channel.call_packed, payload, count))
+
+    async def _replies(
+        self, call: Callable[[], Awaitable[list[bytes | int]]], refused: Callable[[], None] = lambda: None
+    ) -> list[bytes | int]:
+        """``call()``'s replies; lost functions are reloaded and the batch replayed once (safe: every
+        function is idempotent per transaction id). ``refused`` runs when Redis refused the batch."""
         for attempt in (0, 1):
             try:
-                return await self._channel.call_packed(payload, count)
+                return await call()
             except ScriptReplyError as exc:
-                # Redis restarted or lost its functions: reload and replay the whole batch, which is
-                # safe because every function is idempotent per transaction id.
+                refused()
                 if exc.transient:
                     # e.g. LOADING after a restart: retrying the batch later is right (idempotent)
                     raise FeatureStoreUnavailable(str(exc)) from exc
@@ -376,28 +383,19 @@ class RedisFeatureStore:
         Raises ``FeatureStoreUnavailable`` while Redis is away: call again, the batch is sent again."""
         if not pending.count:
             return self._features(pending.inputs, [])
-        for attempt in (0, 1):
-            try:
-                if pending.sent is None:
-                    pending.sent = await self._lane.send(pending.payload, pending.count)
-                return self._features(pending.inputs, await self._lane.receive(pending.sent))
-            except ScriptReplyError as exc:
-                # Redis refused the batch (its replies were read, later batches are unaffected): send it
-                # again, behind the batches already sent after it. Those see its transactions as late
-                # events (docs/features.md). Only a restart that lost Redis's functions, or LOADING / BUSY
-                # / OOM, gets here.
-                pending.sent = None
-                if exc.transient:
-                    raise FeatureStoreUnavailable(str(exc)) from exc
-                if attempt == 0 and exc.noscript:
-                    await self.load_scripts()
-                    continue
-                raise FeatureScriptError(str(exc)) from exc
-            except (RedisError, OSError) as exc:
-                msg = f"redis: {exc}"
-                raise FeatureStoreUnavailable(msg) from exc
-        msg = "unreachable"
-        raise AssertionError(msg)
+
+        async def receive() -> list[bytes | int]:
+            if pending.sent is None:
+                pending.sent = await self._lane.send(pending.payload, pending.count)
+            return await self._lane.receive(pending.sent)
+
+        def refused() -> None:
+            # Redis refused the batch (its replies were read; later batches are unaffected): it is sent
+            # again, behind the batches already sent after it, which see its transactions as late events
+            # (docs/features.md). Only a restart that lost Redis's functions, or LOADING / BUSY / OOM.
+            pending.sent = None
+
+        return self._features(pending.inputs, await self._replies(receive, refused))
 
     def _features(self, inputs: _Inputs, replies: list[bytes | int]) -> npt.NDArray[np.float64]:
         n = inputs.n
