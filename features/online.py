@@ -221,7 +221,6 @@ def _columns(ep: EntityPlan, table: npt.NDArray[np.float64]) -> RawGetter:
 class _Inputs:
     """A batch's per-transaction numbers, as the scripts get them and as ``derive`` needs them."""
 
-    n: int
     amount: npt.NDArray[np.float64]
     cents: npt.NDArray[np.float64]
     times: npt.NDArray[np.float64]
@@ -239,7 +238,7 @@ class _Inputs:
         lat = np.fromiter((nan if e.latitude is None else e.latitude for e in events), np.float64, n)
         lon = np.fromiter((nan if e.longitude is None else e.longitude for e in events), np.float64, n)
         numbers = np.column_stack([times, cents, lat, lon, np.full(n, time.time())])
-        return cls(n, amount, cents, times, lat, lon, numbers)
+        return cls(amount, cents, times, lat, lon, numbers)
 
 
 @dataclass(slots=True)
@@ -398,7 +397,7 @@ class RedisFeatureStore:
         return self._features(pending.inputs, await self._replies(receive, refused))
 
     def _features(self, inputs: _Inputs, replies: list[bytes | int]) -> npt.NDArray[np.float64]:
-        n = inputs.n
+        n = len(inputs.amount)
         out = np.zeros((n, self.plan.width), dtype=np.float64)
         if n == 0:
             return out
