@@ -96,6 +96,12 @@ def _faust_home(settings: Settings) -> Path:
     return path
 
 
+def faust_leftovers(settings: Settings) -> tuple[str, Path]:
+    """What faust creates for the app id and never removes: its leader-election topic and its (unused) table
+    directory. Whoever starts workers under throw-away app ids (benchmarks) deletes both afterwards."""
+    return f"{settings.app_id}-__assignor-__leader", _faust_home(settings) / f"{settings.app_id}-data"
+
+
 def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     app = faust.App(
         settings.app_id,
@@ -121,7 +127,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         web_enabled=False,
         table_standby_replicas=0,
         # faust creates its (here unused) table directory at start: in the home, not the cwd
-        datadir=str(_faust_home(settings) / "{conf.name}-data"),
+        datadir=str(faust_leftovers(settings)[1]),
     )
     transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
     transport.fetch_min_bytes = settings.kafka_fetch_min_bytes
