@@ -6,7 +6,7 @@ from schemas.drift import DriftAlert
 from schemas.labels import FraudLabel
 from schemas.retrain import RetrainRequest, RetrainStatus
 from schemas.scored import Decision, Latencies, ReasonCode, ScoredTransaction, ShadowScore
-from schemas.transaction import Transaction
+from schemas.transaction import Transaction, transaction_context
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -23,4 +23,5 @@ __all__ = [
     "ShadowScore",
     "Stage",
     "Transaction",
+    "transaction_context",
 ]

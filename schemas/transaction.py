@@ -34,10 +34,18 @@ class Transaction(Record):
     @field_validator("event_time")
     @classmethod
     def _not_far_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        # Runs for every record the worker reads: the limit is worked out once per batch (see
+        # ``transaction_context``), not per record.
         context = info.context or {}
-        now: datetime | None = context.get("now")
-        skew = timedelta(seconds=float(context.get("max_clock_skew_s", 86_400.0)))
-        if now is not None and value > now + skew:
-            msg = f"event_time {value.isoformat()} is more than {skew} in the future"
+        limit: datetime | None = context.get("not_after")
+        if limit is not None and value > limit:
+            msg = f"event_time {value.isoformat()} is more than {context['max_clock_skew']} in the future"
             raise ValueError(msg)
         return value
+
+
+def transaction_context(now: datetime, max_clock_skew_s: float) -> dict[str, object]:
+    """Validation context of ``Transaction``: event times more than ``max_clock_skew_s`` after ``now`` are
+    rejected. Build it once per batch of records, with the batch's ``now``."""
+    skew = timedelta(seconds=max_clock_skew_s)
+    return {"not_after": now + skew, "max_clock_skew": skew}

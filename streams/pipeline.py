@@ -24,7 +24,7 @@ import orjson
 
 from features.events import TransactionEvent
 from features.store import OnlineFeatureStore
-from schemas import SCHEMA_VERSION, Latencies, Transaction
+from schemas import SCHEMA_VERSION, Latencies, Transaction, transaction_context
 from schemas.codec import Rejection, dead_letter, decode, encode
 from streams.identity import CardHasher
 from streams.messages import InboundMessage, OutboundMessage, Publisher
@@ -118,7 +118,7 @@ class TransactionPipeline:
         while Redis works on the batch before: what ``prepare`` does between two Redis round trips (and
         Redis sits idle for) is then only the round trip's own work."""
         t0 = time.perf_counter()
-        context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": self.config.max_clock_skew_s}
+        context = transaction_context(datetime.now(UTC), self.config.max_clock_skew_s)
         checked: list[CheckedMessage] = []
         for message in messages:
             parsed = decode(Transaction, message.value, max_bytes=self.config.max_message_bytes, context=context)
@@ -229,12 +229,13 @@ class TransactionPipeline:
     ) -> bytes:
         """One ``ScoredTransaction`` as JSON. Built as a dict and encoded with orjson: constructing and
         dumping a pydantic model per record costs more than the rest of the record's path; the contract
-        tests parse these bytes back with ``ScoredTransaction``."""
+        tests parse these bytes back with ``ScoredTransaction``. orjson writes the (UTC) event time itself,
+        as ``_iso`` would, without a Python call per record."""
         shadow = result.shadow
         return orjson.dumps({
             "schema_version": SCHEMA_VERSION, "transaction_id": tx.transaction_id, "card_ref": event.card_ref,
             "terminal_id": tx.terminal_id, "amount": tx.amount, "currency": tx.currency,
-            "event_time": _iso(tx.event_time), "score": float(result.score), "decision": result.decision,
+            "event_time": tx.event_time, "score": float(result.score), "decision": result.decision,
             "reason_codes": [
                 {"code": r.code, "feature": r.feature, "contribution": float(r.contribution)}
                 for r in result.reason_codes
@@ -244,7 +245,7 @@ class TransactionPipeline:
             "degraded": bool(result.degraded),
             "shadow": None if shadow is None else {"model_version": shadow.model_version, "score": shadow.score},
             "feature_list_hash": self.config.feature_list_hash, **common,
-        })
+        }, option=orjson.OPT_UTC_Z)
 
     def _dead_letter(
         self, message: InboundMessage, rejection: Rejection, out: list[OutboundMessage], outcome: BatchOutcome

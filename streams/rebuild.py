@@ -34,7 +34,7 @@ from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEve
 from features.offline import compute_offline
 from features.parity import compare
 from fraudstream.settings import Settings, kafka_client_options
-from schemas import FraudLabel, Transaction
+from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from streams.identity import CardHasher
 from streams.runtime import redis_client
@@ -108,7 +108,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 def _transactions(
     records: list[ConsumerRecord[bytes, bytes]], hasher: CardHasher, settings: Settings, report: RebuildReport
 ) -> Iterator[TransactionEvent]:
-    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": settings.max_clock_skew_s}
+    context = transaction_context(datetime.now(UTC), settings.max_clock_skew_s)
     seen: set[str] = set()
     for m in records:
         tx = decode(Transaction, m.value, max_bytes=settings.max_message_bytes, context=context)

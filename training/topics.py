@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer
 
 from fraudstream.settings import Settings, Topics, kafka_client_options
 from fraudstream.sources.topics import partitions_of
-from schemas import FraudLabel, Transaction
+from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import decode
 from training.errors import DatasetError
 
@@ -75,7 +75,7 @@ def load_topics(uri: str, topics: Topics | None = None, limit: int | None = None
     raw_tx = asyncio.run(_read_topic(bootstrap, topics.transactions, limit, options))
     raw_labels = asyncio.run(_read_topic(bootstrap, topics.labels, None, options))
     # The worker's own rules: what it would dead-letter (far-future times included) is not history.
-    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": 86_400.0}
+    context = transaction_context(datetime.now(UTC), 86_400.0)
     parsed = (decode(Transaction, v, max_bytes=MAX_BYTES, context=context) for v in raw_tx)
     txs = [t for t in parsed if isinstance(t, Transaction)]
     labels = [x for x in (decode(FraudLabel, v, max_bytes=MAX_BYTES) for v in raw_labels)

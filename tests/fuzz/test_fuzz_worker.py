@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraudstream.stack import LocalStack
-from schemas import Transaction
+from schemas import Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from schemas.common import CURRENCIES
 from tests.chaos.harness import (
@@ -231,7 +231,7 @@ def _accounted(
     values: list[bytes], positions: list[tuple[str, int, int]], scored: dict[str, Any], dead: dict[Any, Any]
 ) -> list[int]:
     """Indexes of the records that are neither dead-lettered (by position) nor scored (by id)."""
-    context: dict[str, object] = {"now": datetime.now(UTC), "max_clock_skew_s": 86_400.0}
+    context = transaction_context(datetime.now(UTC), 86_400.0)
     missing = []
     for i, (value, position) in enumerate(zip(values, positions, strict=True)):
         if position in dead:

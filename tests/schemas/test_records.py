@@ -9,7 +9,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from schemas import FraudLabel, Transaction
+from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from schemas.export import TOPIC_RECORDS, export_json_schemas
 
@@ -22,7 +22,7 @@ GOOD = {
 
 def parse(payload: object, raw: bytes | None = None) -> Transaction | Rejection:
     data = raw if raw is not None else json.dumps(payload).encode()
-    return decode(Transaction, data, max_bytes=64 * 1024, context={"now": NOW, "max_clock_skew_s": 86_400})
+    return decode(Transaction, data, max_bytes=64 * 1024, context=transaction_context(NOW, 86_400))
 
 
 def test_a_good_transaction_parses_to_utc() -> None:

@@ -71,6 +71,7 @@ async def test_transactions_are_scored_and_bad_records_dead_lettered(
     assert record["feature_list_hash"] == FEATURE_LIST.hash
     assert record["card_ref"] != "card-5" and len(record["card_ref"]) == 32  # never the clear card id
     assert record["model_version"] == 1
+    assert record["event_time"] == "2026-01-01T00:05:00Z"  # UTC, written as the input wrote it
     assert record["degraded"] is False
     reasons = sorted(d["reason"] for d in out.dead_ids(run))
     assert reasons == ["decode:json", "validation:amount:greater_than", "validation:card_id:missing"]
