@@ -106,11 +106,57 @@ async def trivial_calls(client: aioredis.Redis, batch: int, seconds: float, kind
     return rate, (await redis_cpu(client) - cpu0) / calls * 1e6
 
 
+FLOOR_LIBRARY = b"""#!lua name=fsfloor
+local formats = {}
+redis.register_function('fsfloor_state', function(keys, args)
+  local blob = redis.call('GET', keys[1]) or args[1]
+  local fmt = formats[#blob]
+  if not fmt then fmt = string.rep('d', #blob / 8); formats[#blob] = fmt end
+  local state = {struct.unpack(fmt, blob)}
+  redis.call('SET', keys[1], blob)
+  return #state
+end)
+"""
+
+
+async def state_floor_calls(client: aioredis.Redis, batch: int, seconds: float, state_bytes: int) -> float:
+    """Redis CPU µs per call of a function that only reads an entity's state blob (``state_bytes``, as the
+    feature functions' blobs are on average), unpacks it into numbers and writes it back: what any entity
+    function costs before it counts, windows or deduplicates anything. Its format cache is an upvalue, as
+    the feature functions' is."""
+    channel = RespChannel(client)
+    await channel.call_many([[b"FUNCTION", b"LOAD", b"REPLACE", FLOOR_LIBRARY]])
+    blob = bytes(state_bytes // 8 * 8)
+    keys = [f"fsfloor:{{c:{i}}}:s".encode() for i in range(5000)]
+    await channel.call_many([[b"SET", key, blob] for key in keys])
+    calls = 0
+    cpu0 = await redis_cpu(client)
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        await channel.call_many([[b"FCALL", b"fsfloor_state", b"1", keys[(calls + i) % len(keys)], blob]
+                                 for i in range(batch)])
+        calls += batch
+    cpu = (await redis_cpu(client) - cpu0) / calls * 1e6
+    await channel.call_many([[b"DEL", *keys[i : i + 1000]] for i in range(0, len(keys), 1000)])
+    return cpu
+
+
+async def mean_state_bytes(client: aioredis.Redis, prefix: str, sample: int = 2000) -> float:
+    """Average length of the state blobs ('s' field of the entity hashes) under ``prefix``."""
+    sizes = []
+    async for key in client.scan_iter(match=f"{prefix}:*:s", count=1000):
+        sizes.append(await client.hstrlen(key, "s"))
+        if len(sizes) >= sample:
+            break
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
 async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> dict[str, float]:
     tx, labels = load_fdh(FDH, limit=warm + rows)
     events = transaction_events(tx)
     label_list = label_events(labels)
-    store = RedisFeatureStore(client, key_prefix=f"fsbench:{uuid.uuid4().hex[:8]}")
+    prefix = f"fsbench:{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client, key_prefix=prefix)
     await store.load_scripts()
     await store.apply_labels(label_list)  # labels up front: every read then scans the label ZSETs
     try:
@@ -125,9 +171,11 @@ async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> di
         wall = time.perf_counter() - t0
         cpu = time.process_time() - cpu
         server_cpu = await redis_cpu(client) - server_cpu
+        state_bytes = await mean_state_bytes(client, prefix)
     finally:
         await store.purge()
     return {
+        "state_bytes": state_bytes,
         "tx_per_s": rows / wall,
         "client_cpu_us_per_tx": cpu / rows * 1e6,
         "redis_cpu_us_per_tx": server_cpu / rows * 1e6,
@@ -155,6 +203,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
         ref_after, ref_cpu_after = await trivial_calls(client, args.batch, args.seconds, "evalsha")
         log(f"online apply_and_read: {on['tx_per_s']:,.0f} tx/s")
         log(f"trivial EVALSHA after: {ref_after:,.0f} calls/s")
+        floor_cpu = await state_floor_calls(client, args.batch, args.seconds, int(on["state_bytes"]))
+        log(f"read + unpack + write of a {on['state_bytes']:,.0f}-byte state: {floor_cpu:.2f} µs of Redis CPU a call")
     finally:
         await client.aclose()
     tx, labels = load_fdh(FDH)
@@ -181,6 +231,10 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
         "online_tx_per_redis_cpu_s": round(1e6 / on["redis_cpu_us_per_tx"], 1),
         "trivial_evalsha_calls_per_redis_cpu_s": round(2e6 / (ref_cpu + ref_cpu_after), 1),
         "online_tx_vs_trivial_calls": round(on["tx_per_s"] / reference, 3),
+        # the floor: two entity calls per transaction that only read, unpack and write their state
+        "state_bytes_mean": round(on["state_bytes"], 1),
+        "state_floor_redis_cpu_us_per_call": round(floor_cpu, 2),
+        "state_floor_tx_per_redis_cpu_s": round(1e6 / (2 * floor_cpu), 1),
         "online_rows": args.online_rows,
         "batch": args.batch,
         "offline_rows": len(tx),
