@@ -7,7 +7,8 @@ the naive design in the same run.
   slow for its first seconds), transactions are offered at a fixed rate; latency is the time from each
   transaction's send to the arrival of its scored record at this process;
 * naive: the same worker in ``pipeline_mode=naive`` (one Redis trip, one model call, one send per record),
-  saturation again.
+  saturation again;
+* scale-out (optional): both saturation phases again with two workers in one consumer group.
 
 Each phase has its own topics, consumer group and Redis key prefix, so runs never see each other's state.
 """
@@ -339,7 +340,8 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     phases = {name: Phase(name=f"{name}-{run}", transactions=f"bench-{run}-{name}-tx",
                           scored=f"bench-{run}-{name}-scored", dead_letter=f"bench-{run}-{name}-dlq",
                           key_prefix=f"bench-{run}-{name}")
-              for name in ("batched", "latency", "naive", "two", *(f"load{int(r)}" for r in options.sweep))}
+              for name in ("batched", "latency", "naive", "two", "naive-two",
+                           *(f"load{int(r)}" for r in options.sweep))}
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
     partitions = settings.transactions_partitions
@@ -362,11 +364,19 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                                  batch=options.batch, seed=options.seed + 2, log_dir=log_dir)
         progress(f"  → {naive['throughput_tps']:,.0f} tx/s")
         two: dict[str, Any] | None = None
+        naive_two: dict[str, Any] | None = None
         if options.scale_out:
             progress(f"saturation, two workers in one consumer group: {options.saturation_count:,} transactions")
             two = await saturation(settings, phases["two"], backend, count=options.saturation_count, mode="batched",
                                    batch=options.batch, seed=options.seed + 3, log_dir=log_dir, workers=2)
             progress(f"  → {two['throughput_tps']:,.0f} tx/s; {cpu_split(two)}")
+            # The batched pipeline keeps this machine's cores busy with one worker; the naive one waits on
+            # round trips, so it shows what a second worker in the group adds where cores are free.
+            progress(f"saturation, naive pipeline, two workers: {options.naive_count:,} transactions backlog")
+            naive_two = await saturation(settings, phases["naive-two"], backend, count=options.naive_count,
+                                         mode="naive", batch=options.batch, seed=options.seed + 2, log_dir=log_dir,
+                                         workers=2)
+            progress(f"  → {naive_two['throughput_tps']:,.0f} tx/s (one worker: {naive['throughput_tps']:,.0f})")
         sweep = []
         for rate in options.sweep:
             progress(f"sweep: {rate:,.0f} tx/s offered")
@@ -388,6 +398,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
             shutil.rmtree(table_dir, ignore_errors=True)
     speedup = batched["throughput_tps"] / naive["throughput_tps"] if naive["throughput_tps"] else float("nan")
     measured = {"batched": batched, "latency": latency, "naive": naive, "two_workers": two,
+                "naive_two_workers": naive_two,
                 **{f"sweep {point['offered_tps']:,.0f} tx/s": point for point in sweep}}
     lost = {name: phase["lost"] for name, phase in measured.items() if phase is not None and phase["lost"]}
     if lost:
@@ -401,7 +412,8 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         "offered_tps": options.fixed_rate,
         "batch_max_size": options.batch,
         "lost": sum(lost.values()),
-        "phases": {"batched": batched, "latency": latency, "naive": naive, "two_workers": two},
+        "phases": {"batched": batched, "latency": latency, "naive": naive, "two_workers": two,
+                   "naive_two_workers": naive_two},
         "sweep": sweep,
         "model_backend": backend,
     }

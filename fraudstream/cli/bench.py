@@ -48,7 +48,8 @@ def _register_e2e(benches: BenchCommands) -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of a fixed-load phase (default 10)")
     parser.add_argument("--sweep", default="", help="extra offered loads, e.g. 1000,2500,7500,10000")
     parser.add_argument("--batch", type=int, default=512, help="worker micro-batch size (default 512)")
-    parser.add_argument("--scale-out", action="store_true", help="also measure two workers sharing the partitions")
+    parser.add_argument("--scale-out", action="store_true",
+                        help="also measure two workers sharing the partitions (batched and naive pipelines)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="with --sweep: plot throughput/latency vs load")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     parser.set_defaults(handler=_e2e)
