@@ -25,11 +25,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
+import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from fraudstream.demo import has_model
@@ -39,6 +41,8 @@ from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topi
 from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
+from schemas import Transaction, transaction_context
+from schemas.codec import decode
 from streams.app import faust_leftovers
 from streams.partitioner import partitions_for
 
@@ -335,6 +339,44 @@ def model_backend_for(settings: Settings) -> str:
     return f"local://{(repo / settings.model_name).resolve()}"
 
 
+REFERENCE_FUNCTION = "#!lua name=fsreference\nredis.register_function('fsreference_one', function(k, a) return 1 end)"
+
+
+def machine_reference(settings: Settings, seconds: float = 1.5) -> dict[str, float]:
+    """How fast this machine is right now, from work that is the same in every run: Redis CPU per trivial
+    function call (pipelined, as the worker's are) and this process's CPU per transaction validated (the
+    worker's first step). Measured at the start and the end of a run, it tells a slower machine from slower
+    code when absolute figures of two runs differ: this VM's speed drifts by 10-40%."""
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        client.function_load(REFERENCE_FUNCTION, replace=True)
+        cpu0, calls, start = _redis_cpu(client), 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            pipe = client.pipeline(transaction=False)
+            for i in range(2000):
+                pipe.fcall("fsreference_one", 1, f"fsreference:{{{i}}}")
+            pipe.execute()
+            calls += 2000
+        redis_us = (_redis_cpu(client) - cpu0) / calls * 1e6
+        client.function_delete("fsreference")
+    finally:
+        client.close()
+    values = [value for _, value in payloads(5000, 1, "reference")]
+    context = transaction_context(datetime.now(UTC), settings.max_clock_skew_s)
+    for value in values[:500]:  # warm: the first validations of a process cost more
+        decode(Transaction, value, max_bytes=settings.max_message_bytes, context=context)
+    cpu = time.process_time()
+    for value in values:
+        decode(Transaction, value, max_bytes=settings.max_message_bytes, context=context)
+    decode_us = (time.process_time() - cpu) / len(values) * 1e6
+    return {"redis_trivial_call_cpu_us": round(redis_us, 2), "validate_cpu_us_per_tx": round(decode_us, 2)}
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]:
     run = uuid.uuid4().hex[:6]
     phases = {name: Phase(name=f"{name}-{run}", transactions=f"bench-{run}-{name}-tx",
@@ -345,6 +387,8 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
     partitions = settings.transactions_partitions
+    reference = {"before": machine_reference(settings)}
+    progress(f"machine now: {reference['before']}")
     await ensure_topics(settings.kafka_bootstrap, {
         name: (1 if name == p.dead_letter else partitions)
         for p in phases.values() for name in (p.transactions, p.scored, p.dead_letter)
@@ -396,6 +440,8 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
             purge_prefix(settings.redis_url, phase.key_prefix)
         for _, table_dir in leftovers:
             shutil.rmtree(table_dir, ignore_errors=True)
+    reference["after"] = machine_reference(settings)
+    progress(f"machine now: {reference['after']}")
     speedup = batched["throughput_tps"] / naive["throughput_tps"] if naive["throughput_tps"] else float("nan")
     measured = {"batched": batched, "latency": latency, "naive": naive, "two_workers": two,
                 "naive_two_workers": naive_two,
@@ -416,6 +462,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                    "naive_two_workers": naive_two},
         "sweep": sweep,
         "model_backend": backend,
+        "machine_reference": reference,
     }
 
 

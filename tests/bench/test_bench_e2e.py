@@ -1,16 +1,20 @@
 """How ``bench e2e`` measures latency: its measured transactions follow the warm-up in event time (as live
 traffic does, so none reaches the feature state as a late event merely because of how the benchmark drew
-its data), and the process that timestamps records runs without cyclic-GC pauses."""
+its data), the process that timestamps records runs without cyclic-GC pauses, and each run measures the
+machine's own speed against the real Redis."""
 
 from __future__ import annotations
 
 import gc
 from datetime import datetime
+from pathlib import Path
 
 import orjson
 import pytest
+import redis
 
-from fraudstream.bench_e2e import no_collector_pauses, warm_and_measured
+from fraudstream.bench_e2e import machine_reference, no_collector_pauses, warm_and_measured
+from fraudstream.settings import load_settings
 
 
 def _event_times(items: list[tuple[bytes, bytes]]) -> list[datetime]:
@@ -34,3 +38,19 @@ def test_the_collector_is_off_while_measuring_and_back_on_after_an_error() -> No
     with pytest.raises(RuntimeError), no_collector_pauses():
         raise RuntimeError("phase failed")
     assert gc.isenabled()
+
+
+def test_the_machine_reference_measures_redis_and_validation_and_leaves_no_function(
+    redis_url: str, tmp_path: Path
+) -> None:
+    settings = load_settings(home=tmp_path, redis_url=redis_url)
+
+    reference = machine_reference(settings, seconds=0.2)
+
+    assert reference["redis_trivial_call_cpu_us"] > 0
+    assert reference["validate_cpu_us_per_tx"] > 0
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert all(lib[b"library_name"] != b"fsreference" for lib in client.function_list())
+    finally:
+        client.close()
