@@ -33,6 +33,7 @@ import numpy as np
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from fraudstream.demo import has_model
 from fraudstream.settings import Settings, Topics
@@ -230,27 +231,56 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+async def group_stable(bootstrap: str, group: str, members: int, timeout_s: float) -> None:
+    """Wait until the consumer group has ``members`` members and is ``Stable`` (partitions handed out)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            (response,) = await admin.describe_consumer_groups([group])
+            described = response.to_object()["groups"][0]
+            if described["state"] == "Stable" and len(described["members"]) == members:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    msg = f"consumer group {group} did not settle with {members} member(s) in {timeout_s:.0f} s"
+    raise RuntimeError(msg)
+
+
 async def saturation(settings: Settings, phase: Phase, model_backend: str, *, count: int, mode: str, batch: int,
                      seed: int, log_dir: Path, workers: int = 1) -> dict[str, Any]:
+    """The workers start, join their group and get their partitions; then the backlog is produced at once
+    (several times faster than any worker consumes it), and throughput is measured from the scored records
+    stamped after that: neither start-up, nor the group's join and rebalances, nor this process producing
+    is in it. (With two workers started on a waiting backlog, the first took every partition and the
+    second's join then paused both in the middle of the measurement.)"""
     items = payloads(count, seed, phase.name)
-    await send_all(settings.kafka_bootstrap, phase.transactions, items)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     env = bench_worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
     processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
+        for process in processes:
+            if not process.wait_ready(180):
+                raise RuntimeError("worker did not become ready:\n" + process.tail())
+        await group_stable(settings.kafka_bootstrap, bench_app_id(phase), workers, 120)
         meter = CpuMeter(settings, [p.pid for p in processes])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await consumer.seek_to_beginning()
+        await send_all(settings.kafka_bootstrap, phase.transactions, items)
+        produced = time.time()  # the broker's timestamps are this machine's clock
         stamps, arrivals, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
     finally:
         await consumer.stop()
         for process in processes:
             process.stop()
-    stamps.sort()
-    # Skip the first and last 5%: start-up (group join, model warm-up) and the tail are not "sustained".
-    lo, hi = int(len(stamps) * 0.05), int(len(stamps) * 0.95)
-    span = stamps[hi - 1] - stamps[lo] if hi - 1 > lo else float("nan")
+    steady = sorted(t for t in stamps if t >= produced)
+    # Skip the first and last 5%: the workers' first batches (model and Redis functions warming) and the
+    # tail (the last partitions to finish) are not "sustained".
+    lo, hi = int(len(steady) * 0.05), int(len(steady) * 0.95)
+    span = steady[hi - 1] - steady[lo] if hi - 1 > lo else float("nan")
     return {"transactions": count, "scored": len(stamps), "dead_lettered": dead, "workers": workers,
             "lost": max(0, count - len(arrivals) - dead),
             "throughput_tps": (hi - 1 - lo) / span if span and span > 0 else 0.0, "cpu": meter.per_tx()}

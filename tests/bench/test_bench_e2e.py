@@ -1,20 +1,24 @@
 """How ``bench e2e`` measures latency: its measured transactions follow the warm-up in event time (as live
 traffic does, so none reaches the feature state as a late event merely because of how the benchmark drew
 its data), the process that timestamps records runs without cyclic-GC pauses, and each run measures the
-machine's own speed against the real Redis."""
+machine's own speed against the real Redis; saturation phases start once the workers' group is stable."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import uuid
 from datetime import datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import redis
+from aiokafka import AIOKafkaConsumer
 
-from fraudstream.bench_e2e import machine_reference, no_collector_pauses, warm_and_measured
+from fraudstream.bench_e2e import group_stable, machine_reference, no_collector_pauses, warm_and_measured
 from fraudstream.settings import load_settings
+from fraudstream.sources.topics import delete_topics, ensure_topics
 
 
 def _event_times(items: list[tuple[bytes, bytes]]) -> list[datetime]:
@@ -54,3 +58,21 @@ def test_the_machine_reference_measures_redis_and_validation_and_leaves_no_funct
         assert all(lib[b"library_name"] != b"fsreference" for lib in client.function_list())
     finally:
         client.close()
+
+
+async def test_group_stable_waits_for_the_members_and_says_when_they_never_come(kafka_bootstrap: str) -> None:
+    group = f"bench-test-{uuid.uuid4().hex[:8]}"
+    topic = f"{group}-tx"
+    await ensure_topics(kafka_bootstrap, {topic: 2})
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        poll = asyncio.ensure_future(consumer.getmany(timeout_ms=10_000))  # joins the group
+        await group_stable(kafka_bootstrap, group, members=1, timeout_s=60)
+        assert consumer.assignment()
+        with pytest.raises(RuntimeError, match="did not settle with 2 member"):
+            await group_stable(kafka_bootstrap, group, members=2, timeout_s=1)
+        poll.cancel()
+    finally:
+        await consumer.stop()
+        await delete_topics(kafka_bootstrap, [topic])
