@@ -1,8 +1,9 @@
 """``fraudstream bench e2e``: the whole pipeline (Kafka → worker → Redis → model → Kafka), measured against
 the naive design in the same run.
 
-* saturation: a backlog of N transactions is waiting in the topic when the worker starts; throughput is the
-  rate at which scored records are produced (their Kafka timestamps) once the worker is consuming;
+* saturation: once the worker is ready and its consumer group stable, a backlog of N transactions is
+  produced at once; throughput is the rate at which scored records are produced (their Kafka timestamps)
+  after that;
 * latency: after a warm-up at the same rate (``WARM_S`` seconds, not measured: a freshly started worker is
   slow for its first seconds), transactions are offered at a fixed rate; latency is the time from each
   transaction's send to the arrival of its scored record at this process;
