@@ -232,6 +232,12 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def wait_ready(workers: Sequence[WorkerProcess], timeout_s: float = 180.0) -> None:
+    for worker in workers:
+        if not worker.wait_ready(timeout_s):
+            raise RuntimeError("worker did not become ready:\n" + worker.tail())
+
+
 async def group_stable(bootstrap: str, group: str, members: int, timeout_s: float) -> None:
     """Wait until the consumer group has ``members`` members and is ``Stable`` (partitions handed out)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -263,13 +269,10 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     env = bench_worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
     processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
-        for process in processes:
-            if not process.wait_ready(180):
-                raise RuntimeError("worker did not become ready:\n" + process.tail())
+        wait_ready(processes)
         await group_stable(settings.kafka_bootstrap, bench_app_id(phase), workers, 120)
         meter = CpuMeter(settings, [p.pid for p in processes])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
-        await consumer.seek_to_beginning()
         await send_all(settings.kafka_bootstrap, phase.transactions, items)
         produced = time.time()  # the broker's timestamps are this machine's clock
         stamps, arrivals, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
@@ -309,8 +312,7 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
     worker = spawn_worker(bench_worker_env(settings, phase, model_backend, "batched", batch),
                           log_dir / f"{phase.name}.log")
     try:
-        if not worker.wait_ready(180):
-            raise RuntimeError("worker did not become ready:\n" + worker.tail())
+        wait_ready([worker])
         await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
         await send_all(settings.kafka_bootstrap, phase.transactions, warm, rate=rate)  # group join + warm-up
         await collect(consumer, len(warm), 120 + WARM_S, [worker])
