@@ -143,11 +143,15 @@ async def state_floor_calls(client: aioredis.Redis, batch: int, seconds: float, 
 
 async def mean_state_bytes(client: aioredis.Redis, prefix: str, sample: int = 2000) -> float:
     """Average length of the state blobs ('s' field of the entity hashes) under ``prefix``."""
-    sizes = []
+    keys = []
     async for key in client.scan_iter(match=f"{prefix}:*:s", count=1000):
-        sizes.append(await client.hstrlen(key, "s"))
-        if len(sizes) >= sample:
+        keys.append(key)
+        if len(keys) >= sample:
             break
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hstrlen(key, "s")
+    sizes = await pipe.execute()
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
