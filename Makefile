@@ -6,14 +6,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_TRANSACTIONS ?= 20000
 PYTEST_ARGS ?=
+# helm v4, built once from the Go module proxy into Go's bin directory (make lint and the chart's tests use it)
+HELM_VERSION := v4.3.2
+HELM := $(shell go env GOPATH 2>/dev/null || echo $(HOME)/go)/bin/helm
+CHART := deploy/helm/fraudstream
 
-.PHONY: help setup system-deps venv kafka-jars demo test test-chaos lint bench clean stack-down
+.PHONY: help setup system-deps venv kafka-jars helm demo test test-chaos lint bench clean stack-down
 
 help:
 	@echo "make demo        set everything up, then run the main job (fraudstream demo)"
 	@echo "make test        set up what the tests need, then run them"
 	@echo "make test-chaos  the longer fault-injection suite"
-	@echo "make lint        ruff + mypy"
+	@echo "make lint        ruff + mypy + helm lint --strict"
+	@echo "make helm        build helm $(HELM_VERSION) once (Go module proxy) into $(HELM)"
 	@echo "make bench       the benchmarks under bench/"
 
 setup: system-deps venv kafka-jars
@@ -52,18 +57,28 @@ $(STAMP): pyproject.toml
 kafka-jars: venv
 	@$(BIN)/python -c "from fraudstream.stack.kafka import ensure_jars, default_jar_cache; print('Kafka jars in', ensure_jars(default_jar_cache()))"
 
+# Once: a few minutes of compiling; any helm v4 already at $(HELM) is kept.
+helm:
+	@if ! "$(HELM)" version --short 2>/dev/null | grep -q '^v4\.'; then \
+	  command -v go >/dev/null || { echo "Go is needed once to build helm $(HELM_VERSION): install Go 1.21 or newer (it fetches the Go 1.26 toolchain helm needs), then run make helm"; exit 1; }; \
+	  echo "building helm $(HELM_VERSION) from the Go module proxy into $(HELM) (once, a few minutes)…"; \
+	  GOBIN="$(dir $(HELM))" go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
+	fi
+
 demo: setup
 	$(BIN)/fraudstream demo --transactions $(DEMO_TRANSACTIONS) --summary-json .fraudstream/demo-summary.json
 
-test: setup
+test: setup helm
 	$(BIN)/pytest -q -m "not chaos" $(PYTEST_ARGS)
 
 test-chaos: setup
 	$(BIN)/pytest -q -m chaos $(PYTEST_ARGS)
 
-lint: venv
+lint: venv helm
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	"$(HELM)" lint --strict $(CHART)
+	"$(HELM)" lint --strict $(CHART) --values $(CHART)/ci/production-values.yaml
 
 bench: setup
 	$(BIN)/python bench/bench_reference.py --json
