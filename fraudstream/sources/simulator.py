@@ -10,7 +10,8 @@ what happens (which card buys when, where, how much; which terminals and cards g
 ``seed`` with another ``events_seed`` is the same customers on other days: the trainer's history
 (``sim:`` inputs, events seed 1 by default) and the live traffic (``simulate``, ``demo``: events seed 0)
 describe one population. Random numbers are drawn in blocks (one numpy call per 4,096 values, not one per
-value): ~10x faster than scalar draws, so a 300,000-transaction history takes seconds.
+value): 29 µs of CPU per transaction instead of 145-152 (old and new alternated, 30,000 transactions each,
+on the loaded 2-core development machine), so a 300,000-transaction history takes seconds.
 """
 
 from __future__ import annotations
