@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer
 
 from fraudstream.demo_report import DemoReport, PhaseReport
 from fraudstream.settings import Settings, load_settings
-from fraudstream.sources.producer import OutboundRecord, produce
+from fraudstream.sources.producer import OutboundRecord, first_transactions, produce
 from fraudstream.sources.simulator import SimulatedTransaction, SimulationConfig, Simulator, interleave_labels
 from fraudstream.sources.topics import assign_at_end
 from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
@@ -177,19 +177,6 @@ class _Traffic:
             await asyncio.sleep(0.1)
 
 
-def _first_transactions(records: Iterator[OutboundRecord], count: int) -> Iterator[OutboundRecord]:
-    """The records of ``records`` up to its ``count``-th transaction; ``records`` goes on after it."""
-    if count <= 0:
-        return
-    seen = 0
-    for record in records:
-        yield record
-        if record.counts_as_transaction:
-            seen += 1
-            if seen >= count:
-                return
-
-
 async def stream_demo(settings: Settings, transactions: int, *, invalid_share: float, rate: float | None,
                       timeout_s: float, alive: Callable[[], bool], warm_up_days: float = WARM_UP_DAYS,
                       population: SimulationConfig = POPULATION, progress: Progress = _progress) -> DemoReport:
@@ -232,7 +219,7 @@ async def stream_demo(settings: Settings, transactions: int, *, invalid_share: f
                 phase.offered_rate_tps = round(STEADY_SHARE * phases[0].throughput_tps, 1) or None
             offered = f"at {phase.offered_rate_tps:,.0f} tx/s" if phase.offered_rate_tps else "at once"
             progress(f"{phase.name}: offering {count:,} transactions {offered}…")
-            sent = await produce(settings.kafka_bootstrap, _first_transactions(records, count),
+            sent = await produce(settings.kafka_bootstrap, first_transactions(records, count),
                                  rate=phase.offered_rate_tps, label=f"demo {phase.name}", on_sent=traffic.sent)
             phase.produced = sent.transactions
             report.produced += sent.transactions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -41,6 +41,20 @@ def kafka_producer(bootstrap: str, **security: object) -> AIOKafkaProducer:
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
         max_batch_size=256 * 1024, compression_type=None, request_timeout_ms=30_000, **security,
     )
+
+
+def first_transactions(records: Iterator[OutboundRecord], count: int) -> Iterator[OutboundRecord]:
+    """The records of ``records`` up to its ``count``-th transaction (labels in between included);
+    ``records`` goes on after it, so one stream can be sent in phases."""
+    if count <= 0:
+        return
+    seen = 0
+    for record in records:
+        yield record
+        if record.counts_as_transaction:
+            seen += 1
+            if seen >= count:
+                return
 
 
 async def _paced(records: Iterable[OutboundRecord], rate: float | None) -> AsyncIterator[OutboundRecord]:
