@@ -3,6 +3,7 @@ when no ``--input`` is given, so a bare clone trains without any file beside it.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -60,10 +61,10 @@ def test_simulated_history_has_delayed_labels_and_the_live_population() -> None:
 
 
 def test_default_folds_of_a_simulated_history() -> None:
-    transactions, labels = load_history(Path("sim:20000?cards=200&terminals=400"), "fdh")  # 50 days
+    transactions, _labels = load_history(Path("sim:20000?cards=200&terminals=400"), "fdh")  # 50 days
     day = np.floor(transactions["event_time"].to_numpy() / 86_400).astype(np.int64)
     starts = latest_fold_starts(day)
-    assert len(starts) == 4 and all((b - a).days == 7 for a, b in zip(starts, starts[1:], strict=False))
+    assert len(starts) == 4 and all((b - a).days == 7 for a, b in itertools.pairwise(starts))
     with pytest.raises(DatasetError, match="too short"):
         latest_fold_starts(day[day < day.min() + 10])
 
