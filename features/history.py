@@ -1,7 +1,7 @@
 """Historical files as the frames both engines read (``compute_offline`` and the replay/parity paths).
 
-``--mapping fdh`` is the Fraud Detection Handbook's simulated data (../shared/data/fdh): TRANSACTION_ID →
-transaction_id (decimal string), CUSTOMER_ID → card_ref (its decimal string: hashing card ids is the
+``--mapping fdh`` reads the Fraud Detection Handbook's simulated data (a file given with ``--input``):
+TRANSACTION_ID → transaction_id (decimal string), CUSTOMER_ID → card_ref (its decimal string: hashing card ids is the
 stream worker's job), TERMINAL_ID → terminal_id, TX_AMOUNT → amount, TX_DATETIME → event_time (read as
 UTC), TX_FRAUD → a label available 7 days after the transaction. Terminals sit on the simulator's 100×100
 grid; we place them at latitude 50 + y·0.01, longitude 4 + x·0.01 (about 110 km × 70 km around

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
 
     # --- monitoring --------------------------------------------------------------------------------
     metrics_port: int = Field(default=9108, ge=-1, le=65535, description="worker /metrics; 0 = free port, -1 = off")
+    drift_bucket_s: float = Field(
+        default=10.0, gt=0, le=3600,
+        description="resolution of the drift windows, one value for both sides: the workers write their feature "
+        "sketches in buckets of this size (it is part of the Redis key) and the monitor reads and windows them",
+    )
     api_token: SecretStr | None = None
 
     @property

@@ -9,8 +9,9 @@ bucket::
                                                                    field "_n" → rows
 
 ``HINCRBY`` is additive, so any number of workers share the same buckets; keys expire after the longest
-window. The monitor re-reads only the buckets that may still change, so a day-long window costs one
-small read per evaluation after start-up.
+window. Both sides take ``bucket_s`` from one setting (``Settings.drift_bucket_s``): a worker and a monitor
+with different sizes would write and read different keys. The monitor re-reads only the buckets that may
+still change, so a day-long window costs one small read per evaluation after start-up.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class FeatureDriftSketch:
 
     def __init__(
         self, redis: Redis, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
-        bucket_s: float = 10.0, flush_every_s: float = 2.0, ttl_s: float = 2 * 86_400.0,
+        bucket_s: float, flush_every_s: float = 2.0, ttl_s: float = 2 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
@@ -118,7 +119,7 @@ class FeatureDriftSketch:
 class FeatureSketchReader:
     """The monitor's copy of the sketch buckets of one reference, as ``BucketSeries`` per feature."""
 
-    def __init__(self, redis: Redis, *, bucket_s: float = 10.0, settle_s: float = 30.0,
+    def __init__(self, redis: Redis, *, bucket_s: float, settle_s: float = 30.0,
                  horizon_s: float = 86_400.0) -> None:
         self.redis = redis
         self.bucket_s = bucket_s

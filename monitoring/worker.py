@@ -17,8 +17,11 @@ Redis is unavailable (scoring matters more than its monitoring).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
@@ -28,9 +31,23 @@ from fraudstream.settings import Settings
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureDriftSketch
+from scoring.errors import BadBackendUri
+from scoring.uri import parse_backend_uri
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9108
+
+
+def sketch_model_dir(settings: Settings) -> Path:
+    """Where the references the sketch bins on are: the local backend's model directory, else (TF Serving)
+    the model repository of this home, when it is mounted here."""
+    try:
+        spec = parse_backend_uri(settings.effective_model_backend)
+    except BadBackendUri:
+        spec = None  # the scorer reports the bad URI; monitoring falls back to the home's repository
+    if spec is not None and spec.path is not None:
+        return spec.path
+    return settings.model_repository / settings.model_name
 
 
 class WorkerMonitoring:
@@ -38,6 +55,7 @@ class WorkerMonitoring:
         self.metrics = metrics
         self.sketch = sketch
         self.port: int | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     def start(
@@ -56,9 +74,10 @@ class WorkerMonitoring:
             except OSError as exc:
                 # Several local workers share one host: the second keeps scoring without an endpoint.
                 log.warning("worker metrics not served on %s:%d: %s", host, chosen, exc)
-        model_dir = settings.model_repository / settings.model_name
+        model_dir = sketch_model_dir(settings)
         if redis is not None and model_dir.is_dir():
-            monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names)
+            monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names,
+                                                   bucket_s=settings.drift_bucket_s)
         return monitoring
 
     async def after_batch(
@@ -80,7 +99,20 @@ class WorkerMonitoring:
         if self.sketch is not None and features is not None:
             self.sketch.observe(features)
             await self.sketch.maybe_flush()
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(self._flush_when_idle(self.sketch), name="drift-sketch-flush")
+
+    async def _flush_when_idle(self, sketch: FeatureDriftSketch) -> None:
+        """Counts of the last batches before the traffic pauses reach Redis too (``maybe_flush`` runs only
+        when a batch arrives): a monitor would otherwise miss up to ``flush_every_s`` of each burst."""
+        while True:
+            await asyncio.sleep(sketch.flush_every_s)
+            await sketch.maybe_flush()
 
     async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
         if self.sketch is not None:
             await self.sketch.flush()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -105,13 +105,14 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or {0}
 
 
-def _transactions(
-    records: list[ConsumerRecord[bytes, bytes]], hasher: CardHasher, settings: Settings, report: RebuildReport
+def transaction_events(
+    values: Iterable[bytes | None], hasher: CardHasher, settings: Settings, report: RebuildReport
 ) -> Iterator[TransactionEvent]:
+    """Records of ``transactions`` as the worker reads them (rejections and repeated ids counted, skipped)."""
     context = transaction_context(datetime.now(UTC), settings.max_clock_skew_s)
     seen: set[str] = set()
-    for m in records:
-        tx = decode(Transaction, m.value, max_bytes=settings.max_message_bytes, context=context)
+    for value in values:
+        tx = decode(Transaction, value, max_bytes=settings.max_message_bytes, context=context)
         if isinstance(tx, Rejection):
             report.rejected += 1
             continue
@@ -126,12 +127,13 @@ def _transactions(
         )
 
 
-def _labels(
-    records: list[ConsumerRecord[bytes, bytes]], hasher: CardHasher, settings: Settings, report: RebuildReport
+def label_events(
+    values: Iterable[bytes | None], hasher: CardHasher, settings: Settings, report: RebuildReport
 ) -> list[LabelEvent]:
+    """Records of ``fraud-labels`` as the worker reads them, ordered by ``available_at``."""
     out: list[LabelEvent] = []
-    for m in records:
-        label = decode(FraudLabel, m.value, max_bytes=settings.max_message_bytes)
+    for value in values:
+        label = decode(FraudLabel, value, max_bytes=settings.max_message_bytes)
         if isinstance(label, Rejection):
             report.rejected += 1
             continue
@@ -173,9 +175,9 @@ async def rebuild(
         label_records, label_ends = await read_topic(settings.kafka_bootstrap, settings.topics.labels,
                                                      security=security)
         report.offsets = {settings.topics.transactions: tx_ends, settings.topics.labels: label_ends}
-        events = list(_transactions(tx_records, hasher, settings, report))
-        labels = _labels(label_records, hasher, settings, report)
-        vectors = await _apply(store, events, labels, batch_size=batch_size, keep=verify, progress=progress)
+        events = list(transaction_events((m.value for m in tx_records), hasher, settings, report))
+        labels = label_events((m.value for m in label_records), hasher, settings, report)
+        vectors = await apply_history(store, events, labels, batch_size=batch_size, keep=verify, progress=progress)
         report.transactions = len(events)
         report.labels = len(labels)
         if verify and vectors is not None:
@@ -189,10 +191,12 @@ async def rebuild(
     return report
 
 
-async def _apply(
+async def apply_history(
     store: RedisFeatureStore, events: list[TransactionEvent], labels: list[LabelEvent], *, batch_size: int,
     keep: bool, progress: Progress | None,
 ) -> npt.NDArray[np.float64] | None:
+    """Apply a history (transactions in arrival order, labels by ``available_at``) through the online
+    engine, in batches; with ``keep``, return every transaction's feature vector."""
     out = np.zeros((len(events), len(FEATURE_LIST.names))) if keep else None
     li = 0
     horizon = -np.inf

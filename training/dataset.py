@@ -22,9 +22,6 @@ import pandas as pd
 from training.errors import DatasetError
 
 DAY_S = 86_400.0
-DEFAULT_FDH_PATH = (
-    Path(__file__).resolve().parents[1].parent / "shared/data/fdh" / ("transactions-2018-04-01_2018-07-31.parquet")
-)
 MODEL_SELECTION_STARTS: tuple[date, ...] = (
     date(2018, 6, 20),
     date(2018, 6, 27),
@@ -146,17 +143,29 @@ def load_mapped(path: Path, mapping: ColumnMapping, limit: int | None = None) ->
 
 
 def load_history(
-    path: Path, mapping: Literal["fdh"] | ColumnMapping = "fdh", limit: int | None = None
+    path: Path, mapping: Literal["fdh"] | ColumnMapping = "fdh", limit: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read a history file (or, for ``kafka://host:port``, the topics) into ``(transactions, labels)``."""
+    """Read a history file (or, for ``kafka://host:port``, the topics; for ``sim:N``, the simulator) into
+    ``(transactions, labels)``."""
+    from training.simulated import is_simulated_source, load_simulated
     from training.topics import is_topic_source, load_topics
 
+    if is_simulated_source(path):
+        return load_simulated(str(path), limit, progress=progress)
     if is_topic_source(path):
         return load_topics(str(path), limit=limit)
     if mapping == "fdh":
+        from features.errors import FeatureError
         from features.history import load_fdh
 
-        transactions, labels = load_fdh(path, limit=limit)
+        if not Path(path).exists():
+            msg = f"history file {path} does not exist"
+            raise DatasetError(msg)
+        try:
+            transactions, labels = load_fdh(path, limit=limit)
+        except FeatureError as exc:
+            raise DatasetError(str(exc)) from exc
         return transactions, labels
     if isinstance(mapping, ColumnMapping):
         return load_mapped(path, mapping, limit)
@@ -259,6 +268,20 @@ def make_fold(
         test_parts.append(day_idx[keep])
     test_idx = np.concatenate(test_parts) if test_parts else np.empty(0, np.int64)
     return Fold(start, train_days, gap_days, test_days, train_idx.astype(np.int64), test_idx.astype(np.int64))
+
+
+def latest_fold_starts(day: npt.NDArray[np.int64], folds: int = 4, train_days: int = 7, gap_days: int = 7,
+                       test_days: int = 7) -> list[date]:
+    """Training starts of the latest ``folds`` weekly folds whose test window ends before the history's
+    last (possibly partial) day: the default protocol for a history other than the handbook's file."""
+    last_start = int(day.max()) - (train_days + gap_days + test_days)
+    first_day = int(day.min())
+    starts = [last_start - 7 * k for k in range(folds - 1, -1, -1)]
+    kept = [s for s in starts if s >= first_day]
+    if not kept:
+        msg = f"the history spans {int(day.max()) - first_day + 1} days: too short for one fold"
+        raise DatasetError(msg)
+    return [date(1970, 1, 1) + timedelta(days=s) for s in kept]
 
 
 def split_validation(

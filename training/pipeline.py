@@ -76,7 +76,7 @@ def default_train_start(event_time: npt.NDArray[np.float64], job: TrainJob) -> d
 
 def load_job_history(job: TrainJob, spec: FeatureSpec | None, progress: Progress) -> tuple[History, date]:
     started = time.perf_counter()
-    transactions, labels = load_history(job.input_path, job.mapping, job.limit)
+    transactions, labels = load_history(job.input_path, job.mapping, job.limit, progress=progress)
     times = transactions["event_time"].to_numpy(dtype=np.float64)
     train_start = job.train_start or default_train_start(times, job)
     if job.lookback_days is not None:

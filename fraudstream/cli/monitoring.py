@@ -23,9 +23,6 @@ def _add_drift_options(parser: argparse.ArgumentParser) -> None:
         help="sliding windows as name=seconds, comma-separated (default 5m,1h,1d)",
     )
     parser.add_argument(
-        "--bucket-s", type=float, default=10.0, help="window resolution in seconds (default 10)"
-    )
-    parser.add_argument(
         "--psi-threshold", type=float, default=0.2, help="PSI above this is drift (default 0.2)"
     )
     parser.add_argument(
@@ -39,6 +36,11 @@ def _add_drift_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=200,
         help="records a window needs before it is evaluated (default 200)",
+    )
+    parser.add_argument(
+        "--bucket-s", type=float, default=None,
+        help="window resolution in seconds: the setting FRAUD_DRIFT_BUCKET_S (default 10), which the workers' "
+        "feature sketches use too; given here, it must equal that setting",
     )
     parser.add_argument("--evaluate-every", type=float, default=5.0, help="seconds between evaluations")
     parser.add_argument(
@@ -58,6 +60,10 @@ def _add_drift_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
 
 
+class BucketMismatch(ValueError):
+    """``--bucket-s`` differs from the workers' setting: the monitor would read keys nobody writes."""
+
+
 def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor:
     import redis.asyncio as aioredis
 
@@ -65,9 +71,15 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
     from monitoring.service import DriftMonitor, MonitorOptions
     from monitoring.windows import WindowSpec
 
+    if args.bucket_s is not None and args.bucket_s != settings.drift_bucket_s:
+        msg = (f"--bucket-s {args.bucket_s:g} differs from FRAUD_DRIFT_BUCKET_S={settings.drift_bucket_s:g}, the "
+               "bucket size the workers write their feature sketches in; set FRAUD_DRIFT_BUCKET_S for workers and "
+               "monitor alike")
+        raise BucketMismatch(msg)
     drift = DriftConfig(
         windows=WindowSpec.parse_many(args.windows),
-        bucket_s=args.bucket_s,
+        # One setting for the monitor's buckets and the workers' feature sketches (FRAUD_DRIFT_BUCKET_S).
+        bucket_s=settings.drift_bucket_s,
         psi_threshold=args.psi_threshold,
         consecutive=max(1, args.consecutive),
         min_samples=max(1, args.min_samples),
@@ -108,7 +120,11 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    monitor = _build_monitor(settings, args)
+    try:
+        monitor = _build_monitor(settings, args)
+    except BucketMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     token = settings.api_token.get_secret_value() if settings.api_token else None
 
     async def main() -> None:
@@ -126,7 +142,11 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    monitor = _build_monitor(settings, args)
+    try:
+        monitor = _build_monitor(settings, args)
+    except BucketMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
         from prometheus_client import start_http_server

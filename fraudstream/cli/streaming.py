@@ -7,14 +7,18 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections.abc import Iterable
 
 from aiokafka.errors import KafkaConnectionError
+from redis.exceptions import RedisError
 
 from features.errors import FeatureError
-from fraudstream.settings import load_settings
+from fraudstream.settings import Settings, load_settings
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
+from fraudstream.sources.topics import partitions_of
+from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
 
 
 def _run_produce(bootstrap: str, records: Iterable[OutboundRecord], rate: float | None, label: str
@@ -36,17 +40,44 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker(load_settings(**overrides), loglevel=args.loglevel)
 
 
+def _kafka_unreachable(settings: Settings) -> str | None:
+    try:
+        asyncio.run(partitions_of(settings.kafka_bootstrap, [settings.topics.transactions]))
+    except KafkaConnectionError as exc:
+        return f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up? 'fraudstream stack up'"
+    return None
+
+
 def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
-    simulator = Simulator(
-        SimulationConfig(count=args.count, seed=args.seed, shift_after=args.shift_after,
-                         label_delay_s=args.label_delay_hours * 3600, invalid_share=args.invalid_share,
-                         id_prefix=args.id_prefix)
-    )
+    warming = args.warm_up_days > 0
+    # With a warm-up, the population's ids are this run's own (see fraudstream/sources/warmup.py).
+    entities = f"{args.id_prefix}-{uuid.uuid4().hex[:6]}-" if warming else ""
+    config, warm = with_warm_up(SimulationConfig(
+        count=args.count, seed=args.seed, shift_after=args.shift_after, cards=args.cards, terminals=args.terminals,
+        label_delay_s=args.label_delay_hours * 3600, invalid_share=args.invalid_share, id_prefix=args.id_prefix,
+        entity_prefix=entities,
+    ), args.warm_up_days)
+    stream = interleave_labels(Simulator(config), end=time.time())
+    if warming:
+        problem = _kafka_unreachable(settings)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+        print(f"warming the online features with {args.warm_up_days:g} days of the population's history "
+              f"({warm:,} transactions, not scored; --warm-up-days 0 skips this)…", file=sys.stderr)
+        history = take_history(stream, warm)
+        try:
+            warmed = asyncio.run(warm_up(settings, *history))
+        except (RedisError, OSError, FeatureError) as exc:
+            print(f"error: cannot warm the features in Redis at {settings.redis_url} ({exc}); is the stack up?",
+                  file=sys.stderr)
+            return 1
+        print(f"  {warmed.transactions:,} transactions and {warmed.labels:,} labels applied in "
+              f"{warmed.seconds:.1f}s", file=sys.stderr)
     topics = {"tx": settings.topics.transactions, "bad": settings.topics.transactions, "label": settings.topics.labels}
     records = (
-        OutboundRecord(topics[kind], key, value, counts_as_transaction=kind != "label")
-        for kind, key, value in interleave_labels(simulator, end=time.time())
+        OutboundRecord(topics[kind], key, value, counts_as_transaction=kind != "label") for kind, key, value in stream
     )
     print(f"simulating {args.count:,} transactions to {settings.kafka_bootstrap} "
           f"(rate {args.rate or 'max'}/s, seed {args.seed})", file=sys.stderr)
@@ -86,18 +117,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sim = commands.add_parser("simulate", help="send simulated card traffic (and its fraud labels) to Kafka")
     sim.add_argument("--count", type=int, default=10_000, help="transactions to send (default 10000)")
     sim.add_argument("--rate", type=float, default=None, help="transactions per second (default: as fast as possible)")
-    sim.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sim.add_argument("--seed", type=int, default=0,
+                     help="population seed (default 0, the population of the trainer's default history)")
     sim.add_argument("--shift-after", type=int, default=None, metavar="K",
                      help="shift the distribution after K transactions (amounts ×2.5, more fraud) for drift")
     sim.add_argument("--label-delay-hours", type=float, default=168.0, help="label delay (default 168 h = 7 days)")
     sim.add_argument("--invalid-share", type=float, default=0.0, help="share of malformed records (DLQ demo)")
     sim.add_argument("--id-prefix", default="sim", help="transaction id prefix (default 'sim')")
+    sim.add_argument("--cards", type=int, default=2000, help="cards of the population (default 2000)")
+    sim.add_argument("--terminals", type=int, default=4000, help="terminals of the population (default 4000)")
+    sim.add_argument(
+        "--warm-up-days", type=float, default=WARM_UP_DAYS,
+        help=f"first apply this many days of the population's history to the online features (Redis), not "
+        f"scored, so the traffic is scored on warm state as a long-running worker's is (default {WARM_UP_DAYS:g}: "
+        "the 30-day windows and the 7-day label delay; 0 = send only the traffic, from whatever state there is)",
+    )
     sim.set_defaults(handler=_simulate)
 
     replay = commands.add_parser("replay", help="send historical transactions (and labels when known) in time order")
     replay.add_argument("--input", required=True, help="history file (Parquet)")
     replay.add_argument("--mapping", default="fdh", help="column mapping (default fdh)")
-    replay.add_argument("--rate", type=float, default=None, help="records per second (default: max)")
+    replay.add_argument("--rate", type=float, default=None,
+                        help="transactions per second, labels in between (default: max)")
     replay.add_argument("--limit", type=int, default=None, help="at most N transactions")
     replay.add_argument("--start", default=None, help="first day to replay, YYYY-MM-DD (default: the file's first)")
     replay.add_argument("--days", type=float, default=None, help="replay this many days from --start")

@@ -44,6 +44,10 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _dates(text: str) -> list[date]:
     return [date.fromisoformat(part.strip()) for part in text.split(",") if part.strip()]
 
@@ -64,20 +68,42 @@ def _setup_tf(args: argparse.Namespace) -> Any:
     return make_strategy(args.strategy)
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    from training.dataset import DEFAULT_FDH_PATH
-    from training.distribute import STRATEGY_KINDS
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        msg = f"{text} is not a positive number"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
-    parser.add_argument(
-        "--input", type=Path, default=DEFAULT_FDH_PATH,
-        help="history file (Parquet/CSV), or kafka://host:port to replay the transactions + fraud-labels topics",
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    from training.distribute import STRATEGY_KINDS
+    from training.simulated import DEFAULT_HISTORY_TRANSACTIONS
+
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--input", type=Path, default=None,
+        help="history: a file (Parquet/CSV, see --mapping), kafka://host:port to replay the transactions + "
+        "fraud-labels topics, or sim:N[?seed=S&events=E&cards=C&terminals=T] for N simulated transactions "
+        f"(default: sim:{DEFAULT_HISTORY_TRANSACTIONS}, the simulator's default population)",
     )
+    source.add_argument("--simulate", type=_positive, default=None, metavar="N",
+                        help="history of N transactions from the project's simulator (same as --input sim:N)")
     parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
     parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--strategy", choices=STRATEGY_KINDS, default="auto")
     parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+
+
+def _history_input(args: argparse.Namespace) -> Path:
+    """``--input``, else ``--simulate N``, else the default simulated history: never a file outside the clone."""
+    from training.simulated import DEFAULT_HISTORY, SCHEME
+
+    if args.input is not None:
+        return Path(args.input)
+    return Path(f"{SCHEME}{args.simulate}" if args.simulate else DEFAULT_HISTORY)
 
 
 def _config(args: argparse.Namespace, quick: bool = False) -> Any:
@@ -98,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = load_settings()
     strategy = _setup_tf(args)
     job = TrainJob(
-        input_path=args.input,
+        input_path=_history_input(args),
         mapping=_mapping(args.mapping),
         train_start=date.fromisoformat(args.train_start) if args.train_start else None,
         train_days=args.days,
@@ -127,14 +153,26 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from training.dataset import MODEL_SELECTION_STARTS, build_history, default_feature_spec, load_history
+    from training.dataset import (
+        MODEL_SELECTION_STARTS,
+        build_history,
+        default_feature_spec,
+        latest_fold_starts,
+        load_history,
+    )
     from training.errors import StreamPathUnavailable, TrainingError
     from training.evaluate import evaluate_protocol, resolve_provider
+    from training.simulated import is_simulated_source
+    from training.topics import is_topic_source
 
     if args.protocol != "handbook":
         return _fail(f"unknown protocol {args.protocol!r}")
     settings = load_settings()
-    starts = _dates(args.train_starts) if args.train_starts else list(MODEL_SELECTION_STARTS)
+    source = _history_input(args)
+    # The handbook's model-selection folds are dates of the fdh file; any other history gets its own
+    # latest four weekly folds.
+    fdh_file = args.mapping == "fdh" and not is_simulated_source(source) and not is_topic_source(source)
+    starts = _dates(args.train_starts) if args.train_starts else list(MODEL_SELECTION_STARTS) if fdh_file else None
     try:
         provider = resolve_provider(args.via, settings)
     except StreamPathUnavailable as exc:
@@ -142,9 +180,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     strategy = _setup_tf(args)
     run_dir = args.run_dir or settings.home / "runs" / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-evaluate"
     try:
-        transactions, labels = load_history(args.input, _mapping(args.mapping), args.limit)
+        transactions, labels = load_history(source, _mapping(args.mapping), args.limit, progress=_progress)
         print(f"computing offline features for {len(transactions)} transactions", file=sys.stderr)
         history = build_history(transactions, labels, default_feature_spec())
+        starts = starts or latest_fold_starts(history.day)
         report = evaluate_protocol(history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy)
     except TrainingError as exc:
         return _fail(str(exc))
@@ -163,13 +202,13 @@ def _retrain(args: argparse.Namespace) -> int:
         request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
         requested_by=args.requested_by,
         reason=args.reason,
-        input_path=str(args.input),
+        input_path=str(_history_input(args)),
         train_start=date.fromisoformat(args.train_start) if args.train_start else None,
         train_days=args.days,
         promote=not args.no_promote,
     )
     defaults = TrainJob(
-        input_path=args.input,
+        input_path=_history_input(args),
         mapping=_mapping(args.mapping),
         config=_config(args, args.quick),
         limit=args.limit,
@@ -226,7 +265,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     _setup_tf(args)
     defaults = TrainJob(
-        input_path=args.input,
+        input_path=_history_input(args),
         mapping=_mapping(args.mapping),
         config=_config(args, args.quick),
         limit=args.limit,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
@@ -43,11 +43,29 @@ def kafka_producer(bootstrap: str, **security: object) -> AIOKafkaProducer:
     )
 
 
+def first_transactions(records: Iterator[OutboundRecord], count: int) -> Iterator[OutboundRecord]:
+    """The records of ``records`` up to its ``count``-th transaction (labels in between included);
+    ``records`` goes on after it, so one stream can be sent in phases."""
+    if count <= 0:
+        return
+    seen = 0
+    for record in records:
+        yield record
+        if record.counts_as_transaction:
+            seen += 1
+            if seen >= count:
+                return
+
+
 async def _paced(records: Iterable[OutboundRecord], rate: float | None) -> AsyncIterator[OutboundRecord]:
+    """``rate`` is transactions per second; labels (and other records that are not transactions) go out
+    between them without a wait of their own."""
     start = time.perf_counter()
-    for index, record in enumerate(records):
-        if rate:
-            due = start + index / rate
+    transactions = 0
+    for record in records:
+        if rate and record.counts_as_transaction:
+            due = start + transactions / rate
+            transactions += 1
             delay = due - time.perf_counter()
             if delay > 0.002:
                 await asyncio.sleep(delay)
@@ -56,9 +74,11 @@ async def _paced(records: Iterable[OutboundRecord], rate: float | None) -> Async
 
 async def produce(
     bootstrap: str, records: Iterable[OutboundRecord], *, rate: float | None = None, label: str = "produced",
-    chunk: int = 2000, quiet: bool = False, **security: object,
+    chunk: int = 2000, quiet: bool = False, on_sent: Callable[[OutboundRecord], None] | None = None,
+    **security: object,
 ) -> ProduceReport:
-    """Send every record (keyed, in order per key) and wait until the broker acknowledged all of them."""
+    """Send every record (keyed, in order per key) and wait until the broker acknowledged all of them.
+    ``on_sent`` sees each record as it is handed to the producer (after the pacing), e.g. to time it."""
     producer = kafka_producer(bootstrap, **security)
     try:
         await producer.start()
@@ -73,6 +93,8 @@ async def produce(
     try:
         async for record in _paced(records, rate):
             pending.append(await producer.send(record.topic, record.value, key=record.key))
+            if on_sent is not None:
+                on_sent(record)
             report.sent += 1
             report.transactions += record.counts_as_transaction
             report.per_topic[record.topic] = report.per_topic.get(record.topic, 0) + 1

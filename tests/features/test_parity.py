@@ -1,4 +1,5 @@
-"""Online (real Redis) and offline engines agree: random histories, and a slice of the fdh data set."""
+"""Online (real Redis) and offline engines agree: random histories, a simulated history, and (when the file
+is there) the fdh data set read by ``--mapping fdh``."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ from features.history import load_fdh
 from features.offline import _repeated, compute_offline
 from features.online import entity_keys
 from features.parity import TOLERANCE, run_parity, transaction_events
+from training.simulated import load_simulated
 
 T0 = 1_530_000_000.0
 DAY = 86_400.0
 FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / ("transactions-2018-04-01_2018-07-31.parquet")
+"""The handbook's file beside the development checkout; only the fdh-format test reads it (nothing defaults to it)."""
 
 
 @st.composite
@@ -107,8 +110,24 @@ def test_offline_duplicates_repeat_the_first_vector() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FDH.exists(), reason="fdh data set not present")
-async def test_fdh_slice_parity(redis_url: str) -> None:
+async def test_simulated_history_parity(redis_url: str) -> None:
+    """20,000 transactions of the simulator: card-testing bursts (late events), impossible travel, coordinates,
+    compromised terminals and their delayed labels."""
+    tx, labels = load_simulated("sim:20000?seed=9&cards=1000&terminals=2000")
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        result = await run_parity(client, tx, labels, batch_size=2000)
+    finally:
+        await client.aclose()
+    assert result.rows == 20_000 and labels["is_fraud"].sum() > 100
+    assert result.max_rel_diff <= TOLERANCE, result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FDH.exists(), reason=f"the fdh data set is not at {FDH}: only this test of the fdh format "
+                    "reads it")
+async def test_fdh_format_slice_parity(redis_url: str) -> None:
+    """The handbook's own file through ``load_fdh`` (UTC times, decimal ids, labels 7 days later)."""
     tx, labels = load_fdh(FDH, limit=20_000)
     client = aioredis.Redis.from_url(redis_url)
     try:

@@ -1,7 +1,8 @@
-"""Drift on the real stack: a real worker scores simulated traffic, the drift monitor (hosted by the
-dashboard app, as ``fraudstream dashboard`` runs it) reads ``scored-transactions``; normal traffic raises
-no alert, shifted traffic raises ``drift-alerts`` and ``retrain-requests`` records. The page is then
-rendered by headless Chromium from the live state."""
+"""Drift on the real stack: a real worker scores simulated traffic and writes its feature sketches to
+Redis, the drift monitor (hosted by the dashboard app, as ``fraudstream dashboard`` runs it) reads
+``scored-transactions`` and those sketches, both with the bucket size of one setting; normal traffic
+raises no alert, shifted traffic raises ``drift-alerts`` (score and features) and ``retrain-requests``
+records. The page is then rendered by headless Chromium from the live state."""
 
 from __future__ import annotations
 
@@ -22,15 +23,12 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from features import FEATURE_LIST
-from fraudstream.settings import Topics
+from fraudstream.settings import Settings, Topics
 from fraudstream.sources.topics import assign_at_end, ensure_topics
 from fraudstream.workers import WorkerProcess
 from monitoring.dashboard import create_app, serve
 from monitoring.drift import DriftConfig
-from monitoring.reference import ReferenceCatalog
 from monitoring.service import DriftMonitor, MonitorOptions
-from monitoring.sketch import FeatureDriftSketch
 from monitoring.windows import WindowSpec
 from tests.monitoring.traffic import Traffic, export_trained_model, records, simulate
 from tests.streams.helpers import produce, start_worker, unique, worker_env
@@ -40,6 +38,9 @@ TOPICS = Topics()
 N_NORMAL, N_SHIFTED, N_LATER = 800, 800, 300
 TOKEN = "drift-test-token"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+SETTINGS = Settings(drift_bucket_s=1.0)
+"""The one setting both sides take their bucket size from: the worker through its environment, the
+monitor through its configuration."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def worker(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis
     home = tmp_path_factory.mktemp("drift-worker-home")
     # Its own card-hash secret gives this worker card state of its own in the shared Redis.
     env = worker_env(home, kafka_bootstrap, redis_url, f"local://{setup.model_dir}", FRAUD_APP_ID=setup.app_id,
-                     FRAUD_CARD_HASH_SECRET=unique("secret"))
+                     FRAUD_CARD_HASH_SECRET=unique("secret"), FRAUD_DRIFT_BUCKET_S=str(SETTINGS.drift_bucket_s))
     process = start_worker(env, home / "worker.log")
     assert process.wait_ready(timeout_s=120), process.tail()
     yield process
@@ -78,7 +79,8 @@ async def dashboard(setup: Setup, kafka_bootstrap: str, redis_url: str, worker: 
                     ) -> AsyncIterator[tuple[DriftMonitor, str]]:
     await ensure_topics(kafka_bootstrap, {name: 1 for name in (TOPICS.scored, TOPICS.dead_letter, TOPICS.labels,
                                                                 TOPICS.drift_alerts, TOPICS.retrain_requests)})
-    config = DriftConfig(windows=WindowSpec.parse_many("30s=30,10s=10"), bucket_s=1.0, psi_threshold=0.2,
+    config = DriftConfig(windows=WindowSpec.parse_many("30s=30,10s=10"), bucket_s=SETTINGS.drift_bucket_s,
+                         psi_threshold=0.2,
                          consecutive=3, min_samples=400, retrain=True)
     options = MonitorOptions(bootstrap=kafka_bootstrap, topics=TOPICS, model_dir=setup.model_dir, drift=config,
                              evaluate_every_s=0.5, lag_group=setup.app_id, lag_every_s=1.0)
@@ -131,15 +133,14 @@ async def test_normal_traffic_raises_no_alert_and_shifted_traffic_does(
 ) -> None:
     monitor, _url = dashboard
     live = setup.live
-    redis = aioredis.Redis.from_url(redis_url)
-    # The worker's feature hook, driven with the offline engine's features of the same transactions.
-    sketch = FeatureDriftSketch(redis, ReferenceCatalog(setup.model_dir), FEATURE_LIST.names, bucket_s=1.0)
+    sketch = monitor.sketch
+    assert sketch is not None
     async with TopicTail(kafka_bootstrap, [TOPICS.drift_alerts, TOPICS.retrain_requests]) as tail:
         started = monitor.state.totals["scored"]
         await produce(kafka_bootstrap, records(live.transactions[:N_NORMAL], TOPICS.transactions))
-        sketch.observe(live.features[:N_NORMAL])
-        await sketch.flush()
         await _wait(lambda: monitor.state.totals["scored"] - started >= N_NORMAL, 90, "normal scores", worker)
+        # The feature histograms come from the worker itself: its sketch, written to Redis per micro-batch.
+        await _wait(lambda: sketch.rows(60, time.time()) >= N_NORMAL, 30, "the worker's feature sketches", worker)
         # Several evaluations with full windows, for the score and for features, all below the threshold.
         first = monitor.state.evaluations
         await _wait(lambda: monitor.state.evaluations >= first + 6 and ("score", "30s") in _judged(monitor)
@@ -154,8 +155,6 @@ async def test_normal_traffic_raises_no_alert_and_shifted_traffic_does(
         t_shift = time.monotonic()
         await produce(kafka_bootstrap, records(live.transactions[N_NORMAL:N_NORMAL + N_SHIFTED],
                                                TOPICS.transactions))
-        sketch.observe(live.features[N_NORMAL:N_NORMAL + N_SHIFTED])
-        await sketch.flush()
 
         def alerted() -> bool:
             subjects = {a["subject"] for a in tail.seen[TOPICS.drift_alerts]}
@@ -172,7 +171,6 @@ async def test_normal_traffic_raises_no_alert_and_shifted_traffic_does(
     assert retrain["requested_by"] == "drift-monitor" and "drift:" in retrain["reason"]
     print(f"\nshift → alerts in {time.monotonic() - t_shift:.1f}s; normal PSI score "
           f"{normal[('score', '30s')]:.3f}; alert PSI {score_alert['psi']:.3f}")
-    await redis.aclose()
 
 
 async def test_metrics_beside_the_dashboard_expose_drift_families(

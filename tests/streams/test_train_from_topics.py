@@ -3,27 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from features import compute_offline
-from features.history import load_fdh
 from fraudstream.settings import Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
 from fraudstream.sources.topics import ensure_topics
 from tests.streams.helpers import unique
+from training.simulated import load_simulated
 from training.topics import load_topics
 
 pytestmark = pytest.mark.integration
-FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
 
 
-@pytest.mark.skipif(not FDH.exists(), reason="the fdh data set is not beside the checkout")
 async def test_topic_replay_gives_the_file_history(kafka_bootstrap: str) -> None:
-    transactions, labels = load_fdh(FDH, limit=3000)
+    # A simulated history (coordinates, card-testing bursts, delayed labels), ending before every label is due.
+    transactions, labels = load_simulated("sim:3000?seed=5&cards=300&terminals=600",
+                                          end=datetime.now(UTC) - timedelta(days=10))
+    assert labels["is_fraud"].any()
     transactions = transactions.sort_values(["event_time", "transaction_id"], kind="stable").reset_index(drop=True)
     labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
     run = unique("train-topics")
