@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from fraudstream.cli.args import positive_float, positive_int, share
 from fraudstream.stack import StackError
 
 
@@ -30,10 +31,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser("demo", help="the main job end to end: stack, model, worker, traffic, summary")
-    demo.add_argument("--transactions", type=int, default=20_000, help="simulated transactions (default 20000)")
+    demo.add_argument("--transactions", type=positive_int, default=20_000,
+                      help="simulated transactions (default 20000)")
     demo.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON")
-    demo.add_argument("--rate", type=float, default=None, help="offered tx/s (default: as fast as possible)")
-    demo.add_argument("--invalid-share", type=float, default=0.005,
+    demo.add_argument("--rate", type=positive_float, default=None, help="offered tx/s (default: as fast as possible)")
+    demo.add_argument("--invalid-share", type=share, default=0.005,
                       help="share of malformed records, to show the dead-letter path (default 0.005)")
     demo.add_argument("--keep-stack", action="store_true", help="leave a stack the demo started running")
     demo.set_defaults(handler=_demo)

@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from fraudstream.cli.args import history_input, non_negative_int, positive_int, tcp_port
+from fraudstream.cli.services import require_kafka
 from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -40,8 +42,9 @@ def _emit(result: Any, as_json: bool) -> None:
 
 
 def _fail(message: str) -> int:
+    """A failure the command explains itself (exit 1; usage errors are argparse's exit 2)."""
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return 1
 
 
 def _dates(text: str) -> list[date]:
@@ -69,14 +72,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     from training.distribute import STRATEGY_KINDS
 
     parser.add_argument(
-        "--input", type=Path, default=DEFAULT_FDH_PATH,
+        "--input", type=history_input, default=DEFAULT_FDH_PATH,
         help="history file (Parquet/CSV), or kafka://host:port to replay the transactions + fraud-labels topics",
     )
     parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
-    parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--limit", type=positive_int, default=None, help="read only the first N rows")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the model's)")
     parser.add_argument("--strategy", choices=STRATEGY_KINDS, default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
@@ -153,11 +156,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.publish:  # before TensorFlow's start-up chatter
+        require_kafka(settings)
     from schemas.retrain import RetrainRequest
     from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
 
-    settings = load_settings()
     _setup_tf(args)
     request = RetrainRequest(
         request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
@@ -219,11 +224,13 @@ async def _publisher(settings: Settings) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if not args.no_kafka:  # before TensorFlow's start-up chatter
+        require_kafka(settings)
     from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
     from training.triggers import consume_retrain_requests, make_app, serve_http
 
-    settings = load_settings()
     _setup_tf(args)
     defaults = TrainJob(
         input_path=args.input,
@@ -287,9 +294,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train = commands.add_parser("train", help="train, evaluate on the next test week, export, apply the gate")
     _common(train)
     train.add_argument("--train-start", default=None, help="YYYY-MM-DD (default: latest full fold)")
-    train.add_argument("--days", type=int, default=7, help="training window in days")
+    train.add_argument("--days", type=positive_int, default=7, help="training window in days")
     train.add_argument("--quick", action="store_true", help="small model, few epochs (~1 min): demo")
-    train.add_argument("--lookback-days", type=int, default=None, help="history kept before the training start")
+    train.add_argument("--lookback-days", type=non_negative_int, default=None,
+                       help="history kept before the training start")
     train.add_argument("--no-promote", action="store_true")
     train.add_argument("--no-tflite", action="store_true")
     train.add_argument("--gate-metric", default="average_precision")
@@ -307,7 +315,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrain = commands.add_parser("retrain", help="run one retraining job now through the trainer service")
     _common(retrain)
     retrain.add_argument("--train-start", default=None)
-    retrain.add_argument("--days", type=int, default=7)
+    retrain.add_argument("--days", type=positive_int, default=7, help="training window in days")
     retrain.add_argument("--quick", action="store_true")
     retrain.add_argument("--no-promote", action="store_true")
     retrain.add_argument("--request-id", default=None)
@@ -321,7 +329,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = trainer_sub.add_parser("serve")
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--port", type=tcp_port, default=8787, help="HTTP port (default 8787; 0 = a free one)")
     serve.add_argument("--quick", action="store_true")
     serve.add_argument("--no-kafka", action="store_true", help="HTTP only (no topic consumer or status topic)")
     serve.set_defaults(handler=_serve)
@@ -338,5 +346,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         if name != "list":
             sub.add_argument("--label", choices=["stable", "canary"], default="stable")
         if name == "promote":
-            sub.add_argument("--version", type=int, default=None, help="default: the current canary")
+            sub.add_argument("--version", type=positive_int, default=None, help="default: the current canary")
         sub.set_defaults(handler=_models)
