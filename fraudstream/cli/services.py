@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from fraudstream.cli.errors import ServiceUnreachable, redis_address
+from fraudstream.cli.errors import CommandError, ServiceUnreachable, redis_address
 from fraudstream.settings import Settings, kafka_client_options
 
 PROBE_TIMEOUT_S = 5.0
@@ -56,3 +56,24 @@ def require_redis(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> Non
         raise ServiceUnreachable.redis(redis_address(settings.redis_url)) from exc
     finally:
         client.close()
+
+
+def require_model(settings: Settings) -> None:
+    """For the embedded backend: raise ``CommandError`` unless the model directory has a complete version
+    (a worker without one would only fail deep inside faust's start-up). TF Serving is checked by the
+    worker itself, which retries it (``model_outage_grace_s``)."""
+    from scoring.errors import ModelNotFound
+    from scoring.repository import scan
+    from scoring.uri import parse_backend_uri
+
+    spec = parse_backend_uri(settings.effective_model_backend)
+    if spec.kind != "local" or spec.path is None:
+        return
+    try:
+        versions = scan(spec.path).versions
+    except ModelNotFound:
+        versions = ()
+    if not versions:
+        msg = (f"no model version in {spec.path} — train one first: fraudstream train --quick "
+               "(or point FRAUD_MODEL_BACKEND at a model repository)")
+        raise CommandError(msg)

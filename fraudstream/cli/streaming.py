@@ -21,7 +21,7 @@ from fraudstream.cli.args import (
     share,
 )
 from fraudstream.cli.errors import ServiceUnreachable
-from fraudstream.cli.services import require_kafka, require_redis
+from fraudstream.cli.services import require_kafka, require_model, require_redis
 from fraudstream.settings import Settings, kafka_client_options, load_settings
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
@@ -45,6 +45,7 @@ def _worker(args: argparse.Namespace) -> int:
     settings = load_settings(**overrides)
     require_kafka(settings)
     require_redis(settings)
+    require_model(settings)
     return run_worker(settings, loglevel=args.loglevel)
 
 
