@@ -93,6 +93,8 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
+        if exc.title != "Settings":
+            return Explanation(f"invalid {exc.title} {where}: {first['msg']}", EXIT_USAGE)
         return Explanation(f"invalid setting {where}: {first['msg']} (FRAUD_{where.upper()} or "
                            f"{settings.stack_env_file if settings else '.fraudstream/stack.env'})", EXIT_USAGE)
     if isinstance(exc, OSError):
