@@ -47,6 +47,9 @@ class MonitorOptions:
     """The worker's consumer group (its faust app id), whose lag on ``transactions`` is exported."""
     lag_every_s: float = 10.0
     security: tuple[tuple[str, Any], ...] = ()
+    sketch_bucket_s: float | None = None
+    """Resolution of the workers' feature sketch in Redis (``monitoring.sketch.WORKER_BUCKET_S`` for
+    ``fraudstream worker``); None: the drift config's ``bucket_s``. A mismatch would read no features."""
 
 
 class MonitorMetrics:
@@ -76,7 +79,8 @@ class DriftMonitor:
         self.state = MonitorState(options.drift, self.catalog)
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
-        self.sketch = FeatureSketchReader(redis, bucket_s=options.drift.bucket_s,
+        sketch_bucket_s = options.sketch_bucket_s or options.drift.bucket_s
+        self.sketch = FeatureSketchReader(redis, bucket_s=sketch_bucket_s,
                                           horizon_s=options.drift.horizon_s) if redis is not None else None
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -39,6 +39,10 @@ def bucket_key(model: str, version: int, bucket_s: float, index: int) -> str:
     return f"{KEY_PREFIX}:{model}:{version}:{bucket_s:g}:{index}"
 
 
+WORKER_BUCKET_S = 10.0
+"""The workers' sketch resolution: a reader must use the same one (the Redis keys name it)."""
+
+
 class FeatureDriftSketch:
     """Fixed-bin feature histograms accumulated by the worker and published to Redis.
 
@@ -49,7 +53,7 @@ class FeatureDriftSketch:
 
     def __init__(
         self, redis: Redis, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
-        bucket_s: float = 10.0, flush_every_s: float = 2.0, ttl_s: float = 2 * 86_400.0,
+        bucket_s: float = WORKER_BUCKET_S, flush_every_s: float = 2.0, ttl_s: float = 2 * 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy.typing as npt
@@ -31,6 +32,17 @@ from monitoring.sketch import FeatureDriftSketch
 
 log = logging.getLogger(__name__)
 DEFAULT_METRICS_PORT = 9108
+
+
+def _model_dir(settings: Settings) -> Path:
+    """Where the references are: the embedded backend's own directory (``FRAUD_MODEL_BACKEND`` may point
+    anywhere, not only under ``<home>/models``); for TF Serving, the repository under ``home``."""
+    from scoring.uri import parse_backend_uri
+
+    spec = parse_backend_uri(settings.effective_model_backend)
+    if spec.kind == "local" and spec.path is not None:
+        return spec.path
+    return settings.model_repository / settings.model_name
 
 
 class WorkerMonitoring:
@@ -56,7 +68,7 @@ class WorkerMonitoring:
             except OSError as exc:
                 # Several local workers share one host: the second keeps scoring without an endpoint.
                 log.warning("worker metrics not served on %s:%d: %s", host, chosen, exc)
-        model_dir = settings.model_repository / settings.model_name
+        model_dir = _model_dir(settings)
         if redis is not None and model_dir.is_dir():
             monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names)
         return monitoring

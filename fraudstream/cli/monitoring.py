@@ -81,6 +81,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
 
     from monitoring.drift import DriftConfig
     from monitoring.service import DriftMonitor, MonitorOptions
+    from monitoring.sketch import WORKER_BUCKET_S
     drift = DriftConfig(
         windows=args.windows,
         bucket_s=args.bucket_s,
@@ -97,6 +98,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
         evaluate_every_s=args.evaluate_every,
         lag_group=settings.app_id,
         security=tuple(kafka_client_options(settings).items()),
+        sketch_bucket_s=WORKER_BUCKET_S,  # what `fraudstream worker` writes, whatever --bucket-s says
     )
     redis = None
     if not args.no_feature_sketch:
