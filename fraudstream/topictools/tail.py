@@ -105,10 +105,10 @@ def _is_card_id_of(key: bytes, value: bytes | None) -> bool:
     return isinstance(record, dict) and str(record.get("card_id")).encode() == key
 
 
-async def assign_topic(consumer: AIOKafkaConsumer, topic: str, *, from_beginning: bool,
-                       partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """Assign ``partitions`` (of ``topic``), positioned at the beginning or the end; returns the end offsets
-    as they are now."""
+async def assign_partitions(consumer: AIOKafkaConsumer, partitions: list[TopicPartition], *,
+                            from_beginning: bool) -> dict[TopicPartition, int]:
+    """Assign ``partitions``, positioned at the beginning or the end; returns the end offsets as they are
+    now."""
     parts = sorted(partitions)
     consumer.assign(parts)
     if from_beginning:
@@ -147,8 +147,7 @@ async def tail(bootstrap: str, options: TailOptions, emit: Callable[[dict[str, A
     await consumer.start()
     emitted = 0
     try:
-        ends = await assign_topic(consumer, options.topic, from_beginning=options.from_beginning,
-                                  partitions=partitions)
+        ends = await assign_partitions(consumer, partitions, from_beginning=options.from_beginning)
         remaining = {tp: end for tp, end in ends.items() if await consumer.position(tp) < end}
         while not stop.is_set():
             if options.to_end and not remaining:
