@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -21,56 +22,42 @@ def _number(text: str, kind: type[int] | type[float]) -> int | float:
     return value
 
 
+def _checked(kind: type[int] | type[float], ok: Callable[[float], bool], rule: str
+             ) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = _number(text, kind)
+        if not ok(value):
+            msg = f"{rule}, not {text}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+_positive_int = _checked(int, lambda v: v >= 1, "must be at least 1")
+_non_negative_int = _checked(int, lambda v: v >= 0, "must be 0 or more")
+_tcp_port = _checked(int, lambda v: 0 <= v <= 65535, "must be a TCP port between 0 and 65535 (0 = any free port)")
+
+
 def positive_int(text: str) -> int:
     """A count that must be at least 1."""
-    value = int(_number(text, int))
-    if value < 1:
-        msg = f"must be at least 1, not {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return int(_positive_int(text))
 
 
 def non_negative_int(text: str) -> int:
-    value = int(_number(text, int))
-    if value < 0:
-        msg = f"must be 0 or more, not {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A rate, a duration or a size that must be above zero."""
-    value = float(_number(text, float))
-    if value <= 0:
-        msg = f"must be above 0, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(_number(text, float))
-    if value < 0:
-        msg = f"must be 0 or more, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def share(text: str) -> float:
-    """A fraction between 0 and 1."""
-    value = float(_number(text, float))
-    if not 0.0 <= value <= 1.0:
-        msg = f"must be a share between 0 and 1, not {text}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return int(_non_negative_int(text))
 
 
 def tcp_port(text: str) -> int:
     """A TCP port; 0 lets the system pick a free one."""
-    value = int(_number(text, int))
-    if not 0 <= value <= 65535:
-        msg = f"must be a TCP port between 0 and 65535 (0 = any free port), not {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
+    return int(_tcp_port(text))
+
+
+positive_float = _checked(float, lambda v: v > 0, "must be above 0")
+"""A rate, a duration or a size that must be above zero."""
+non_negative_float = _checked(float, lambda v: v >= 0, "must be 0 or more")
+share = _checked(float, lambda v: 0.0 <= v <= 1.0, "must be a share between 0 and 1")
+"""A fraction between 0 and 1."""
 
 
 def existing_file(text: str) -> Path:
