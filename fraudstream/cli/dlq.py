@@ -59,17 +59,21 @@ def _summary(args: argparse.Namespace) -> int:
           + (f" ({result['unreadable']} unreadable)" if result["unreadable"] else ""))
     if not result["total"]:
         return 0
-    print("\nby stage: " + ", ".join(f"{stage} {n}" for stage, n in result["by_stage"].items()))
-    rows = [("count", "reason", "stage", "first (partition:offset, failed at)", "last")]
-    for r in result["by_reason"]:
-        rows.append((str(r["count"]), r["reason"], ",".join(r["stages"]), _position(r["first"]),
-                     _position(r["last"])))
+    header = ("first (partition:offset, failed at)", "last")
+    _table([("count", "stage", *header)] + [(str(s["count"]), s["stage"], _position(s["first"]), _position(s["last"]))
+                                            for s in result["by_stage"]])
+    _table([("count", "reason", "stage", *header)] + [
+        (str(r["count"]), r["reason"], ",".join(r["stages"]), _position(r["first"]), _position(r["last"]))
+        for r in result["by_reason"]])
+    return 0
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
     for row in rows:
         print("  ".join(cell.rjust(widths[0]) if i == 0 else cell.ljust(widths[i])
                         for i, cell in enumerate(row)).rstrip())
-    return 0
 
 
 def _position(position: dict[str, Any] | None) -> str:

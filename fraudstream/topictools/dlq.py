@@ -79,7 +79,8 @@ class DlqSummary:
     total: int = 0
     unreadable: int = 0
     by_reason: dict[str, ReasonSummary] = field(default_factory=dict)
-    by_stage: Counter[str] = field(default_factory=Counter)
+    by_stage: dict[str, ReasonSummary] = field(default_factory=dict)
+    """Per stage, the same counts and first/last dead letter (``reason`` holds the stage name)."""
 
     def add(self, line: dict[str, Any]) -> None:
         """One line of ``tail`` (``record_as_json``) read from the dead-letter topic."""
@@ -89,16 +90,20 @@ class DlqSummary:
             self.unreadable += 1
             return
         reason, stage = str(letter["reason"]), str(letter.get("stage", "?"))
-        self.by_stage[stage] += 1
         failed_at = letter.get("failed_at")
         position = Position(int(line["partition"]), int(line["offset"]),
                             str(failed_at) if failed_at is not None else None)
+        self.by_stage.setdefault(stage, ReasonSummary(stage)).add(position, stage)
         self.by_reason.setdefault(reason, ReasonSummary(reason)).add(position, stage)
 
     def as_dict(self) -> dict[str, Any]:
         reasons = sorted(self.by_reason.values(), key=lambda r: (-r.count, r.reason))
         return {"topic": self.topic, "total": self.total, "unreadable": self.unreadable,
-                "by_stage": dict(self.by_stage.most_common()), "by_reason": [r.as_dict() for r in reasons]}
+                "by_stage": [{"stage": s.reason, "count": s.count,
+                              "first": s.first.as_dict() if s.first else None,
+                              "last": s.last.as_dict() if s.last else None}
+                             for s in sorted(self.by_stage.values(), key=lambda s: (-s.count, s.reason))],
+                "by_reason": [r.as_dict() for r in reasons]}
 
 
 def summarise(topic: str, records: Iterable[dict[str, Any]]) -> DlqSummary:

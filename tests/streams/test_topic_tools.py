@@ -263,9 +263,12 @@ def test_dlq_counts_exports_and_resubmits_fixed_records_which_are_then_scored(en
     negative = next(r for reason, r in by_reason.items() if reason.startswith("validation:amount"))
     assert negative["count"] >= 3 and negative["stages"] == {"validate": negative["count"]}
     assert negative["first"]["offset"] <= negative["last"]["offset"] and negative["last"]["failed_at"]
-    assert by_reason["decode:json"]["count"] >= 1 and counts["by_stage"]["decode"] >= 1
+    by_stage = {s["stage"]: s for s in counts["by_stage"]}
+    assert by_reason["decode:json"]["count"] >= 1 and by_stage["decode"]["count"] >= 1
+    assert by_stage["validate"]["count"] >= 3 and by_stage["validate"]["last"]["failed_at"]
+    assert sum(s["count"] for s in counts["by_stage"]) == counts["total"] - counts["unreadable"]
     table = env.run("dlq")
-    assert table.returncode == 0 and negative["reason"] in table.stdout and "by stage:" in table.stdout
+    assert table.returncode == 0 and negative["reason"] in table.stdout and "decode" in table.stdout
 
     shown = env.run("dlq", "show", "--reason", negative["reason"], "--max", "50")
     letters = [d for d in lines(shown.stdout) if str(d["original"].get("transaction_id", "")).startswith(run)]
