@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from fraudstream.cli.args import history_input, non_negative_int, positive_int, tcp_port
-from fraudstream.cli.services import require_kafka
+from fraudstream.cli.services import require_kafka, require_redis
 from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -59,6 +59,17 @@ def _mapping(value: str) -> Any:
     return ColumnMapping(**json.loads(Path(value).read_text()))
 
 
+def _require_services(args: argparse.Namespace, settings: Settings) -> None:
+    """Before TensorFlow starts: the broker of a ``kafka://`` input, and the stack for ``--via stream``."""
+    from training.topics import bootstrap_of, is_topic_source
+
+    if is_topic_source(args.input):
+        require_kafka(settings.model_copy(update={"kafka_bootstrap": bootstrap_of(str(args.input))}))
+    if getattr(args, "via", None) == "stream":
+        require_kafka(settings)
+        require_redis(settings)
+
+
 def _setup_tf(args: argparse.Namespace) -> Any:
     """Threads first, then the strategy: both must precede any other TensorFlow work in the process."""
     from training.distribute import configure_threads, make_strategy
@@ -94,11 +105,12 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require_services(args, settings)  # before TensorFlow's start-up chatter
     from training.errors import TrainingError
     from training.pipeline import TrainJob, run_training_job
     from training.registry import GateConfig
 
-    settings = load_settings()
     strategy = _setup_tf(args)
     job = TrainJob(
         input_path=args.input,
@@ -128,6 +140,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require_services(args, settings)  # before TensorFlow's start-up chatter
     from datetime import UTC, datetime
 
     from training.dataset import MODEL_SELECTION_STARTS, build_history, default_feature_spec, load_history
@@ -136,7 +150,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.protocol != "handbook":
         return _fail(f"unknown protocol {args.protocol!r}")
-    settings = load_settings()
     starts = _dates(args.train_starts) if args.train_starts else list(MODEL_SELECTION_STARTS)
     try:
         provider = resolve_provider(args.via, settings)
@@ -159,6 +172,7 @@ def _retrain(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.publish:  # before TensorFlow's start-up chatter
         require_kafka(settings)
+    _require_services(args, settings)
     from schemas.retrain import RetrainRequest
     from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService

@@ -51,14 +51,19 @@ DOWN = [
     (["features", "rebuild"], "Kafka"),
     (["features", "parity", "--input", "FIXES"], "Redis"),
     (["trainer", "serve"], "Kafka"),
+    (["retrain", "--publish", "--input", "FIXES"], "Kafka"),
+    (["train", "--input", "KAFKA_URI"], "Kafka"),
+    (["evaluate", "--input", "FIXES", "--via", "stream"], "Kafka"),
 ]
 
 
-@pytest.mark.parametrize(("args", "service"), DOWN, ids=[" ".join(a[:2]) for a, _ in DOWN])
+@pytest.mark.parametrize(("args", "service"), DOWN, ids=[" ".join(a[:3]) for a, _ in DOWN])
 def test_a_command_that_needs_the_stack_says_so_in_one_line(args: list[str], service: str, tmp_path: Path,
                                                              nothing_listens: dict[str, str], fixes_file: Path
                                                              ) -> None:
-    result = run([str(fixes_file) if a == "FIXES" else a for a in args], tmp_path, **nothing_listens)
+    uri = "kafka://" + nothing_listens["FRAUD_KAFKA_BOOTSTRAP"]
+    argv = [str(fixes_file) if a == "FIXES" else uri if a == "KAFKA_URI" else a for a in args]
+    result = run(argv, tmp_path, **nothing_listens)
     address = nothing_listens["FRAUD_KAFKA_BOOTSTRAP"] if service == "Kafka" else \
         nothing_listens["FRAUD_REDIS_URL"].removeprefix("redis://").removesuffix("/0")
     assert result.returncode == 1, result.stderr
