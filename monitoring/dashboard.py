@@ -114,5 +114,9 @@ async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunn
     """Start the app; returns the runner (``await runner.cleanup()`` stops it) and the bound port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:  # e.g. the port is in use: stop the monitor the setup started, then say why
+        await runner.cleanup()
+        raise
     return runner, int(runner.addresses[0][1])

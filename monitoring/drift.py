@@ -29,6 +29,10 @@ DEFAULT_SCORE_EDGES = np.linspace(0.0, 1.0, 21)
 LATENCY_EDGES_MS = np.concatenate([[0.0], np.geomspace(0.5, 120_000, 80), [np.inf]])
 _LATENCY_EDGE_LIST = LATENCY_EDGES_MS.tolist()
 DECISIONS = ("approve", "review", "decline")
+"""The policy's decisions in the order the dashboard lists them; any other decision a policy emits is
+counted too and listed after these."""
+STOPPED_AFTER_BUCKETS = 2
+"""No scored record for this many buckets (and at least 15 s) and the dashboard says the stream stopped."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,10 @@ class MonitorState:
         self.throughput = series(1)
         self.dead_letters = series(1)
         self.degraded = series(1)
-        self.decisions = series(len(DECISIONS))
+        self.decisions: dict[str, BucketSeries] = {}
+        self.last_seen: dict[str, float] = {}
+        """Latest record time per kind (``scored``, ``dead_letter``, ``label``): a stopped stream is told
+        apart from a quiet one by it."""
         self.labels = series(2)  # [labels, fraud labels]
         self.latency = series(LATENCY_EDGES_MS.size - 1)
         self.models: dict[tuple[int | None, str | None], BucketSeries] = {}
@@ -125,8 +132,10 @@ class MonitorState:
         self.throughput.add_index(0, at)
         if degraded:
             self.degraded.add_index(0, at)
-        if decision in DECISIONS:
-            self.decisions.add_index(DECISIONS.index(decision), at)
+        if decision not in self.decisions:
+            self.decisions[decision] = self._series(1)
+        self.decisions[decision].add_index(0, at)
+        self._seen("scored", at)
         self.latency.add_index(bin_index(end_to_end_ms, _LATENCY_EDGE_LIST), at)
         key = (version, label)
         if key not in self.models:
@@ -137,10 +146,16 @@ class MonitorState:
     def add_dead_letter(self, at: float) -> None:
         self.dead_letters.add_index(0, at)
         self.totals["dead_lettered"] += 1
+        self._seen("dead_letter", at)
+
+    def _seen(self, kind: str, at: float) -> None:
+        if at > self.last_seen.get(kind, -math.inf):
+            self.last_seen[kind] = at
 
     def add_label(self, *, is_fraud: bool, at: float) -> None:
         self.labels.add(np.array([1.0, 1.0 if is_fraud else 0.0]), at)
         self.totals["labels"] += 1
+        self._seen("label", at)
 
     # --- evaluation --------------------------------------------------------------------------------
     def evaluate(
@@ -206,7 +221,8 @@ class MonitorState:
         return due
 
     def _all_series(self) -> Iterable[BucketSeries]:
-        yield from (self.throughput, self.dead_letters, self.degraded, self.decisions, self.labels)
+        yield from (self.throughput, self.dead_letters, self.degraded, self.labels)
+        yield from self.decisions.values()
         yield self.latency
         yield from (s.series for s in self.scores.values())
         yield from self.models.values()
@@ -228,10 +244,6 @@ def snapshot(state: MonitorState, now: float, *, feature_rows: Callable[[float],
     c = state.config
     window = c.windows[0]
     buckets = max(1, int(window.seconds // c.bucket_s))
-
-    def rate_series(series: BucketSeries) -> list[list[float]]:
-        return [[k * c.bucket_s, float(v[0]) / c.bucket_s]
-                for k, v in series.per_bucket(buckets * c.bucket_s, now).items()]
 
     score_view: dict[str, Any] | None = None
     busiest = max(state.scores.items(), key=lambda kv: kv[1].series.window(window.seconds, now).sum(),
@@ -257,11 +269,11 @@ def snapshot(state: MonitorState, now: float, *, feature_rows: Callable[[float],
         "score": score_view,
         "psi_history": {s: [list(p) for p in pts] for s, pts in state.history.items()},
         "latest": [asdict(r) for r in state.latest],
-        "throughput": rate_series(state.throughput),
-        "dead_letters": rate_series(state.dead_letters),
+        "timeline": timeline(state, now, buckets),
+        "stream": stream_state(state, now),
         "latency_ms": {"p50": percentile(lat, LATENCY_EDGES_MS, 0.5),
                        "p99": percentile(lat, LATENCY_EDGES_MS, 0.99)},
-        "decisions": dict(zip(DECISIONS, state.decisions.window(window.seconds, now).tolist(), strict=True)),
+        "decisions": {d: float(state.decisions[d].window(window.seconds, now)[0]) for d in decision_order(state)},
         "fraud_rate": {name: {"labels": v[0], "rate": (v[1] / v[0]) if v[0] else None}
                        for name, v in labels.items()},
         "models": [{"version": k[0], "label": k[1], "count": v, "share": v / model_total}
@@ -270,3 +282,47 @@ def snapshot(state: MonitorState, now: float, *, feature_rows: Callable[[float],
         "alerts": [a.model_dump(mode="json") for a in state.alerts],
         "totals": dict(state.totals), "evaluations": state.evaluations,
     }
+
+
+def decision_order(state: MonitorState) -> list[str]:
+    known = [d for d in DECISIONS if d in state.decisions]
+    return known + sorted(d for d in state.decisions if d not in DECISIONS)
+
+
+def timeline(state: MonitorState, now: float, buckets: int) -> dict[str, Any]:
+    """Per-bucket series over the last ``buckets`` *complete* buckets, every bucket present: an empty bucket
+    is a zero (not a gap the page would bridge), and the series run up to now, so a stream that stopped
+    reads as zeros. The bucket in progress is left out: its partial count would read as a falling rate."""
+    b = state.config.bucket_s
+    last = math.floor(now / b) - 1
+    keys = range(last - buckets + 1, last + 1)
+    span = (buckets + 2) * b  # more than the range (float rounding at its edge); ``keys`` picks the buckets
+    end = (last + 1) * b
+
+    def counts(series: BucketSeries) -> list[float]:
+        per = series.per_bucket(span, end)
+        return [float(per[k][0]) if k in per else 0.0 for k in keys]
+
+    latency = state.latency.per_bucket(span, end)
+    p50: list[float | None] = []
+    p99: list[float | None] = []
+    for k in keys:
+        vector = latency.get(k)
+        p50.append(percentile(vector, LATENCY_EDGES_MS, 0.5) if vector is not None else None)
+        p99.append(percentile(vector, LATENCY_EDGES_MS, 0.99) if vector is not None else None)
+    return {
+        "bucket_s": b, "start": keys[0] * b, "end": end, "times": [k * b for k in keys],
+        "scored": counts(state.throughput), "dead_letters": counts(state.dead_letters),
+        "degraded": counts(state.degraded),
+        "decisions": {d: counts(state.decisions[d]) for d in decision_order(state)},
+        "latency_p50_ms": p50, "latency_p99_ms": p99,
+    }
+
+
+def stream_state(state: MonitorState, now: float) -> dict[str, Any]:
+    """``live`` / ``stopped`` (with since when) / ``waiting`` (nothing scored yet) for the page's header."""
+    last = state.last_seen.get("scored")
+    quiet_after = max(STOPPED_AFTER_BUCKETS * state.config.bucket_s, 15.0)
+    status = "waiting" if last is None else "live" if now - last <= quiet_after else "stopped"
+    return {"status": status, "last_scored_at": last, "last_dead_letter_at": state.last_seen.get("dead_letter"),
+            "idle_s": None if last is None else max(0.0, now - last), "stopped_after_s": quiet_after}

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from fraudstream.cli.args import non_negative_float, positive_float, positive_int, share
 from fraudstream.sources.warmup import WARM_UP_DAYS
 from fraudstream.stack import StackError
 
@@ -30,22 +31,6 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if report.complete and report.scored > 0 else 1
 
 
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        msg = f"{text} is not a number > 0"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        msg = f"{text} is not a number >= 0"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     demo = commands.add_parser(
         "demo", help="the main job end to end: stack, model, worker, traffic, summary",
@@ -53,16 +38,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "repository has none, starts a worker, warms its features with the simulated population's past, offers "
         "simulated traffic (a backlog, then a steady rate the worker sustains) and prints what happened.",
     )
-    demo.add_argument("--transactions", type=int, default=20_000, help="simulated transactions (default 20000)")
+    demo.add_argument("--transactions", type=positive_int, default=20_000, help="simulated transactions (default 20000)")
     demo.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON")
-    demo.add_argument("--rate", type=_positive, default=None, metavar="TPS",
+    demo.add_argument("--rate", type=positive_float, default=None, metavar="TPS",
                       help="offer every transaction at this rate (default: a backlog of a quarter of the traffic, at "
                       "most 5000, offered at once to measure the worker's capacity here, then the rest at half that "
                       "rate; the summary shows both phases)")
-    demo.add_argument("--warm-up-days", type=_non_negative, default=WARM_UP_DAYS,
+    demo.add_argument("--warm-up-days", type=non_negative_float, default=WARM_UP_DAYS,
                       help=f"days of the population's history applied to the online features before the traffic "
                       f"(default {WARM_UP_DAYS:g}: the 30-day windows and the 7-day label delay)")
-    demo.add_argument("--invalid-share", type=float, default=0.005,
+    demo.add_argument("--invalid-share", type=share, default=0.005,
                       help="share of malformed records, to show the dead-letter path (default 0.005)")
     demo.add_argument("--keep-stack", action="store_true", help="leave a stack the demo started running")
     demo.set_defaults(handler=_demo)

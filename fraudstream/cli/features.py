@@ -7,9 +7,8 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 
-from features.errors import FeatureError
+from fraudstream.cli.args import existing_file, positive_int
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,11 +24,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "|a-b|/max(1,|a|,|b|) exceeds 1e-6. The online run uses its own key prefix and deletes only "
         "its own keys afterwards.",
     )
-    parity.add_argument("--input", required=True, type=Path, help="history file (fdh Parquet)")
+    parity.add_argument("--input", required=True, type=existing_file, help="history file (fdh Parquet)")
     parity.add_argument("--mapping", choices=["fdh"], default="fdh", help="how to read the file")
-    parity.add_argument("--limit", type=int, default=None, help="only the first N transactions")
+    parity.add_argument("--limit", type=positive_int, default=None, help="only the first N transactions")
     parity.add_argument("--redis-url", default=None, help="default: settings (FRAUD_REDIS_URL / stack.env)")
-    parity.add_argument("--batch-size", type=int, default=2000, help="transactions per pipelined round trip")
+    parity.add_argument("--batch-size", type=positive_int, default=2000, help="transactions per pipelined round trip")
     parity.set_defaults(handler=_parity)
 
     catalogue = sub.add_parser("catalogue", help="print the feature catalogue (markdown)")
@@ -44,12 +43,8 @@ def _catalogue(args: argparse.Namespace) -> int:
 
 
 def _parity(args: argparse.Namespace) -> int:
-    try:
-        return asyncio.run(_parity_async(args))
-    except FeatureError as exc:
-        hint = " (transient: retry)" if exc.retryable else ""
-        print(f"features parity: {exc}{hint}", file=sys.stderr)
-        return 2
+    # A FeatureError (an unreadable history, Redis going away) is explained by fraudstream.cli.main.
+    return asyncio.run(_parity_async(args))
 
 
 async def _parity_async(args: argparse.Namespace) -> int:
@@ -62,9 +57,11 @@ async def _parity_async(args: argparse.Namespace) -> int:
     password: str | None = None
     url: str | None = args.redis_url
     if url is None:
+        from fraudstream.cli.services import require_redis
         from fraudstream.settings import load_settings
 
         settings = load_settings()
+        require_redis(settings)
         url = settings.redis_url
         username = settings.redis_username
         password = settings.redis_password.get_secret_value() if settings.redis_password else None

@@ -10,39 +10,42 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fraudstream.cli.args import positive_float, positive_int, tcp_port
+from fraudstream.cli.services import require_kafka, require_redis
 from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 if TYPE_CHECKING:  # the monitor's imports (aiokafka, numpy) are loaded only when a command runs
     from monitoring.service import DriftMonitor
+    from monitoring.windows import WindowSpec
 
 
 def _add_drift_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--windows",
-        default="5m=300,1h=3600,1d=86400",
+        default="5m=300,1h=3600,1d=86400", type=_windows,
         help="sliding windows as name=seconds, comma-separated (default 5m,1h,1d)",
     )
     parser.add_argument(
-        "--psi-threshold", type=float, default=0.2, help="PSI above this is drift (default 0.2)"
+        "--psi-threshold", type=positive_float, default=0.2, help="PSI above this is drift (default 0.2)"
     )
     parser.add_argument(
         "--consecutive",
-        type=int,
+        type=positive_int,
         default=3,
         help="evaluations in a row above the threshold before an alert (default 3)",
     )
     parser.add_argument(
         "--min-samples",
-        type=int,
+        type=positive_int,
         default=200,
         help="records a window needs before it is evaluated (default 200)",
     )
     parser.add_argument(
-        "--bucket-s", type=float, default=None,
+        "--bucket-s", type=positive_float, default=None,
         help="window resolution in seconds: the setting FRAUD_DRIFT_BUCKET_S (default 10), which the workers' "
         "feature sketches use too; given here, it must equal that setting",
     )
-    parser.add_argument("--evaluate-every", type=float, default=5.0, help="seconds between evaluations")
+    parser.add_argument("--evaluate-every", type=positive_float, default=5.0, help="seconds between evaluations")
     parser.add_argument(
         "--retrain", action="store_true", help="also publish retrain-requests on sustained drift"
     )
@@ -64,12 +67,26 @@ class BucketMismatch(ValueError):
     """``--bucket-s`` differs from the workers' setting: the monitor would read keys nobody writes."""
 
 
+def _windows(text: str) -> tuple[WindowSpec, ...]:
+    from monitoring.windows import WindowSpec
+
+    try:
+        return WindowSpec.parse_many(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _require_services(settings: Settings, args: argparse.Namespace) -> None:
+    require_kafka(settings)
+    if not args.no_feature_sketch:
+        require_redis(settings)
+
+
 def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor:
     import redis.asyncio as aioredis
 
     from monitoring.drift import DriftConfig
     from monitoring.service import DriftMonitor, MonitorOptions
-    from monitoring.windows import WindowSpec
 
     if args.bucket_s is not None and args.bucket_s != settings.drift_bucket_s:
         msg = (f"--bucket-s {args.bucket_s:g} differs from FRAUD_DRIFT_BUCKET_S={settings.drift_bucket_s:g}, the "
@@ -77,7 +94,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
                "monitor alike")
         raise BucketMismatch(msg)
     drift = DriftConfig(
-        windows=WindowSpec.parse_many(args.windows),
+        windows=args.windows,
         # One setting for the monitor's buckets and the workers' feature sketches (FRAUD_DRIFT_BUCKET_S).
         bucket_s=settings.drift_bucket_s,
         psi_threshold=args.psi_threshold,
@@ -120,6 +137,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    _require_services(settings, args)
     try:
         monitor = _build_monitor(settings, args)
     except BucketMismatch as exc:
@@ -142,6 +160,7 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
+    _require_services(settings, args)
     try:
         monitor = _build_monitor(settings, args)
     except BucketMismatch as exc:
@@ -174,7 +193,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "dashboard", help="drift and operations page with /metrics (runs the drift monitor)"
     )
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
-    dash.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
+    dash.add_argument("--port", type=tcp_port, default=8080, help="port (default 8080; 0 picks a free one)")
     _add_drift_options(dash)
     dash.set_defaults(handler=_dashboard)
 
@@ -182,6 +201,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "monitor", help="headless drift monitor: drift-alerts, retrain-requests, /metrics"
     )
     mon.add_argument("--host", default="127.0.0.1", help="metrics bind address (default loopback)")
-    mon.add_argument("--metrics-port", type=int, default=9109, help="metrics port (default 9109)")
+    mon.add_argument("--metrics-port", type=tcp_port, default=9109, help="metrics port (default 9109)")
     _add_drift_options(mon)
     mon.set_defaults(handler=_monitor)

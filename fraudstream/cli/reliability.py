@@ -11,13 +11,18 @@ import asyncio
 import json
 import sys
 
+from fraudstream.cli.args import non_negative_float, positive_int
+
 
 def _rebuild(args: argparse.Namespace) -> int:
     # Imported here so that `fraudstream --help` stays fast.
+    from fraudstream.cli.services import require_kafka, require_redis
     from fraudstream.settings import load_settings
     from streams.rebuild import RebuildRefused, rebuild
 
     settings = load_settings()
+    require_kafka(settings)
+    require_redis(settings)
     prefix = settings.feature_key_prefix
 
     def progress(done: int, total: int) -> None:
@@ -64,7 +69,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                          help="purge the existing online state under the key prefix, then rebuild")
     rebuild.add_argument("--verify", action="store_true",
                          help="also compute the offline engine on the same history and report the difference")
-    rebuild.add_argument("--tolerance", type=float, default=1e-6,
+    rebuild.add_argument("--tolerance", type=non_negative_float, default=1e-6,
                          help="with --verify: largest relative difference accepted")
-    rebuild.add_argument("--batch-size", type=int, default=2000, help="transactions per Redis round trip")
+    rebuild.add_argument("--batch-size", type=positive_int, default=2000, help="transactions per Redis round trip")
     rebuild.set_defaults(handler=_rebuild)

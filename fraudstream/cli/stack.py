@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from fraudstream.cli.args import positive_float
 from fraudstream.settings import load_settings
 from fraudstream.stack import LocalStack, StackError
 
@@ -48,7 +49,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser = commands.add_parser("stack", help="local Kafka (KRaft) + Redis: up, down, status")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start Kafka and Redis on free loopback ports; write .fraudstream/stack.env")
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for health (default 90)")
+    up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for health (default 90)")
     up.set_defaults(handler=_up)
     actions.add_parser("down", help="stop both services; no process is left behind").set_defaults(handler=_down)
     status = actions.add_parser("status", help="show pids, addresses and health (exit 3 if not healthy)")

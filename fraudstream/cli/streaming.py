@@ -14,21 +14,29 @@ from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import RedisError
 
 from features.errors import FeatureError
-from fraudstream.settings import Settings, load_settings
+from fraudstream.cli.args import (
+    existing_file,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    share,
+)
+from fraudstream.cli.errors import ServiceUnreachable
+from fraudstream.cli.services import require_kafka, require_model, require_redis
+from fraudstream.settings import Settings, kafka_client_options, load_settings
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
-from fraudstream.sources.topics import partitions_of
 from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
 
 
-def _run_produce(bootstrap: str, records: Iterable[OutboundRecord], rate: float | None, label: str
-                 ) -> ProduceReport | None:
+def _run_produce(settings: Settings, records: Iterable[OutboundRecord], rate: float | None, label: str
+                 ) -> ProduceReport:
+    bootstrap = settings.kafka_bootstrap
     try:
-        return asyncio.run(produce(bootstrap, records, rate=rate, label=label))
-    except KafkaConnectionError as exc:
-        print(f"error: cannot reach Kafka at {bootstrap} ({exc}); is the stack up? 'fraudstream stack up'",
-              file=sys.stderr)
-        return None
+        return asyncio.run(produce(bootstrap, records, rate=rate, label=label, **kafka_client_options(settings)))
+    except KafkaConnectionError as exc:  # the broker went away after the check
+        raise ServiceUnreachable.kafka(bootstrap) from exc
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -37,15 +45,11 @@ def _worker(args: argparse.Namespace) -> int:
     overrides: dict[str, object] = {}
     if args.batch_size:
         overrides["batch_max_size"] = args.batch_size
-    return run_worker(load_settings(**overrides), loglevel=args.loglevel)
-
-
-def _kafka_unreachable(settings: Settings) -> str | None:
-    try:
-        asyncio.run(partitions_of(settings.kafka_bootstrap, [settings.topics.transactions]))
-    except KafkaConnectionError as exc:
-        return f"cannot reach Kafka at {settings.kafka_bootstrap} ({exc}); is the stack up? 'fraudstream stack up'"
-    return None
+    settings = load_settings(**overrides)
+    require_kafka(settings)
+    require_redis(settings)
+    require_model(settings)
+    return run_worker(settings, loglevel=args.loglevel)
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -59,11 +63,9 @@ def _simulate(args: argparse.Namespace) -> int:
         entity_prefix=entities,
     ), args.warm_up_days)
     stream = interleave_labels(Simulator(config), end=time.time())
+    require_kafka(settings)
     if warming:
-        problem = _kafka_unreachable(settings)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            return 1
+        require_redis(settings)
         print(f"warming the online features with {args.warm_up_days:g} days of the population's history "
               f"({warm:,} transactions, not scored; --warm-up-days 0 skips this)…", file=sys.stderr)
         history = take_history(stream, warm)
@@ -81,9 +83,7 @@ def _simulate(args: argparse.Namespace) -> int:
     )
     print(f"simulating {args.count:,} transactions to {settings.kafka_bootstrap} "
           f"(rate {args.rate or 'max'}/s, seed {args.seed})", file=sys.stderr)
-    report = _run_produce(settings.kafka_bootstrap, records, args.rate, "simulate")
-    if report is None:
-        return 1
+    report = _run_produce(settings, records, args.rate, "simulate")
     print(json.dumps(report.summary()))
     return 0
 
@@ -92,18 +92,14 @@ def _replay(args: argparse.Namespace) -> int:
     from fraudstream.sources.replay import replay_records
 
     settings = load_settings()
-    if args.mapping != "fdh":
-        print(f"error: unknown mapping {args.mapping!r}; supported: fdh", file=sys.stderr)
-        return 2
     try:
         records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days)
     except (FeatureError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    require_kafka(settings)
     print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s)", file=sys.stderr)
-    report = _run_produce(settings.kafka_bootstrap, records, args.rate, "replay")
-    if report is None:
-        return 1
+    report = _run_produce(settings, records, args.rate, "replay")
     print(json.dumps(report.summary()))
     return 0
 
@@ -111,23 +107,26 @@ def _replay(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     worker = commands.add_parser("worker", help="run a streaming worker (faust); several may run at once")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
-    worker.add_argument("--batch-size", type=int, default=0, help="micro-batch size (default from settings: 256)")
+    worker.add_argument("--batch-size", type=non_negative_int, default=0,
+                        help="micro-batch size (default from settings: 256)")
     worker.set_defaults(handler=_worker)
 
     sim = commands.add_parser("simulate", help="send simulated card traffic (and its fraud labels) to Kafka")
-    sim.add_argument("--count", type=int, default=10_000, help="transactions to send (default 10000)")
-    sim.add_argument("--rate", type=float, default=None, help="transactions per second (default: as fast as possible)")
-    sim.add_argument("--seed", type=int, default=0,
+    sim.add_argument("--count", type=positive_int, default=10_000, help="transactions to send (default 10000)")
+    sim.add_argument("--rate", type=positive_float, default=None,
+                     help="transactions per second (default: as fast as possible)")
+    sim.add_argument("--seed", type=non_negative_int, default=0,
                      help="population seed (default 0, the population of the trainer's default history)")
-    sim.add_argument("--shift-after", type=int, default=None, metavar="K",
+    sim.add_argument("--shift-after", type=non_negative_int, default=None, metavar="K",
                      help="shift the distribution after K transactions (amounts ×2.5, more fraud) for drift")
-    sim.add_argument("--label-delay-hours", type=float, default=168.0, help="label delay (default 168 h = 7 days)")
-    sim.add_argument("--invalid-share", type=float, default=0.0, help="share of malformed records (DLQ demo)")
+    sim.add_argument("--label-delay-hours", type=non_negative_float, default=168.0,
+                     help="label delay (default 168 h = 7 days)")
+    sim.add_argument("--invalid-share", type=share, default=0.0, help="share of malformed records (DLQ demo)")
     sim.add_argument("--id-prefix", default="sim", help="transaction id prefix (default 'sim')")
-    sim.add_argument("--cards", type=int, default=2000, help="cards of the population (default 2000)")
-    sim.add_argument("--terminals", type=int, default=4000, help="terminals of the population (default 4000)")
+    sim.add_argument("--cards", type=positive_int, default=2000, help="cards of the population (default 2000)")
+    sim.add_argument("--terminals", type=positive_int, default=4000, help="terminals of the population (default 4000)")
     sim.add_argument(
-        "--warm-up-days", type=float, default=WARM_UP_DAYS,
+        "--warm-up-days", type=non_negative_float, default=WARM_UP_DAYS,
         help=f"first apply this many days of the population's history to the online features (Redis), not "
         f"scored, so the traffic is scored on warm state as a long-running worker's is (default {WARM_UP_DAYS:g}: "
         "the 30-day windows and the 7-day label delay; 0 = send only the traffic, from whatever state there is)",
@@ -135,11 +134,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sim.set_defaults(handler=_simulate)
 
     replay = commands.add_parser("replay", help="send historical transactions (and labels when known) in time order")
-    replay.add_argument("--input", required=True, help="history file (Parquet)")
-    replay.add_argument("--mapping", default="fdh", help="column mapping (default fdh)")
-    replay.add_argument("--rate", type=float, default=None,
-                        help="transactions per second, labels in between (default: max)")
-    replay.add_argument("--limit", type=int, default=None, help="at most N transactions")
+    replay.add_argument("--input", required=True, type=existing_file, help="history file (Parquet)")
+    replay.add_argument("--mapping", default="fdh", choices=["fdh"], help="column mapping (default fdh)")
+    replay.add_argument("--rate", type=positive_float, default=None, help="records per second (default: max)")
+    replay.add_argument("--limit", type=positive_int, default=None, help="at most N transactions")
     replay.add_argument("--start", default=None, help="first day to replay, YYYY-MM-DD (default: the file's first)")
-    replay.add_argument("--days", type=float, default=None, help="replay this many days from --start")
+    replay.add_argument("--days", type=positive_float, default=None, help="replay this many days from --start")
     replay.set_defaults(handler=_replay)

@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from fraudstream.cli.args import history_input, non_negative_int, positive_int, tcp_port
+from fraudstream.cli.services import require_kafka, require_redis
 from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -40,8 +42,9 @@ def _emit(result: Any, as_json: bool) -> None:
 
 
 def _fail(message: str) -> int:
+    """A failure the command explains itself (exit 1; usage errors are argparse's exit 2)."""
     print(f"error: {message}", file=sys.stderr)
-    return 2
+    return 1
 
 
 def _progress(message: str) -> None:
@@ -60,6 +63,17 @@ def _mapping(value: str) -> Any:
     return ColumnMapping(**json.loads(Path(value).read_text()))
 
 
+def _require_services(args: argparse.Namespace, settings: Settings) -> None:
+    """Before TensorFlow starts: the broker of a ``kafka://`` input, and the stack for ``--via stream``."""
+    from training.topics import bootstrap_of, is_topic_source
+
+    if is_topic_source(args.input):
+        require_kafka(settings.model_copy(update={"kafka_bootstrap": bootstrap_of(str(args.input))}))
+    if getattr(args, "via", None) == "stream":
+        require_kafka(settings)
+        require_redis(settings)
+
+
 def _setup_tf(args: argparse.Namespace) -> Any:
     """Threads first, then the strategy: both must precede any other TensorFlow work in the process."""
     from training.distribute import configure_threads, make_strategy
@@ -68,32 +82,24 @@ def _setup_tf(args: argparse.Namespace) -> Any:
     return make_strategy(args.strategy)
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        msg = f"{text} is not a positive number"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
     from training.distribute import STRATEGY_KINDS
     from training.simulated import DEFAULT_HISTORY_TRANSACTIONS
 
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
-        "--input", type=Path, default=None,
+        "--input", type=history_input, default=None,
         help="history: a file (Parquet/CSV, see --mapping), kafka://host:port to replay the transactions + "
         "fraud-labels topics, or sim:N[?seed=S&events=E&cards=C&terminals=T] for N simulated transactions "
         f"(default: sim:{DEFAULT_HISTORY_TRANSACTIONS}, the simulator's default population)",
     )
-    source.add_argument("--simulate", type=_positive, default=None, metavar="N",
+    source.add_argument("--simulate", type=positive_int, default=None, metavar="N",
                         help="history of N transactions from the project's simulator (same as --input sim:N)")
     parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
-    parser.add_argument("--limit", type=int, default=None, help="read only the first N rows")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--limit", type=positive_int, default=None, help="read only the first N rows")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the model's)")
     parser.add_argument("--strategy", choices=STRATEGY_KINDS, default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow intra/inter-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
 
 
@@ -117,11 +123,12 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
 
 
 def _train(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require_services(args, settings)  # before TensorFlow's start-up chatter
     from training.errors import TrainingError
     from training.pipeline import TrainJob, run_training_job
     from training.registry import GateConfig
 
-    settings = load_settings()
     strategy = _setup_tf(args)
     job = TrainJob(
         input_path=_history_input(args),
@@ -151,6 +158,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _require_services(args, settings)  # before TensorFlow's start-up chatter
     from datetime import UTC, datetime
 
     from training.dataset import (
@@ -167,7 +176,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     if args.protocol != "handbook":
         return _fail(f"unknown protocol {args.protocol!r}")
-    settings = load_settings()
     source = _history_input(args)
     # The handbook's model-selection folds are dates of the fdh file; any other history gets its own
     # latest four weekly folds.
@@ -192,11 +200,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _retrain(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.publish:  # before TensorFlow's start-up chatter
+        require_kafka(settings)
+    _require_services(args, settings)
     from schemas.retrain import RetrainRequest
     from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
 
-    settings = load_settings()
     _setup_tf(args)
     request = RetrainRequest(
         request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
@@ -258,11 +269,13 @@ async def _publisher(settings: Settings) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if not args.no_kafka:  # before TensorFlow's start-up chatter
+        require_kafka(settings)
     from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
     from training.triggers import consume_retrain_requests, make_app, serve_http
 
-    settings = load_settings()
     _setup_tf(args)
     defaults = TrainJob(
         input_path=_history_input(args),
@@ -326,9 +339,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     train = commands.add_parser("train", help="train, evaluate on the next test week, export, apply the gate")
     _common(train)
     train.add_argument("--train-start", default=None, help="YYYY-MM-DD (default: latest full fold)")
-    train.add_argument("--days", type=int, default=7, help="training window in days")
+    train.add_argument("--days", type=positive_int, default=7, help="training window in days")
     train.add_argument("--quick", action="store_true", help="small model, few epochs (~1 min): demo")
-    train.add_argument("--lookback-days", type=int, default=None, help="history kept before the training start")
+    train.add_argument("--lookback-days", type=non_negative_int, default=None,
+                       help="history kept before the training start")
     train.add_argument("--no-promote", action="store_true")
     train.add_argument("--no-tflite", action="store_true")
     train.add_argument("--gate-metric", default="average_precision")
@@ -346,7 +360,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     retrain = commands.add_parser("retrain", help="run one retraining job now through the trainer service")
     _common(retrain)
     retrain.add_argument("--train-start", default=None)
-    retrain.add_argument("--days", type=int, default=7)
+    retrain.add_argument("--days", type=positive_int, default=7, help="training window in days")
     retrain.add_argument("--quick", action="store_true")
     retrain.add_argument("--no-promote", action="store_true")
     retrain.add_argument("--request-id", default=None)
@@ -360,7 +374,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = trainer_sub.add_parser("serve")
     _common(serve)
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument("--port", type=tcp_port, default=8787, help="HTTP port (default 8787; 0 = a free one)")
     serve.add_argument("--quick", action="store_true")
     serve.add_argument("--no-kafka", action="store_true", help="HTTP only (no topic consumer or status topic)")
     serve.set_defaults(handler=_serve)
@@ -377,5 +391,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         if name != "list":
             sub.add_argument("--label", choices=["stable", "canary"], default="stable")
         if name == "promote":
-            sub.add_argument("--version", type=int, default=None, help="default: the current canary")
+            sub.add_argument("--version", type=positive_int, default=None, help="default: the current canary")
         sub.set_defaults(handler=_models)

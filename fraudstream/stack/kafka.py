@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -33,27 +35,49 @@ def default_jar_cache() -> Path:
     return Path.home() / ".cache" / "fraudstream" / f"kafka-{KAFKA_VERSION}"
 
 
+def jar_fingerprint() -> str:
+    """What the cache was resolved from: the Kafka version and the pom (its dependencies). A cache made
+    from another pom (e.g. one without kafka-tools) resolves again."""
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()[:16]
+    return f"{KAFKA_VERSION} pom-sha256:{digest}"
+
+
 def ensure_jars(cache: Path) -> Path:
-    """Return the directory of the broker's jars, resolving them with Maven the first time."""
+    """Return the directory of the broker's (and Kafka's tools') jars, resolving them with Maven the first
+    time and whenever ``deploy/kafka-broker/pom.xml`` changed since."""
     libs = cache / "libs"
     marker = cache / ".complete"
-    if marker.exists():
+    fingerprint = jar_fingerprint()
+    if marker.exists() and marker.read_text().strip() == fingerprint and libs.is_dir():
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
         msg = "Maven ('mvn') is needed once to fetch the Kafka jars: apt-get install maven"
         raise StackError(msg)
-    print(f"fetching Apache Kafka {KAFKA_VERSION} jars from Maven Central into {libs} (once)…", file=sys.stderr)
-    shutil.rmtree(libs, ignore_errors=True)
+    print(f"fetching Apache Kafka {KAFKA_VERSION} jars (broker and tools) from Maven Central into {libs} (once)…",
+          file=sys.stderr)
+    # Resolved beside the cache, then swapped in: brokers started from the old jars keep running (their
+    # open files stay readable) and two commands resolving at once never see a half-filled directory.
+    staging = cache / f"libs.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
     cmd = [
         mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}", "-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}",
+        f"-DoutputDirectory={staging}", "-DincludeScope=runtime", f"-Dkafka.version={KAFKA_VERSION}",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
         msg = f"mvn could not resolve the Kafka jars:\n{result.stdout[-3000:]}{result.stderr[-3000:]}"
         raise StackError(msg)
-    marker.write_text(KAFKA_VERSION + "\n")
+    retired = cache / f"libs.old-{os.getpid()}"
+    if libs.exists():
+        libs.rename(retired)
+    try:
+        staging.rename(libs)
+    except OSError:  # another command swapped its copy in first: theirs is as good as ours
+        shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(retired, ignore_errors=True)
+    marker.write_text(fingerprint + "\n")
     return libs
 
 

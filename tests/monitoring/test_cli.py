@@ -66,7 +66,7 @@ def test_dashboard_command_serves_page_state_and_metrics(tmp_path: Path, kafka_b
                 time.sleep(0.3)
         assert status == 200
         status, page = _get(base + "/")
-        assert status == 200 and "<svg id=\"score-chart\"" in page
+        assert status == 200 and '<svg class="chart" id="score-chart"' in page
         status, state = _get(base + "/api/state")
         assert status == 200 and '"windows":["1m"]' in state.replace(" ", "")
         status, metrics = _get(base + "/metrics")

@@ -115,9 +115,37 @@ def test_snapshot_has_every_panel(model_dir: Path) -> None:
     state.evaluate(T0 + 1)
     view = snapshot(state, T0 + 1)
     assert view["score"]["live_total"] == 300
-    assert view["throughput"] == [[T0, 300.0]]
-    assert view["dead_letters"] == [[T0, 1.0]]
+    timeline = view["timeline"]  # the bucket T0 is the last complete one at T0 + 1
+    assert timeline["times"][-1] == T0 and timeline["scored"][-1] == 300.0 and timeline["dead_letters"][-1] == 1.0
+    assert timeline["decisions"] == {"approve": [0.0] * 29 + [300.0]}
     assert view["fraud_rate"]["short"] == {"labels": 2.0, "rate": 0.5}
     assert view["models"] == [{"version": 1, "label": "stable", "count": 300.0, "share": 1.0}]
     assert view["latency_ms"]["p50"] == pytest.approx(12.0, rel=0.2)
     assert set(view["psi_history"]) == {"score"}
+
+
+def test_timeline_has_every_bucket_and_a_stopped_stream_reads_as_zeros(model_dir: Path) -> None:
+    state = MonitorState(config(windows=(WindowSpec("short", 10),)), ReferenceCatalog(model_dir))
+    assert snapshot(state, T0)["stream"]["status"] == "waiting"
+    feed(state, np.full(5, 0.1), T0 + 2)
+    feed(state, np.full(3, 0.1), T0 + 5)  # nothing in between: buckets T0+3, T0+4 are empty
+    state.add_scored(score=0.95, version=1, label="stable", decision="decline", degraded=False,
+                     end_to_end_ms=40.0, at=T0 + 5)
+    state.add_scored(score=0.7, version=1, label="stable", decision="step-up-auth", degraded=True,
+                     end_to_end_ms=40.0, at=T0 + 5)
+    state.add_dead_letter(T0 + 3)
+    live = snapshot(state, T0 + 6.5)
+    timeline = live["timeline"]
+    assert timeline["times"] == [T0 - 4 + i for i in range(10)] and timeline["end"] == T0 + 6
+    assert timeline["scored"] == [0, 0, 0, 0, 0, 0, 5, 0, 0, 5]
+    assert timeline["dead_letters"] == [0, 0, 0, 0, 0, 0, 0, 1, 0, 0]
+    assert timeline["degraded"][-1] == 1
+    # whatever the policy emits, in the dashboard's order
+    assert list(timeline["decisions"]) == ["approve", "decline", "step-up-auth"]
+    assert timeline["decisions"]["decline"][-1] == 1
+    assert timeline["latency_p50_ms"][6] is not None and timeline["latency_p50_ms"][7] is None
+    assert live["stream"]["status"] == "live" and live["stream"]["last_scored_at"] == T0 + 5
+
+    later = snapshot(state, T0 + 60)  # the stream stopped: zeros up to now, and said so
+    assert later["timeline"]["scored"] == [0] * 10 and later["timeline"]["end"] == T0 + 60
+    assert later["stream"]["status"] == "stopped" and later["stream"]["idle_s"] == 55

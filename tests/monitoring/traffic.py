@@ -62,13 +62,27 @@ def records(txs: list[SimulatedTransaction], topic: str) -> list[tuple[str, byte
     return [(topic, str(t.payload["card_id"]).encode(), orjson.dumps(t.payload)) for t in txs]
 
 
-def export_trained_model(repo: Path, training: F64, *, version: int = 1, seed: int = 1) -> tuple[Path, F64]:
+def export_trained_model(repo: Path, training: F64, *, version: int = 1, seed: int = 1,
+                         review_share: float | None = None) -> tuple[Path, F64]:
     """Export a version normalised on ``training`` with its drift reference, as training/export.py
-    writes it; returns the version directory and the training scores."""
+    writes it; returns the version directory and the training scores. With ``review_share`` the model
+    looks more like a trained one: no weight on features constant in ``training``, and the output layer
+    scaled so that this share of the training rows scores above 0.5 (the default review threshold), most
+    rows low."""
     names = FEATURE_LIST.names
     module = _FraudDnn(names=names, feature_hash=FEATURE_LIST.hash, seed=seed, hidden=32)
     module.mean.assign(training.mean(axis=0).astype(np.float32))
     module.std.assign(np.maximum(training.std(axis=0), 1e-3).astype(np.float32))
+    if review_share is not None:
+        # A trained model puts (almost) no weight on a feature that never varied in its training data
+        # (here: geo velocity, as the sample has no coordinates, and the label-based features).
+        constant = training.std(axis=0) < 1e-9
+        module.w1.assign(np.where(constant[:, None], 0.0, module.w1.numpy()).astype(np.float32))
+        z = tf.constant(((training - module.mean.numpy()) / module.std.numpy()).astype(np.float32))
+        logits = (module._logit(z) - module.b2).numpy()
+        scale = 1.6 / max(float(logits.std()), 1e-6)
+        module.w2.assign(module.w2 * scale)
+        module.b2.assign(np.float32(-np.quantile(logits * scale, 1.0 - review_share)))
     scores = module.serve(tf.constant(training.astype(np.float32)))["score"].numpy().astype(np.float64)
     spec = tf.TensorSpec([None, len(names)], tf.float32, "features")
     signatures = {"serving_default": tf.function(module.serve, input_signature=[spec]),

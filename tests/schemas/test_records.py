@@ -100,8 +100,10 @@ def test_label_must_be_known_after_the_transaction() -> None:
 
 def test_json_schemas_are_exported_and_validate_a_record(tmp_path: Path) -> None:
     paths = export_json_schemas(tmp_path)
-    assert {p.name for p in paths} == {f"{name}.schema.json" for name in TOPIC_RECORDS}
+    assert {p.name for p in paths} == {f"{name}.schema.json" for name in TOPIC_RECORDS} | {"index.json"}
     schema = json.loads((tmp_path / "transaction.schema.json").read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].startswith("urn:fraudstream:schema:transaction:")
     jsonschema.validate(GOOD, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**GOOD, "amount": -1}, schema)

@@ -1,0 +1,79 @@
+"""Checks a command runs before it needs Kafka or Redis, so that a stack that is down is one line with the fix
+(``cannot reach Kafka at … — is the stack up? run: fraudstream stack up``), not a framework's traceback
+half-way through start-up (the faust worker printed 36 lines)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fraudstream.cli.errors import CommandError, ServiceUnreachable, redis_address
+from fraudstream.settings import Settings, kafka_client_options
+
+PROBE_TIMEOUT_S = 5.0
+
+
+async def _kafka_answers(settings: Settings, timeout_s: float) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.errors import KafkaError
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000), **kafka_client_options(settings))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.list_topics(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        detail = "" if "Unable to bootstrap" in str(exc) or isinstance(exc, TimeoutError) else str(exc)
+        raise ServiceUnreachable.kafka(settings.kafka_bootstrap, detail) from exc
+    finally:
+        await admin.close()
+
+
+def require_kafka(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise ``ServiceUnreachable`` unless the Kafka cluster answers a metadata request (with the
+    configured TLS/SASL options, so bad credentials show here too)."""
+    # aiokafka logs every refused connection at ERROR; the one-line message says it better.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(_kafka_answers(settings, timeout_s))
+    finally:
+        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+
+
+def require_redis(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Raise ``ServiceUnreachable`` unless Redis answers PING (credentials errors are raised as they are)."""
+    import redis
+    import redis.exceptions
+
+    password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    client = redis.Redis.from_url(settings.redis_url, username=settings.redis_username, password=password,
+                                  socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        if isinstance(exc, redis.exceptions.AuthenticationError):
+            raise
+        raise ServiceUnreachable.redis(redis_address(settings.redis_url)) from exc
+    finally:
+        client.close()
+
+
+def require_model(settings: Settings) -> None:
+    """For the embedded backend: raise ``CommandError`` unless the model directory has a complete version
+    (a worker without one would only fail deep inside faust's start-up). TF Serving is checked by the
+    worker itself, which retries it (``model_outage_grace_s``)."""
+    from scoring.errors import ModelNotFound
+    from scoring.repository import scan
+    from scoring.uri import parse_backend_uri
+
+    spec = parse_backend_uri(settings.effective_model_backend)
+    if spec.kind != "local" or spec.path is None:
+        return
+    try:
+        versions = scan(spec.path).versions
+    except ModelNotFound:
+        versions = ()
+    if not versions:
+        msg = (f"no model version in {spec.path} — train one first: fraudstream train --quick "
+               "(or point FRAUD_MODEL_BACKEND at a model repository)")
+        raise CommandError(msg)
