@@ -5,6 +5,12 @@
 Infrastructure failures (Redis, Kafka) are retried here with backoff — the stream pauses, nothing is
 skipped; a crash before the return leaves the batch uncommitted, and the redelivery is idempotent in the
 feature state (per transaction id).
+
+One transaction id, one outcome (``features/ids.py``): before the feature state, every id is claimed with
+its content's fingerprint. A repeat of the same content (a redelivery, here or in another batch, worker or
+restart) gets the first feature vector again and changes no state; it is scored again by the model serving
+then (the same score while that is the same model version: the model is a pure function of the vector).
+The same id with different content is dead-lettered as ``duplicate:transaction_id:conflict``, never scored.
 """
 
 from __future__ import annotations
@@ -23,10 +29,12 @@ import numpy.typing as npt
 import orjson
 
 from features.events import TransactionEvent
+from features.ids import Claim, ClaimResult, TransactionIds
 from features.store import OnlineFeatureStore
 from schemas import SCHEMA_VERSION, Latencies, Transaction, transaction_context
-from schemas.codec import Rejection, dead_letter, decode, encode
-from streams.identity import CardHasher
+from schemas.codec import Rejection, dead_letter, decode, encode, readable_ids
+from schemas.dead_letter import FirstOccurrence
+from streams.identity import CardHasher, content_hash
 from streams.messages import InboundMessage, OutboundMessage, Publisher
 from streams.retry import retry_forever
 from streams.scorer import BatchScorer, ScoreResult
@@ -70,12 +78,21 @@ def asdict_latencies(latencies: Latencies) -> dict[str, float]:
             "model_ms": latencies.model_ms, "end_to_end_ms": latencies.end_to_end_ms}
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid transaction, its feature event and its content fingerprint."""
+
+    transaction: Transaction
+    event: TransactionEvent
+    content_hash: str
+
+
 @dataclass(slots=True)
 class CheckedMessage:
     """A message after validation, before the feature state: a transaction, or why it is rejected."""
 
     message: InboundMessage
-    result: tuple[Transaction, TransactionEvent] | Rejection
+    result: Checked | Rejection
     validate_s: float
     """This message's share of its chunk's validation time."""
 
@@ -100,11 +117,12 @@ class PreparedBatch:
 
 class TransactionPipeline:
     def __init__(
-        self, config: PipelineConfig, *, features: OnlineFeatureStore, scorer: BatchScorer,
+        self, config: PipelineConfig, *, features: OnlineFeatureStore, ids: TransactionIds, scorer: BatchScorer,
         publisher: Publisher, hasher: CardHasher,
     ) -> None:
         self.config = config
         self.features = features
+        self.ids = ids
         self.scorer = scorer
         self.publisher = publisher
         self.hasher = hasher
@@ -125,12 +143,15 @@ class TransactionPipeline:
             if isinstance(parsed, Rejection):
                 checked.append(CheckedMessage(message, parsed, 0.0))
                 continue
+            card_ref = self.hasher.reference(parsed.card_id)
+            event_time = parsed.event_time.timestamp()
             event = TransactionEvent(
-                transaction_id=parsed.transaction_id, card_ref=self.hasher.reference(parsed.card_id),
-                terminal_id=parsed.terminal_id, event_time=parsed.event_time.timestamp(),
-                amount=parsed.amount, latitude=parsed.latitude, longitude=parsed.longitude,
+                transaction_id=parsed.transaction_id, card_ref=card_ref, terminal_id=parsed.terminal_id,
+                event_time=event_time, amount=parsed.amount, latitude=parsed.latitude, longitude=parsed.longitude,
             )
-            checked.append(CheckedMessage(message, (parsed, event), 0.0))
+            fingerprint = content_hash(card_ref, parsed.terminal_id, parsed.amount, parsed.currency, event_time,
+                                       parsed.latitude, parsed.longitude)
+            checked.append(CheckedMessage(message, Checked(parsed, event, fingerprint), 0.0))
         share = (time.perf_counter() - t0) / max(1, len(checked))
         for item in checked:
             item.validate_s = share
@@ -141,23 +162,25 @@ class TransactionPipeline:
         return await self.complete(await self.start(checked))
 
     async def start(self, checked: Sequence[CheckedMessage]) -> PreparedBatch:
-        """Stage 1a: send the checked messages to the feature state. Batches must be started in order, and
-        the next may start before this one completes. A transaction id repeated within the batch is
-        dead-lettered: scored once, published once."""
+        """Stage 1a: claim the transaction ids, then send the transactions to the feature state. Batches must
+        be started in order, and the next may start before this one completes. An id used before by other
+        content (in this batch or any earlier one) is dead-lettered; a repeat of the same content goes on
+        and gets the first vector back from the feature state."""
         batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)))
-        seen: set[str] = set()
-        for item in checked:
-            batch.validate_s += item.validate_s
-            result = item.result
-            if not isinstance(result, Rejection) and result[0].transaction_id in seen:
-                result = Rejection("validate", "duplicate:transaction_id", "transaction id repeated in the batch")
-            if isinstance(result, Rejection):
-                self._dead_letter(item.message, result, batch.out, batch.outcome)
+        valid: list[tuple[InboundMessage, Checked]] = []
+        for checked_message in checked:
+            batch.validate_s += checked_message.validate_s
+            if isinstance(checked_message.result, Rejection):
+                self._dead_letter(checked_message.message, checked_message.result, batch.out, batch.outcome)
+            else:
+                valid.append((checked_message.message, checked_message.result))
+        claims = [Claim(c.transaction.transaction_id, c.content_hash, m.topic, m.partition, m.offset) for m, c in valid]
+        for (message, item), claimed in zip(valid, await self._claim(claims), strict=True):
+            if claimed.status == "conflict":
+                self._conflict(message, item, claimed, batch.out, batch.outcome)
                 continue
-            tx, event = result
-            seen.add(tx.transaction_id)
-            batch.transactions.append(tx)
-            batch.events.append(event)
+            batch.transactions.append(item.transaction)
+            batch.events.append(item.event)
         batch.started_s = time.perf_counter()
         if batch.events and not self.config.naive:
             events = batch.events
@@ -217,6 +240,12 @@ class TransactionPipeline:
             ))
         return results
 
+    async def _claim(self, claims: list[Claim]) -> list[ClaimResult]:
+        if not self.config.naive:
+            return await retry_forever(partial(self.ids.claim, claims), what="transaction ids in Redis")
+        return [r for c in claims for r in await retry_forever(partial(self.ids.claim, [c]),
+                                                                 what="transaction ids in Redis")]
+
     async def _publish(self, out: list[OutboundMessage]) -> None:
         if not self.config.naive:
             await retry_forever(lambda: self.publisher.publish(out), what="publish to Kafka")
@@ -250,14 +279,43 @@ class TransactionPipeline:
     def _dead_letter(
         self, message: InboundMessage, rejection: Rejection, out: list[OutboundMessage], outcome: BatchOutcome
     ) -> None:
+        # Traceable: the record's id and card reference whenever they can be read, valid or not.
+        transaction_id, card_id = readable_ids(message.value)
         record = dead_letter(
-            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset
+            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset,
+            transaction_id=transaction_id, card_ref=None if card_id is None else self.hasher.reference(card_id),
         )
+        self._emit(message, record.reason, encode(record), out, outcome)
+
+    def _conflict(
+        self, message: InboundMessage, item: Checked, claimed: ClaimResult, out: list[OutboundMessage],
+        outcome: BatchOutcome,
+    ) -> None:
+        first = claimed.first
+        assert first is not None
+        rejection = Rejection(
+            "validate", "duplicate:transaction_id:conflict",
+            f"transaction id already used by other content (content {first.content_hash}, read at "
+            f"{first.topic}[{first.partition}]@{first.offset}, was scored); this record's content is "
+            f"{item.content_hash}: not scored",
+        )
+        record = dead_letter(
+            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset,
+            transaction_id=item.transaction.transaction_id, card_ref=item.event.card_ref,
+            content_hash=item.content_hash,
+            conflicts_with=FirstOccurrence(content_hash=first.content_hash, topic=first.topic,
+                                           partition=first.partition, offset=first.offset),
+        )
+        self._emit(message, rejection.reason, encode(record), out, outcome)
+
+    def _emit(
+        self, message: InboundMessage, reason: str, value: bytes, out: list[OutboundMessage], outcome: BatchOutcome
+    ) -> None:
         # The DLQ is keyed by topic/partition, never by the (clear) card id the raw message may hold.
         key = f"{message.topic}:{message.partition}".encode()
-        out.append(OutboundMessage(self.config.dead_letter_topic, key, encode(record)))
+        out.append(OutboundMessage(self.config.dead_letter_topic, key, value))
         outcome.dead_lettered += 1
-        outcome.reasons[rejection.reason] = outcome.reasons.get(rejection.reason, 0) + 1
+        outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
 
     async def _features(self, batch: PreparedBatch) -> npt.NDArray[np.float64]:
         if not self.config.naive:

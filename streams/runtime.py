@@ -13,6 +13,7 @@ import faust
 import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, RedisFeatureStore
+from features.ids import TransactionIds
 from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
@@ -66,7 +67,9 @@ class WorkerRuntime:
                 self._app.sensors.remove(self._app.monitor)
             settings = self.settings
             client = redis_client(settings)
-            features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix)
+            features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
+                                         dedup_horizon_s=settings.dedup_horizon_s)
+            ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
             self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
@@ -82,7 +85,7 @@ class WorkerRuntime:
                 naive=settings.pipeline_mode == "naive",
             )
             self._pipeline = TransactionPipeline(
-                config, features=features, scorer=scorer, publisher=publisher, hasher=hasher
+                config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher
             )
             self._labels = LabelHandler(
                 features=features, publisher=publisher, hasher=hasher,
