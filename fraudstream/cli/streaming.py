@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from features.errors import FeatureError
 from fraudstream.settings import load_settings
+from fraudstream.sources import prefix_problem, run_prefix
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
 
@@ -38,10 +39,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
+    prefix = args.id_prefix if args.id_prefix is not None else run_prefix("sim")
+    if (problem := prefix_problem(prefix)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     simulator = Simulator(
         SimulationConfig(count=args.count, seed=args.seed, shift_after=args.shift_after,
                          label_delay_s=args.label_delay_hours * 3600, invalid_share=args.invalid_share,
-                         id_prefix=args.id_prefix)
+                         id_prefix=prefix)
     )
     topics = {"tx": settings.topics.transactions, "bad": settings.topics.transactions, "label": settings.topics.labels}
     records = (
@@ -49,11 +54,11 @@ def _simulate(args: argparse.Namespace) -> int:
         for kind, key, value in interleave_labels(simulator, end=time.time())
     )
     print(f"simulating {args.count:,} transactions to {settings.kafka_bootstrap} "
-          f"(rate {args.rate or 'max'}/s, seed {args.seed})", file=sys.stderr)
+          f"(rate {args.rate or 'max'}/s, seed {args.seed}, ids {prefix}-0 …)", file=sys.stderr)
     report = _run_produce(settings.kafka_bootstrap, records, args.rate, "simulate")
     if report is None:
         return 1
-    print(json.dumps(report.summary()))
+    print(json.dumps({**report.summary(), "id_prefix": prefix}))
     return 0
 
 
@@ -64,16 +69,23 @@ def _replay(args: argparse.Namespace) -> int:
     if args.mapping != "fdh":
         print(f"error: unknown mapping {args.mapping!r}; supported: fdh", file=sys.stderr)
         return 2
+    prefix = args.id_prefix if args.id_prefix is not None else run_prefix("replay")
+    if (problem := prefix_problem(prefix)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days)
+        records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days,
+                                 id_prefix=prefix)
     except (FeatureError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s)", file=sys.stderr)
+    shown = f"{prefix}-<id>" if prefix else "the file's own"
+    print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s, ids {shown})",
+          file=sys.stderr)
     report = _run_produce(settings.kafka_bootstrap, records, args.rate, "replay")
     if report is None:
         return 1
-    print(json.dumps(report.summary()))
+    print(json.dumps({**report.summary(), "id_prefix": prefix}))
     return 0
 
 
@@ -91,7 +103,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                      help="shift the distribution after K transactions (amounts ×2.5, more fraud) for drift")
     sim.add_argument("--label-delay-hours", type=float, default=168.0, help="label delay (default 168 h = 7 days)")
     sim.add_argument("--invalid-share", type=float, default=0.0, help="share of malformed records (DLQ demo)")
-    sim.add_argument("--id-prefix", default="sim", help="transaction id prefix (default 'sim')")
+    sim.add_argument("--id-prefix", default=None,
+                     help="transaction ids are PREFIX-0, PREFIX-1, … (default: 'sim-' and a token of this run, so "
+                     "runs never reuse ids; give a prefix to send the same ids again)")
     sim.set_defaults(handler=_simulate)
 
     replay = commands.add_parser("replay", help="send historical transactions (and labels when known) in time order")
@@ -101,4 +115,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("--limit", type=int, default=None, help="at most N transactions")
     replay.add_argument("--start", default=None, help="first day to replay, YYYY-MM-DD (default: the file's first)")
     replay.add_argument("--days", type=float, default=None, help="replay this many days from --start")
+    replay.add_argument("--id-prefix", default=None,
+                        help="transaction ids become PREFIX-<id> (default: 'replay-' and a token of this run, so a "
+                        "second replay of the same rows is new traffic; '' keeps the file's ids)")
     replay.set_defaults(handler=_replay)
