@@ -119,6 +119,11 @@ class Settings(BaseSettings):
 
     # --- monitoring --------------------------------------------------------------------------------
     metrics_port: int = Field(default=9108, ge=-1, le=65535, description="worker /metrics; 0 = free port, -1 = off")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the worker's /metrics binds to: loopback unless configured otherwise (a container "
+        "scraped by Prometheus over the network sets 0.0.0.0 and keeps the port on an internal network)",
+    )
     api_token: SecretStr | None = None
 
     @property

@@ -115,6 +115,28 @@ class WorkerRuntime:
                                               degraded=outcome.degraded, publish_s=outcome.publish_s)
         self.record(outcome)
 
+    async def update_consumer_lag(self) -> None:
+        """``fraudstream_consumer_lag`` of every partition this worker holds: the broker's end offset minus
+        the consumer's position (the next offset it reads). Called every few seconds by a timer; partitions
+        that moved to another worker lose their series here. Never raises into the worker."""
+        if self.monitoring is None or self._app is None:
+            return
+        metrics = self.monitoring.metrics
+        ours = {self.settings.topics.transactions, self.settings.topics.labels}
+        try:
+            consumer = self._app.consumer
+            tps = sorted(tp for tp in consumer.assignment() if tp.topic in ours)
+            ends = await consumer.highwaters(*tps) if tps else {}
+            lags = {}
+            for tp in tps:
+                position = await consumer.position(tp)
+                if position is not None and tp in ends:
+                    lags[(tp.topic, tp.partition)] = int(ends[tp]) - int(position)
+        except Exception as exc:  # a rebalance or a broker away: the next round tries again
+            log.debug("consumer lag not updated: %s: %s", type(exc).__name__, exc)
+            return
+        metrics.replace_consumer_lag(lags)
+
     def record(self, outcome: BatchOutcome) -> None:
         totals = self.totals
         totals.consumed += outcome.consumed
