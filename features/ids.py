@@ -1,12 +1,16 @@
-"""One transaction id, one content: the id → content-fingerprint record in Redis.
+"""One transaction id, one content, one outcome: the id record in Redis.
 
-Before a transaction reaches the feature state its id is *claimed*: ``SET <prefix>:id:{x:<id>}
-"<content hash>|<topic>|<partition>|<offset>" NX GET PX <horizon>``, one command per transaction, one
-pipelined round trip per micro-batch. The reply says which of three cases it is:
+Before a transaction reaches the feature state its id is *claimed*: one ``FCALL`` per transaction on the hash
+``<prefix>:id:{x:<id>}``, one pipelined round trip per micro-batch. The hash holds ``c`` = ``"<content
+hash>|<topic>|<partition>|<offset>"`` of the first record with the id, and, once that record's scored result
+was published, ``o`` = the result (score, decision, reason codes, model; ``record_outcomes``). The claim's
+reply says which case it is:
 
 - ``new``: nobody used the id; the record now owns it (first content wins);
-- ``repeat``: the same id with the same content (a redelivery, a producer retry): the feature functions
-  return the first vector again without changing state (they remember the id per entity), and it is scored;
+- ``repeat``: the same id with the same content (a redelivery, a producer retry). If the first result is
+  stored, the repeat gets it again, byte for byte, and touches nothing else; if not (the first is still in
+  flight, or its worker died before publishing), the feature functions return the first vector without
+  changing state, and it is scored;
 - ``conflict``: the same id with different content: dead-lettered (``duplicate:transaction_id:conflict``)
   with both fingerprints and where the first was read; it never reaches the feature state.
 
@@ -17,10 +21,11 @@ The claim therefore precedes the feature update, and the pair is atomic in effec
 followed by the update of its own content, and both are idempotent, so a crash between them is healed by the
 redelivery (its claim says ``repeat``, and the update runs then).
 
-Horizon: the record expires ``horizon_s`` of wall-clock time after the id was first claimed (Redis ``PX``),
-never refreshed. After that the id is unknown again: a record with it is claimed anew; if its card and
-terminal still remember the id (their own horizon: ``dedup_horizon_s`` of event time behind the entity's
-watermark) they return the first vector and change nothing, otherwise it counts as a new transaction.
+Horizon: the record expires ``horizon_s`` of wall-clock time after the id was first claimed (Redis
+``PEXPIRE``), never refreshed. After that the id is unknown again: a record with it is claimed anew; if its
+card and terminal still remember the id (their own horizon: ``dedup_horizon_s`` of event time behind the
+entity's watermark) they return the first vector and change nothing, otherwise it counts as a new
+transaction.
 """
 
 from __future__ import annotations
@@ -33,9 +38,31 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
-from features.resp import RespChannel, ScriptReplyError
+from features.resp import RespChannel, ScriptReplyError, pack_commands
 
 ClaimStatus = Literal["new", "repeat", "conflict"]
+
+# claim: KEYS[1] the id record, ARGV[1] "<content hash>|<topic>|<partition>|<offset>", ARGV[2] horizon in ms.
+# Replies nil (new), or the owner's claim, followed by "\n" and the stored result when there is one.
+# outcome: KEYS[1], ARGV[1] the result; kept only by a live record (an expired one is not brought back
+# without a TTL), and only the first (HSETNX).
+_LIBRARY = """#!lua name=fraudstream_ids_v1
+redis.register_function('fraudstream_ids_claim', function(KEYS, ARGV)
+  local c = redis.call('HGET', KEYS[1], 'c')
+  if not c then
+    redis.call('HSET', KEYS[1], 'c', ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return false
+  end
+  local o = redis.call('HGET', KEYS[1], 'o')
+  if o then return c .. '\\n' .. o end
+  return c
+end)
+redis.register_function('fraudstream_ids_outcome', function(KEYS, ARGV)
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSETNX', KEYS[1], 'o', ARGV[1]) end
+  return 1
+end)
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +91,14 @@ class ClaimResult:
     status: ClaimStatus
     first: FirstClaim | None
     """The owner of the id (None when this record became the owner)."""
+    outcome: bytes | None = None
+    """For a repeat: the first record's published result, when it is stored."""
 
 
-def _parse_owner(value: bytes) -> FirstClaim:
-    content_hash, topic, partition, offset = value.decode().rsplit("|", 3)
-    return FirstClaim(content_hash, topic, int(partition), int(offset))
+def _parse_owner(value: bytes) -> tuple[FirstClaim, bytes | None]:
+    claim, newline, outcome = value.partition(b"\n")
+    content_hash, topic, partition, offset = claim.decode().rsplit("|", 3)
+    return FirstClaim(content_hash, topic, int(partition), int(offset)), (outcome if newline else None)
 
 
 class TransactionIds:
@@ -90,14 +120,35 @@ class TransactionIds:
     def key(self, transaction_id: str) -> bytes:
         return self._key_head + transaction_id.encode() + b"}"
 
-    def _payload(self, claims: Sequence[Claim]) -> bytes:
+    async def load_scripts(self) -> None:
+        """FUNCTION LOAD the id functions (again when Redis lost them)."""
+        await self._call(pack_commands([[b"FUNCTION", b"LOAD", b"REPLACE", _LIBRARY.encode()]]), 1, reload=False)
+
+    async def _call(self, payload: bytes, count: int, *, reload: bool = True) -> list[bytes | int]:
+        for attempt in (0, 1):
+            try:
+                return await self._channel.call_packed(payload, count)
+            except ScriptReplyError as exc:
+                if exc.transient:
+                    raise FeatureStoreUnavailable(str(exc)) from exc
+                if reload and attempt == 0 and exc.noscript:
+                    await self.load_scripts()  # safe to replay: claims and outcomes are idempotent
+                    continue
+                raise FeatureScriptError(str(exc)) from exc
+            except (RedisError, OSError) as exc:
+                msg = f"redis: {exc}"
+                raise FeatureStoreUnavailable(msg) from exc
+        msg = "unreachable"
+        raise AssertionError(msg)
+
+    def _claims_payload(self, claims: Sequence[Claim]) -> bytes:
         head, px = self._key_head, self._px
         parts = []
         for c in claims:
             key = head + c.transaction_id.encode() + b"}"
             value = f"{c.content_hash}|{c.topic}|{c.partition}|{c.offset}".encode()
-            parts.append(b"*7\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nNX\r\n$3\r\nGET\r\n$2\r\nPX\r\n$%d\r\n%s\r\n"
-                         % (len(key), key, len(value), value, len(px), px))
+            parts.append(b"*6\r\n$5\r\nFCALL\r\n$21\r\nfraudstream_ids_claim\r\n$1\r\n1\r\n$%d\r\n%s\r\n"
+                         b"$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value, len(px), px))
         return b"".join(parts)
 
     async def claim(self, claims: Sequence[Claim]) -> list[ClaimResult]:
@@ -106,24 +157,32 @@ class TransactionIds:
         away: call again, claiming is idempotent."""
         if not claims:
             return []
-        try:
-            replies = await self._channel.call_packed(self._payload(claims), len(claims))
-        except ScriptReplyError as exc:
-            if exc.transient:
-                raise FeatureStoreUnavailable(str(exc)) from exc
-            raise FeatureScriptError(str(exc)) from exc
-        except (RedisError, OSError) as exc:
-            msg = f"redis: {exc}"
-            raise FeatureStoreUnavailable(msg) from exc
+        replies = await self._call(self._claims_payload(claims), len(claims))
         out = []
         for c, reply in zip(claims, replies, strict=True):
-            if not reply:  # nil: the key was not there, SET NX set it
+            if not reply:  # nil: the id was free, this record owns it now
                 out.append(ClaimResult("new", None))
                 continue
             assert isinstance(reply, bytes)
-            owner = _parse_owner(reply)
-            out.append(ClaimResult("repeat" if owner.content_hash == c.content_hash else "conflict", owner))
+            owner, outcome = _parse_owner(reply)
+            if owner.content_hash != c.content_hash:
+                out.append(ClaimResult("conflict", owner))
+            else:
+                out.append(ClaimResult("repeat", owner, outcome))
         return out
+
+    async def record_outcomes(self, outcomes: Sequence[tuple[str, bytes]]) -> None:
+        """Store each (transaction id, published result) unless the id already has one: later repeats get
+        it instead of a new score. Idempotent; call only after the result was published."""
+        if not outcomes:
+            return
+        head = self._key_head
+        parts = []
+        for transaction_id, outcome in outcomes:
+            key = head + transaction_id.encode() + b"}"
+            parts.append(b"*5\r\n$5\r\nFCALL\r\n$23\r\nfraudstream_ids_outcome\r\n$1\r\n1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                         % (len(key), key, len(outcome), outcome))
+        await self._call(b"".join(parts), len(outcomes))
 
     async def purge(self) -> int:
         """Delete every id record under this prefix (SCAN + UNLINK; never FLUSHALL)."""

@@ -8,9 +8,10 @@ feature state (per transaction id).
 
 One transaction id, one outcome (``features/ids.py``): before the feature state, every id is claimed with
 its content's fingerprint. A repeat of the same content (a redelivery, here or in another batch, worker or
-restart) gets the first feature vector again and changes no state; it is scored again by the model serving
-then (the same score while that is the same model version: the model is a pure function of the vector).
-The same id with different content is dead-lettered as ``duplicate:transaction_id:conflict``, never scored.
+restart) gets the first published result again, byte for byte but for its latencies and time, and changes
+no state; while the first is not published yet, the repeat gets the first feature vector back from the
+feature state and is scored. The same id with different content is dead-lettered as
+``duplicate:transaction_id:conflict``, never scored.
 """
 
 from __future__ import annotations
@@ -31,11 +32,11 @@ import orjson
 from features.events import TransactionEvent
 from features.ids import Claim, ClaimResult, TransactionIds
 from features.store import OnlineFeatureStore
-from schemas import SCHEMA_VERSION, Latencies, Transaction, transaction_context
-from schemas.codec import Rejection, dead_letter, decode, encode, readable_ids
-from schemas.dead_letter import FirstOccurrence
+from schemas import Latencies, Transaction, transaction_context
+from schemas.codec import Rejection, decode
 from streams.identity import CardHasher, content_hash
 from streams.messages import InboundMessage, OutboundMessage, Publisher
+from streams.outputs import conflict_message, dead_letter_message, encode_result, result_fields, scored_json
 from streams.retry import retry_forever
 from streams.scorer import BatchScorer, ScoreResult
 
@@ -108,6 +109,8 @@ class PreparedBatch:
     """Dead letters so far; the scored records are appended by ``finish``."""
     events: list[TransactionEvent] = field(default_factory=list)
     transactions: list[Transaction] = field(default_factory=list)
+    repeats: list[tuple[Transaction, str, bytes]] = field(default_factory=list)
+    """Repeats of transactions whose result is stored: (transaction, card_ref, the stored result)."""
     validate_s: float = 0.0
     features_s: float = 0.0
     started_s: float = 0.0
@@ -164,23 +167,31 @@ class TransactionPipeline:
     async def start(self, checked: Sequence[CheckedMessage]) -> PreparedBatch:
         """Stage 1a: claim the transaction ids, then send the transactions to the feature state. Batches must
         be started in order, and the next may start before this one completes. An id used before by other
-        content (in this batch or any earlier one) is dead-lettered; a repeat of the same content goes on
-        and gets the first vector back from the feature state."""
+        content (in this batch or any earlier one) is dead-lettered; a repeat of the same content gets the
+        stored first result, or, while there is none, goes on and gets the first vector back from the
+        feature state."""
         batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)))
         valid: list[tuple[InboundMessage, Checked]] = []
         for checked_message in checked:
             batch.validate_s += checked_message.validate_s
             if isinstance(checked_message.result, Rejection):
-                self._dead_letter(checked_message.message, checked_message.result, batch.out, batch.outcome)
+                rejection = checked_message.result
+                out = dead_letter_message(checked_message.message, rejection, self.hasher,
+                                          self.config.dead_letter_topic)
+                self._count_dead(out, rejection.reason, batch)
             else:
                 valid.append((checked_message.message, checked_message.result))
         claims = [Claim(c.transaction.transaction_id, c.content_hash, m.topic, m.partition, m.offset) for m, c in valid]
         for (message, item), claimed in zip(valid, await self._claim(claims), strict=True):
             if claimed.status == "conflict":
-                self._conflict(message, item, claimed, batch.out, batch.outcome)
-                continue
-            batch.transactions.append(item.transaction)
-            batch.events.append(item.event)
+                out = conflict_message(message, item.transaction, item.event.card_ref, item.content_hash, claimed,
+                                       self.config.dead_letter_topic)
+                self._count_dead(out, "duplicate:transaction_id:conflict", batch)
+            elif claimed.outcome is not None:
+                batch.repeats.append((item.transaction, item.event.card_ref, claimed.outcome))
+            else:
+                batch.transactions.append(item.transaction)
+                batch.events.append(item.event)
         batch.started_s = time.perf_counter()
         if batch.events and not self.config.naive:
             events = batch.events
@@ -195,14 +206,16 @@ class TransactionPipeline:
         return batch
 
     async def finish(self, batch: PreparedBatch) -> BatchOutcome:
-        """Stage 2: score, build the records, publish. May overlap the next batch's ``prepare``."""
+        """Stage 2: score, build the records, publish, then store the new results for repeats. May overlap
+        the next batch's ``prepare``."""
         outcome, valid, valid_messages = batch.outcome, batch.events, batch.transactions
         out = batch.out
         t2 = time.perf_counter()
         if valid and outcome.features is not None:
             results = await self._score(outcome.features, valid, valid_messages)
         t3 = time.perf_counter()
-        if valid:
+        stored: list[tuple[str, bytes]] = []
+        if valid or batch.repeats:
             now = datetime.now(UTC)
             produced_at = [m.timestamp for m in batch.messages if m.timestamp is not None]
             end_to_end = (now.timestamp() - min(produced_at)) * 1000 if produced_at else 0.0
@@ -212,16 +225,28 @@ class TransactionPipeline:
             )
             outcome.latencies = latencies
             common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
-            for tx, event, result in zip(valid_messages, valid, results, strict=True):
-                out.append(OutboundMessage(self.config.scored_topic, event.card_ref.encode(),
-                                           self._scored_json(tx, event, result, common)))
+            scored_topic, hash_ = self.config.scored_topic, self.config.feature_list_hash
+            for tx, event, result in zip(valid_messages, valid, results if valid else (), strict=True):
+                fields = result_fields(result, hash_)
+                out.append(OutboundMessage(scored_topic, event.card_ref.encode(),
+                                           scored_json(tx, event.card_ref, fields, common)))
+                stored.append((tx.transaction_id, encode_result(fields)))
                 outcome.decisions[result.decision] = outcome.decisions.get(result.decision, 0) + 1
                 outcome.models[(result.model_name, result.model_version, result.model_label)] += 1
                 outcome.degraded += bool(result.degraded)
-            outcome.scored = len(valid)
+            for tx, card_ref, first in batch.repeats:
+                fields = orjson.loads(first)
+                out.append(OutboundMessage(scored_topic, card_ref.encode(), scored_json(tx, card_ref, fields, common)))
+                outcome.decisions[fields["decision"]] = outcome.decisions.get(fields["decision"], 0) + 1
+            outcome.scored = len(valid) + len(batch.repeats)
         t4 = time.perf_counter()
         await self._publish(out)
         outcome.publish_s = time.perf_counter() - t4
+        if stored:
+            # Only after the broker has them: a stored result is one that was published.
+            parts = [[one] for one in stored] if self.config.naive else [stored]
+            for part in parts:
+                await retry_forever(partial(self.ids.record_outcomes, part), what="transaction results in Redis")
         return outcome
 
     async def _score(
@@ -253,69 +278,10 @@ class TransactionPipeline:
         for message in out:
             await retry_forever(partial(self.publisher.publish, [message]), what="publish to Kafka")
 
-    def _scored_json(
-        self, tx: Transaction, event: TransactionEvent, result: ScoreResult, common: dict[str, object]
-    ) -> bytes:
-        """One ``ScoredTransaction`` as JSON. Built as a dict and encoded with orjson: constructing and
-        dumping a pydantic model per record costs more than the rest of the record's path; the contract
-        tests parse these bytes back with ``ScoredTransaction``. orjson writes the (UTC) event time itself,
-        as ``_iso`` would, without a Python call per record."""
-        shadow = result.shadow
-        return orjson.dumps({
-            "schema_version": SCHEMA_VERSION, "transaction_id": tx.transaction_id, "card_ref": event.card_ref,
-            "terminal_id": tx.terminal_id, "amount": tx.amount, "currency": tx.currency,
-            "event_time": tx.event_time, "score": float(result.score), "decision": result.decision,
-            "reason_codes": [
-                {"code": r.code, "feature": r.feature, "contribution": float(r.contribution)}
-                for r in result.reason_codes
-            ],
-            "rules_fired": list(result.rules_fired), "model_name": result.model_name,
-            "model_version": result.model_version, "model_label": result.model_label,
-            "degraded": bool(result.degraded),
-            "shadow": None if shadow is None else {"model_version": shadow.model_version, "score": shadow.score},
-            "feature_list_hash": self.config.feature_list_hash, **common,
-        }, option=orjson.OPT_UTC_Z)
-
-    def _dead_letter(
-        self, message: InboundMessage, rejection: Rejection, out: list[OutboundMessage], outcome: BatchOutcome
-    ) -> None:
-        # Traceable: the record's id and card reference whenever they can be read, valid or not.
-        transaction_id, card_id = readable_ids(message.value)
-        record = dead_letter(
-            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset,
-            transaction_id=transaction_id, card_ref=None if card_id is None else self.hasher.reference(card_id),
-        )
-        self._emit(message, record.reason, encode(record), out, outcome)
-
-    def _conflict(
-        self, message: InboundMessage, item: Checked, claimed: ClaimResult, out: list[OutboundMessage],
-        outcome: BatchOutcome,
-    ) -> None:
-        first = claimed.first
-        assert first is not None
-        rejection = Rejection(
-            "validate", "duplicate:transaction_id:conflict",
-            f"transaction id already used by other content (content {first.content_hash}, read at "
-            f"{first.topic}[{first.partition}]@{first.offset}, was scored); this record's content is "
-            f"{item.content_hash}: not scored",
-        )
-        record = dead_letter(
-            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset,
-            transaction_id=item.transaction.transaction_id, card_ref=item.event.card_ref,
-            content_hash=item.content_hash,
-            conflicts_with=FirstOccurrence(content_hash=first.content_hash, topic=first.topic,
-                                           partition=first.partition, offset=first.offset),
-        )
-        self._emit(message, rejection.reason, encode(record), out, outcome)
-
-    def _emit(
-        self, message: InboundMessage, reason: str, value: bytes, out: list[OutboundMessage], outcome: BatchOutcome
-    ) -> None:
-        # The DLQ is keyed by topic/partition, never by the (clear) card id the raw message may hold.
-        key = f"{message.topic}:{message.partition}".encode()
-        out.append(OutboundMessage(self.config.dead_letter_topic, key, value))
-        outcome.dead_lettered += 1
-        outcome.reasons[reason] = outcome.reasons.get(reason, 0) + 1
+    def _count_dead(self, message: OutboundMessage, reason: str, batch: PreparedBatch) -> None:
+        batch.out.append(message)
+        batch.outcome.dead_lettered += 1
+        batch.outcome.reasons[reason] = batch.outcome.reasons.get(reason, 0) + 1
 
     async def _features(self, batch: PreparedBatch) -> npt.NDArray[np.float64]:
         if not self.config.naive:

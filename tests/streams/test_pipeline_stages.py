@@ -69,6 +69,11 @@ async def test_check_then_prepare_dead_letters_bad_and_conflicting_messages(redi
         assert features is not None and features.shape == (4, len(FEATURE_LIST.names))
         assert (features[2] == features[0]).all()  # the repeat: the first vector, bit for bit
         assert batch.validate_s > 0
+        # once the first result is stored (after its publication), a repeat gets it and skips the features
+        await ids.record_outcomes([(tx_ids[0], b'{"score": 0.25}')])
+        again = await pipeline.prepare(pipeline.check([Record("transactions", 1, 9, b"k", payloads[0])]))
+        assert again.transactions == [] and again.outcome.features is None
+        assert [(t.transaction_id, stored) for t, _, stored in again.repeats] == [(tx_ids[0], b'{"score": 0.25}')]
     finally:
         await store.purge()
         await ids.purge()
