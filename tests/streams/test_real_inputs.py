@@ -13,7 +13,6 @@ import socket
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -330,7 +329,8 @@ async def test_redis_holds_the_id_record_and_first_result_of_a_scored_transactio
         ttl_ms = await client.pttl(key)
     finally:
         await client.aclose()
-    assert record[b"c"].decode().endswith("|%s|%d|%d" % positions[0])
+    topic, partition, offset = positions[0]
+    assert record[b"c"].decode().endswith(f"|{topic}|{partition}|{offset}")
     published = r.collector.out.scored[row["transaction_id"]]
     assert orjson.loads(record[b"o"]) == {k: v for k, v in published.items() if k in orjson.loads(record[b"o"])}
     assert orjson.loads(record[b"o"])["score"] == published["score"]
