@@ -41,7 +41,7 @@ class DeadLetter(Record):
     """The keyed hash of the record's ``card_id`` whenever it had a readable one (never the card number):
     the same ``card_ref`` a scored record of that card carries."""
     content_hash: str | None = None
-    """Fingerprint of the validated content (card_ref, terminal, amount, currency, event time, position),
+    """Fingerprint of the validated content (card_ref, terminal, amount, currency, event time, coordinates),
     for records that validated; equal fingerprints = the same transaction."""
     conflicts_with: FirstOccurrence | None = None
     """For ``duplicate:transaction_id:conflict``: the first record with this id, which was scored."""

@@ -34,8 +34,23 @@ def result_fields(result: ScoreResult, feature_list_hash: str) -> dict[str, Any]
     }
 
 
+_RESULT_KEYS = ("score", "decision", "reason_codes", "rules_fired", "model_name", "model_version", "model_label",
+                "degraded", "shadow", "feature_list_hash")
+
+
 def encode_result(fields: dict[str, Any]) -> bytes:
-    return orjson.dumps(fields)
+    """The result as Redis keeps it for repeats: positional, reason codes as [code, feature, contribution]
+    (key names were a third of its bytes, and Redis holds one per transaction for the whole horizon)."""
+    row = [fields[k] for k in _RESULT_KEYS]
+    row[2] = [[r["code"], r["feature"], r["contribution"]] for r in fields["reason_codes"]]
+    return orjson.dumps(row)
+
+
+def decode_result(stored: bytes) -> dict[str, Any]:
+    """``encode_result`` read back: the fields of the first published result, in their published order."""
+    fields = dict(zip(_RESULT_KEYS, orjson.loads(stored), strict=True))
+    fields["reason_codes"] = [{"code": c, "feature": f, "contribution": x} for c, f, x in fields["reason_codes"]]
+    return fields
 
 
 def scored_json(tx: Transaction, card_ref: str, fields: dict[str, Any], common: dict[str, object]) -> bytes:

@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from features.events import TransactionEvent
 from features.ids import Claim, ClaimResult, TransactionIds
@@ -36,7 +35,14 @@ from schemas import Latencies, Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from streams.identity import CardHasher, content_hash
 from streams.messages import InboundMessage, OutboundMessage, Publisher
-from streams.outputs import conflict_message, dead_letter_message, encode_result, result_fields, scored_json
+from streams.outputs import (
+    conflict_message,
+    dead_letter_message,
+    decode_result,
+    encode_result,
+    result_fields,
+    scored_json,
+)
 from streams.retry import retry_forever
 from streams.scorer import BatchScorer, ScoreResult
 
@@ -235,7 +241,7 @@ class TransactionPipeline:
                 outcome.models[(result.model_name, result.model_version, result.model_label)] += 1
                 outcome.degraded += bool(result.degraded)
             for tx, card_ref, first in batch.repeats:
-                fields = orjson.loads(first)
+                fields = decode_result(first)
                 out.append(OutboundMessage(scored_topic, card_ref.encode(), scored_json(tx, card_ref, fields, common)))
                 outcome.decisions[fields["decision"]] = outcome.decisions.get(fields["decision"], 0) + 1
             outcome.scored = len(valid) + len(batch.repeats)

@@ -7,9 +7,11 @@ import secrets
 
 
 def run_prefix(base: str) -> str:
-    """A transaction-id prefix of its own for one run (``sim-3f9a1c2e``): two runs never send one id with
-    two contents, which the worker would dead-letter as a conflict."""
-    return f"{base}-{secrets.token_hex(4)}"
+    """A transaction-id prefix of its own for one run (``sim-3f9a1c2x``): two runs never send one id with
+    two contents, which the worker would dead-letter as a conflict. The token ends in a letter: an all-digit
+    token followed by ``-<index>`` would make a long digit run that the card-number rule reads across the
+    dash (``12345678-901234``), and now and then calls a card number."""
+    return f"{base}-{secrets.token_hex(4)[:7]}{secrets.choice('ghjkmnpqrstvwxyz')}"
 
 
 def prefix_problem(prefix: str) -> str | None:

@@ -26,6 +26,7 @@ from features.online import entity_keys
 from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
 from scoring.testing.model_factory import export_model
+from streams.outputs import decode_result
 from tests.chaos.harness import (
     HASHER,
     Collector,
@@ -332,6 +333,6 @@ async def test_redis_holds_the_id_record_and_first_result_of_a_scored_transactio
     topic, partition, offset = positions[0]
     assert record[b"c"].decode().endswith(f"|{topic}|{partition}|{offset}")
     published = r.collector.out.scored[row["transaction_id"]]
-    assert orjson.loads(record[b"o"]) == {k: v for k, v in published.items() if k in orjson.loads(record[b"o"])}
-    assert orjson.loads(record[b"o"])["score"] == published["score"]
+    stored = decode_result(record[b"o"])
+    assert stored == {k: published[k] for k in stored} and stored["score"] == published["score"]
     assert 0 < ttl_ms <= 86_400_000
