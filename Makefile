@@ -83,6 +83,7 @@ lint: venv helm
 bench: setup
 	$(BIN)/python bench/bench_reference.py --json
 	$(BIN)/python bench/bench_features.py --json
+	$(BIN)/python bench/bench_validation.py --json
 	$(BIN)/fraudstream bench scoring --json
 	$(BIN)/fraudstream bench e2e --json
 

@@ -1,6 +1,12 @@
-"""Feature platform benchmark: online apply_and_read vs a trivial EVALSHA, and the offline engine.
+"""Feature platform benchmark: online apply_and_read vs a trivial EVALSHA, the transaction-id rule's cost,
+and the offline engine.
 
-    .venv/bin/python bench/bench_features.py --json [--redis-url URL] [--online-rows N]
+    .venv/bin/python bench/bench_features.py --json [--redis-url URL] [--online-rows N] [--input FDH]
+
+The id rule (features/ids.py: a claim before the feature update, the result stored after publication) is
+measured as alternating rounds over consecutive slices of the same history: without (apply_and_read
+alone, the engine as it was) and with (claim + apply_and_read + record_outcomes), with the Redis CPU and
+client CPU per transaction of each and the memory of one id record.
 
 Without ``--redis-url`` it starts its own redis-server on a free port (no persistence) and stops it.
 The reference is a pipelined trivial EVALSHA (``return 1`` with the same key/argument shape) sent through
@@ -27,11 +33,14 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from features.history import load_fdh
+from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
 from features.online import RedisFeatureStore
 from features.parity import label_events, transaction_events
 from features.resp import RespChannel
 from fraudstream.stack.redis import scratch_redis
+from streams.identity import content_hash
+from streams.outputs import encode_result
 
 FDH = Path(__file__).resolve().parents[2] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
 
@@ -186,6 +195,67 @@ async def online(client: aioredis.Redis, rows: int, warm: int, batch: int) -> di
     }
 
 
+# A typical scored result as the worker stores it for repeats (3 reason codes, no rules, no shadow).
+RESULT_FIELDS = {
+    "score": 0.012345678, "decision": "approve",
+    "reason_codes": [{"code": f"R_FEATURE_{i}", "feature": f"card_feature_{i}_30d", "contribution": 0.123456789}
+                     for i in range(3)],
+    "rules_fired": [], "model_name": "fraud_dnn", "model_version": 3, "model_label": "stable", "degraded": False,
+    "shadow": None, "feature_list_hash": "0" * 64,
+}
+
+
+async def id_rule_cost(client: aioredis.Redis, fdh: Path, rows: int, warm: int, batch: int) -> dict[str, float]:
+    """Alternating rounds without and with the id rule, each on the next ``batch`` transactions."""
+    tx, labels = load_fdh(fdh, limit=warm + rows)
+    events = transaction_events(tx)
+    prefix = f"fsbench:{uuid.uuid4().hex[:8]}"
+    store = RedisFeatureStore(client, key_prefix=prefix)
+    ids = TransactionIds(client, key_prefix=prefix)
+    await store.load_scripts()
+    await ids.load_scripts()
+    await store.apply_labels(label_events(labels))
+    outcome = encode_result(RESULT_FIELDS)
+    totals = {v: {"n": 0, "wall": 0.0, "client": 0.0, "redis": 0.0, "memory": 0.0} for v in ("without", "with")}
+    try:
+        for start in range(0, warm, batch):
+            await store.apply_and_read(events[start : start + batch])
+        for k, start in enumerate(range(warm, warm + rows, batch)):
+            chunk = events[start : start + batch]
+            variant = ("without", "with")[k % 2]
+            memory = int((await client.info("memory"))["used_memory"])
+            cpu, server, t0 = time.process_time(), await redis_cpu(client), time.perf_counter()
+            if variant == "with":
+                claims = [Claim(e.transaction_id, content_hash(e.card_ref, e.terminal_id, e.amount, "EUR",
+                                                               e.event_time, e.latitude, e.longitude),
+                                "transactions", 0, start + i) for i, e in enumerate(chunk)]
+                await ids.claim(claims)
+                await store.apply_and_read(chunk)
+                await ids.record_outcomes([(e.transaction_id, outcome) for e in chunk])
+            else:
+                await store.apply_and_read(chunk)
+            wall = time.perf_counter() - t0
+            totals[variant]["redis"] += await redis_cpu(client) - server
+            totals[variant]["client"] += time.process_time() - cpu
+            totals[variant]["wall"] += wall
+            totals[variant]["n"] += len(chunk)
+            totals[variant]["memory"] += int((await client.info("memory"))["used_memory"]) - memory
+        sample = [ids.key(e.transaction_id) for e in events[warm + batch : warm + 2 * batch : 10]]
+        sizes = [await client.memory_usage(key) or 0 for key in sample]
+    finally:
+        await store.purge()
+        await ids.purge()
+    out: dict[str, float] = {}
+    for variant, t in totals.items():
+        out[f"tx_per_s_{variant}"] = t["n"] / t["wall"]
+        out[f"redis_cpu_us_per_tx_{variant}"] = t["redis"] / t["n"] * 1e6
+        out[f"client_cpu_us_per_tx_{variant}"] = t["client"] / t["n"] * 1e6
+        out[f"memory_bytes_per_tx_{variant}"] = t["memory"] / t["n"]
+    out["record_bytes"] = sum(sizes) / max(1, len(sizes))
+    out["outcome_bytes"] = len(outcome)
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         url = args.redis_url
@@ -204,6 +274,10 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
         fref, fref_cpu = await trivial_calls(client, args.batch, args.seconds, "fcall")
         log(f"trivial EVALSHA: {ref:,.0f} calls/s; trivial FCALL: {fref:,.0f} calls/s")
         on = await online(client, args.online_rows, args.warm_rows, args.batch)
+        rule = await id_rule_cost(client, FDH, args.online_rows, args.warm_rows, args.id_batch)
+        log(f"id rule: {rule['tx_per_s_without']:,.0f} → {rule['tx_per_s_with']:,.0f} tx/s, Redis CPU "
+            f"{rule['redis_cpu_us_per_tx_without']:.2f} → {rule['redis_cpu_us_per_tx_with']:.2f} µs/tx, "
+            f"{rule['record_bytes']:.0f} bytes per id record")
         ref_after, ref_cpu_after = await trivial_calls(client, args.batch, args.seconds, "evalsha")
         log(f"online apply_and_read: {on['tx_per_s']:,.0f} tx/s")
         log(f"trivial EVALSHA after: {ref_after:,.0f} calls/s")
@@ -239,6 +313,9 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
         "state_bytes_mean": round(on["state_bytes"], 1),
         "state_floor_redis_cpu_us_per_call": round(floor_cpu, 2),
         "state_floor_tx_per_redis_cpu_s": round(1e6 / (2 * floor_cpu), 1),
+        "id_rule": {k: round(v, 2) for k, v in rule.items()},
+        "id_rule_tx_per_s_ratio": round(rule["tx_per_s_with"] / rule["tx_per_s_without"], 3),
+        "id_rule_redis_cpu_ratio": round(rule["redis_cpu_us_per_tx_with"] / rule["redis_cpu_us_per_tx_without"], 3),
         "online_rows": args.online_rows,
         "batch": args.batch,
         "offline_rows": len(tx),
@@ -260,9 +337,16 @@ def main() -> int:
     parser.add_argument("--online-rows", type=int, default=40_000)
     parser.add_argument("--warm-rows", type=int, default=60_000)
     parser.add_argument("--batch", type=int, default=2000)
+    parser.add_argument("--id-batch", type=int, default=256,
+                        help="transactions per round of the id-rule comparison (the worker's batch size)")
+    parser.add_argument("--input", type=Path, default=None, help="the fdh Parquet file (default: ../shared beside "
+                        "the checkout)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--offline-repeats", type=int, default=3)
     args = parser.parse_args()
+    if args.input is not None:
+        global FDH
+        FDH = args.input
     result = asyncio.run(run(args))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -46,13 +46,17 @@ SEMANTICS = """
   both engines) and the number of counterparties last seen in the tile (distinct counts).
 - **Amounts.** Aggregated as `round(amount * 100)` cents (round half to even); `sum`, `mean`, `std`,
   `min`, `max` are reported in currency units; ratio and z-score are unitless; z-score and ratio are 0
-  when the standard deviation or the mean is 0. `std` is the population standard deviation.
+  when the standard deviation or the mean is 0. `std` is the population standard deviation. A zero amount
+  (an account verification: valid and scored) counts like any other: one more transaction, 0 cents in the
+  sums, possibly a window's min; its ratio and z-score against a zero mean are 0, the same in both engines.
+  Negative amounts never reach the engines (the schema rejects them).
 - **Labels.** A fraud label counts for a terminal from its `available_at` on (`available_at <= t_eff`),
   bucketed by the labelled transaction's event time. Only fraud labels are stored; a label is stored once
   per (terminal, transaction id). Rate = frauds / transactions in the delayed window (0 when none).
 - **Idempotency.** Applying a transaction id again (within the dedup horizon, default 24 h of event time
   behind the entity's watermark) returns the stored first result and changes nothing. Offline, the
-  first occurrence of an id wins and repeats get its vector.
+  first occurrence of an id wins and repeats get its vector. Before any of this the worker holds each id
+  to one content (`features/ids.py`): the same id with other content never reaches the engines.
 - **Time since previous** is capped at its `cap_s` and equals the cap for an entity's first transaction.
 - **Geo velocity**: haversine km between the card's consecutive transactions divided by
   `max(hours between them, 1 minute)`; 0 when either lacks coordinates.

@@ -229,6 +229,9 @@ async def _read_replies(
                 errors.append(buf[pos + 1 : eol])
                 replies.append(b"")
                 pos = eol + 2
+            elif kind == 95:  # '_' null: redis-py 8 speaks RESP3 by default, where a Lua nil/false is this
+                replies.append(b"")
+                pos = eol + 2
             elif kind == 43:  # '+' simple string
                 replies.append(buf[pos + 1 : eol])
                 pos = eol + 2

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_username: str | None = None
     feature_key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]+$", description="Redis key prefix")
+    dedup_horizon_s: float = Field(
+        default=86_400.0, ge=60.0,
+        description="how long a transaction id is held to one content: its id record lives this long (wall "
+        "clock) after the id was first seen, and each card/terminal remembers its ids this long in event time "
+        "behind its newest transaction; repeats within it get the first result, conflicts are dead-lettered",
+    )
     redis_password: SecretStr | None = None
 
     # --- worker ------------------------------------------------------------------------------------
@@ -117,6 +123,11 @@ class Settings(BaseSettings):
         default=10.0, gt=0, le=3600,
         description="resolution of the drift windows, one value for both sides: the workers write their feature "
         "sketches in buckets of this size (it is part of the Redis key) and the monitor reads and windows them",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the worker's /metrics binds to: loopback unless configured otherwise (a container "
+        "scraped by Prometheus over the network sets 0.0.0.0 and keeps the port on an internal network)",
     )
     api_token: SecretStr | None = None
 

@@ -73,6 +73,7 @@ class WorkerMetrics:
         self.consumer_lag = Gauge(f"{PREFIX}_consumer_lag", "Messages behind the partition end",
                                   ["topic", "partition"], registry=r)
         self._models: set[tuple[str, str, str]] = set()
+        self._lag_series: set[tuple[str, int]] = set()
         self._stage = {s: self.stage_latency.labels(stage=s) for s in STAGES}
 
     # --- the per-batch hook ------------------------------------------------------------------------
@@ -115,6 +116,15 @@ class WorkerMetrics:
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+        self._lag_series.add((topic, partition))
+
+    def replace_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Set the lag of the partitions this worker holds now and drop the series of those it gave up."""
+        for topic, partition in self._lag_series - set(lags):
+            self.consumer_lag.remove(topic, str(partition))
+            self._lag_series.discard((topic, partition))
+        for (topic, partition), lag in lags.items():
+            self.set_consumer_lag(topic, partition, lag)
 
     def retire_model(self, model: str, version: int | None, label: str | None) -> None:
         """Drop a version from ``model_info`` after a rollout replaced it."""
@@ -123,7 +133,7 @@ class WorkerMetrics:
             self._models.discard(key)
             self.model_info.remove(*key)
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> int:  # scraped from other containers
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start ``/metrics`` in a daemon thread; returns the bound port (``port=0`` picks a free one)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port)

@@ -185,8 +185,9 @@ class DriftMonitor:
             elif topic == t.labels:
                 state.add_label(is_fraud=bool(record.get("is_fraud")), at=at)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            # A record the monitor cannot read is skipped: the worker's DLQ handles bad input, not us.
-            log.debug("skipping an unreadable %s record: %s", topic, exc)
+            # A record the monitor cannot read is skipped: the worker's DLQ handles bad input, not us. Only
+            # the error's kind is logged: its text may quote the record (a label's card number, say).
+            log.debug("skipping an unreadable %s record (%s)", topic, type(exc).__name__)
 
     # --- evaluating --------------------------------------------------------------------------------
     async def _evaluate_forever(self) -> None:

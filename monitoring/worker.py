@@ -60,13 +60,16 @@ class WorkerMonitoring:
     @classmethod
     def start(
         cls, settings: Settings, *, redis: Redis | None, feature_names: Sequence[str],
-        port: int | None = None, host: str = "0.0.0.0",  # scraped by Prometheus from another container
+        port: int | None = None, host: str | None = None,
     ) -> WorkerMonitoring:
-        """Metrics served on ``port`` (default: ``settings.metrics_port`` if the field exists, else 9108;
-        negative = not served); the sketch bins on the stable model version's reference when the model
-        repository is readable here (``<home>/models/<model_name>``), else it stays off."""
+        """Metrics served on ``host:port`` (default: ``settings.metrics_host``, loopback, and
+        ``settings.metrics_port`` if the field exists, else 9108; negative = not served); the sketch bins on
+        the stable model version's reference when the model repository is readable here
+        (``<home>/models/<model_name>``), else it stays off."""
         monitoring = cls(WorkerMetrics())
         chosen = port if port is not None else int(getattr(settings, "metrics_port", DEFAULT_METRICS_PORT))
+        # loopback unless configured otherwise (FRAUD_METRICS_HOST; docker-compose sets 0.0.0.0)
+        host = host if host is not None else str(getattr(settings, "metrics_host", "127.0.0.1"))
         if chosen >= 0:
             try:
                 monitoring.port = monitoring.metrics.serve(chosen, host=host)

@@ -1,7 +1,8 @@
 """Shared field types and rules for every fraudstream record.
 
-Amounts are float64 in the currency's major unit, finite and strictly positive; money is never summed
-into a published figure, so binary floats are adequate (documented rule). Times are timezone-aware and
+Amounts are float64 in the currency's major unit, finite and non-negative (zero is a verification, see
+``schemas/transaction.py``); money is never summed into a published figure, so binary floats are adequate
+(documented rule; the feature engines aggregate integer cents). Times are timezone-aware and
 normalised to UTC; a naive timestamp is rejected, not guessed.
 """
 

@@ -1,15 +1,27 @@
-"""A card transaction as it arrives on the ``transactions`` topic."""
+"""A card transaction as it arrives on the ``transactions`` topic.
+
+Amounts follow a card network's authorisation semantics: zero and positive amounts are authorisations
+(zero = account verification, tokenisation, or a card-testing probe: scored like any other). The schema has
+no transaction type, so it carries no refunds or reversals: a negative amount is rejected
+(``validation:amount:greater_than_equal``). A schema that adds a type (``refund``, ``reversal``) is where a
+negative amount could become valid, for those types only (docs/features.md, "Amounts").
+"""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from schemas.common import CURRENCIES, Identifier, Record, UtcDatetime
 
 MAX_AMOUNT = 1_000_000.0
+
+
+def _no_negative_zero(value: float) -> float:
+    # -0.0 passes ``ge=0`` and would be published as "-0.0": it is the zero amount.
+    return value + 0.0
 
 
 class Transaction(Record):
@@ -17,7 +29,14 @@ class Transaction(Record):
     card_id: Identifier
     terminal_id: Identifier
     # strict: a JSON number only (a numeric string or a boolean is a producer bug, not an amount)
-    amount: Annotated[float, Field(strict=True, gt=0.0, le=MAX_AMOUNT, allow_inf_nan=False)]
+    amount: Annotated[
+        float,
+        Field(strict=True, ge=0.0, le=MAX_AMOUNT, allow_inf_nan=False,
+              description="Authorised amount in the currency's major unit, 0 <= amount <= 1e6. Zero is a valid "
+              "authorisation (account verification) and is scored; negative amounts (refunds, reversals) "
+              "are not transactions of this schema and are rejected."),
+        AfterValidator(_no_negative_zero),
+    ]
     currency: str = "EUR"
     event_time: UtcDatetime
     latitude: Annotated[float, Field(strict=True, ge=-90.0, le=90.0)] | None = None
@@ -27,7 +46,7 @@ class Transaction(Record):
     @classmethod
     def _known_currency(cls, value: str) -> str:
         if value not in CURRENCIES:
-            msg = f"unknown currency code {value[:16]!r}"
+            msg = f"unknown currency code {value[:8]!r}"
             raise ValueError(msg)
         return value
 

@@ -30,6 +30,7 @@ from streams.schema import RawSchema
 
 log = logging.getLogger(__name__)
 EXIT_UNEXPECTED = 70
+CONSUMER_LAG_INTERVAL_S = 5.0
 T = TypeVar("T")
 
 
@@ -166,6 +167,10 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
                 await flow.submit(checked)
         finally:
             await flow.drain()
+
+    @app.timer(interval=CONSUMER_LAG_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's stubs
+    async def consumer_lag() -> None:
+        await runtime.update_consumer_lag()
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from features.events import LabelEvent
 from features.store import OnlineFeatureStore
 from schemas import FraudLabel
-from schemas.codec import Rejection, dead_letter, decode, encode
+from schemas.codec import Rejection, dead_letter, decode, encode, readable_ids
 from streams.identity import CardHasher
 from streams.messages import InboundMessage, OutboundMessage, Publisher
 from streams.retry import retry_forever
@@ -32,8 +32,10 @@ class LabelHandler:
         for message in messages:
             parsed = decode(FraudLabel, message.value, max_bytes=self.max_message_bytes)
             if isinstance(parsed, Rejection):
+                transaction_id, card_id = readable_ids(message.value)
                 record = dead_letter(parsed, message.value, topic=message.topic, partition=message.partition,
-                                     offset=message.offset)
+                                     offset=message.offset, transaction_id=transaction_id,
+                                     card_ref=None if card_id is None else self.hasher.reference(card_id))
                 key = f"{message.topic}:{message.partition}".encode()
                 rejected.append(OutboundMessage(self.dead_letter_topic, key, encode(record)))
                 continue

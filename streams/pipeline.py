@@ -5,6 +5,13 @@
 Infrastructure failures (Redis, Kafka) are retried here with backoff — the stream pauses, nothing is
 skipped; a crash before the return leaves the batch uncommitted, and the redelivery is idempotent in the
 feature state (per transaction id).
+
+One transaction id, one outcome (``features/ids.py``): before the feature state, every id is claimed with
+its content's fingerprint. A repeat of the same content (a redelivery, here or in another batch, worker or
+restart) gets the first published result again, byte for byte but for its latencies and time, and changes
+no state; while the first is not published yet, the repeat gets the first feature vector back from the
+feature state and is scored. The same id with different content is dead-lettered as
+``duplicate:transaction_id:conflict``, never scored.
 """
 
 from __future__ import annotations
@@ -20,14 +27,22 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from features.events import TransactionEvent
+from features.ids import Claim, ClaimResult, TransactionIds
 from features.store import OnlineFeatureStore
-from schemas import SCHEMA_VERSION, Latencies, Transaction, transaction_context
-from schemas.codec import Rejection, dead_letter, decode, encode
-from streams.identity import CardHasher
+from schemas import Latencies, Transaction, transaction_context
+from schemas.codec import Rejection, decode
+from streams.identity import CardHasher, content_hash
 from streams.messages import InboundMessage, OutboundMessage, Publisher
+from streams.outputs import (
+    conflict_message,
+    dead_letter_message,
+    decode_result,
+    encode_result,
+    result_fields,
+    scored_json,
+)
 from streams.retry import retry_forever
 from streams.scorer import BatchScorer, ScoreResult
 
@@ -70,12 +85,21 @@ def asdict_latencies(latencies: Latencies) -> dict[str, float]:
             "model_ms": latencies.model_ms, "end_to_end_ms": latencies.end_to_end_ms}
 
 
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """A valid transaction, its feature event and its content fingerprint."""
+
+    transaction: Transaction
+    event: TransactionEvent
+    content_hash: str
+
+
 @dataclass(slots=True)
 class CheckedMessage:
     """A message after validation, before the feature state: a transaction, or why it is rejected."""
 
     message: InboundMessage
-    result: tuple[Transaction, TransactionEvent] | Rejection
+    result: Checked | Rejection
     validate_s: float
     """This message's share of its chunk's validation time."""
 
@@ -91,6 +115,8 @@ class PreparedBatch:
     """Dead letters so far; the scored records are appended by ``finish``."""
     events: list[TransactionEvent] = field(default_factory=list)
     transactions: list[Transaction] = field(default_factory=list)
+    repeats: list[tuple[Transaction, str, bytes]] = field(default_factory=list)
+    """Repeats of transactions whose result is stored: (transaction, card_ref, the stored result)."""
     validate_s: float = 0.0
     features_s: float = 0.0
     started_s: float = 0.0
@@ -100,11 +126,12 @@ class PreparedBatch:
 
 class TransactionPipeline:
     def __init__(
-        self, config: PipelineConfig, *, features: OnlineFeatureStore, scorer: BatchScorer,
+        self, config: PipelineConfig, *, features: OnlineFeatureStore, ids: TransactionIds, scorer: BatchScorer,
         publisher: Publisher, hasher: CardHasher,
     ) -> None:
         self.config = config
         self.features = features
+        self.ids = ids
         self.scorer = scorer
         self.publisher = publisher
         self.hasher = hasher
@@ -125,12 +152,15 @@ class TransactionPipeline:
             if isinstance(parsed, Rejection):
                 checked.append(CheckedMessage(message, parsed, 0.0))
                 continue
+            card_ref = self.hasher.reference(parsed.card_id)
+            event_time = parsed.event_time.timestamp()
             event = TransactionEvent(
-                transaction_id=parsed.transaction_id, card_ref=self.hasher.reference(parsed.card_id),
-                terminal_id=parsed.terminal_id, event_time=parsed.event_time.timestamp(),
-                amount=parsed.amount, latitude=parsed.latitude, longitude=parsed.longitude,
+                transaction_id=parsed.transaction_id, card_ref=card_ref, terminal_id=parsed.terminal_id,
+                event_time=event_time, amount=parsed.amount, latitude=parsed.latitude, longitude=parsed.longitude,
             )
-            checked.append(CheckedMessage(message, (parsed, event), 0.0))
+            fingerprint = content_hash(card_ref, parsed.terminal_id, parsed.amount, parsed.currency, event_time,
+                                       parsed.latitude, parsed.longitude)
+            checked.append(CheckedMessage(message, Checked(parsed, event, fingerprint), 0.0))
         share = (time.perf_counter() - t0) / max(1, len(checked))
         for item in checked:
             item.validate_s = share
@@ -141,23 +171,33 @@ class TransactionPipeline:
         return await self.complete(await self.start(checked))
 
     async def start(self, checked: Sequence[CheckedMessage]) -> PreparedBatch:
-        """Stage 1a: send the checked messages to the feature state. Batches must be started in order, and
-        the next may start before this one completes. A transaction id repeated within the batch is
-        dead-lettered: scored once, published once."""
+        """Stage 1a: claim the transaction ids, then send the transactions to the feature state. Batches must
+        be started in order, and the next may start before this one completes. An id used before by other
+        content (in this batch or any earlier one) is dead-lettered; a repeat of the same content gets the
+        stored first result, or, while there is none, goes on and gets the first vector back from the
+        feature state."""
         batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)))
-        seen: set[str] = set()
-        for item in checked:
-            batch.validate_s += item.validate_s
-            result = item.result
-            if not isinstance(result, Rejection) and result[0].transaction_id in seen:
-                result = Rejection("validate", "duplicate:transaction_id", "transaction id repeated in the batch")
-            if isinstance(result, Rejection):
-                self._dead_letter(item.message, result, batch.out, batch.outcome)
-                continue
-            tx, event = result
-            seen.add(tx.transaction_id)
-            batch.transactions.append(tx)
-            batch.events.append(event)
+        valid: list[tuple[InboundMessage, Checked]] = []
+        for checked_message in checked:
+            batch.validate_s += checked_message.validate_s
+            if isinstance(checked_message.result, Rejection):
+                rejection = checked_message.result
+                out = dead_letter_message(checked_message.message, rejection, self.hasher,
+                                          self.config.dead_letter_topic)
+                self._count_dead(out, rejection.reason, batch)
+            else:
+                valid.append((checked_message.message, checked_message.result))
+        claims = [Claim(c.transaction.transaction_id, c.content_hash, m.topic, m.partition, m.offset) for m, c in valid]
+        for (message, item), claimed in zip(valid, await self._claim(claims), strict=True):
+            if claimed.status == "conflict":
+                out = conflict_message(message, item.transaction, item.event.card_ref, item.content_hash, claimed,
+                                       self.config.dead_letter_topic)
+                self._count_dead(out, "duplicate:transaction_id:conflict", batch)
+            elif claimed.outcome is not None:
+                batch.repeats.append((item.transaction, item.event.card_ref, claimed.outcome))
+            else:
+                batch.transactions.append(item.transaction)
+                batch.events.append(item.event)
         batch.started_s = time.perf_counter()
         if batch.events and not self.config.naive:
             events = batch.events
@@ -172,14 +212,16 @@ class TransactionPipeline:
         return batch
 
     async def finish(self, batch: PreparedBatch) -> BatchOutcome:
-        """Stage 2: score, build the records, publish. May overlap the next batch's ``prepare``."""
+        """Stage 2: score, build the records, publish, then store the new results for repeats. May overlap
+        the next batch's ``prepare``."""
         outcome, valid, valid_messages = batch.outcome, batch.events, batch.transactions
         out = batch.out
         t2 = time.perf_counter()
         if valid and outcome.features is not None:
             results = await self._score(outcome.features, valid, valid_messages)
         t3 = time.perf_counter()
-        if valid:
+        stored: list[tuple[str, bytes]] = []
+        if valid or batch.repeats:
             now = datetime.now(UTC)
             produced_at = [m.timestamp for m in batch.messages if m.timestamp is not None]
             end_to_end = (now.timestamp() - min(produced_at)) * 1000 if produced_at else 0.0
@@ -189,16 +231,28 @@ class TransactionPipeline:
             )
             outcome.latencies = latencies
             common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
-            for tx, event, result in zip(valid_messages, valid, results, strict=True):
-                out.append(OutboundMessage(self.config.scored_topic, event.card_ref.encode(),
-                                           self._scored_json(tx, event, result, common)))
+            scored_topic, hash_ = self.config.scored_topic, self.config.feature_list_hash
+            for tx, event, result in zip(valid_messages, valid, results if valid else (), strict=True):
+                fields = result_fields(result, hash_)
+                out.append(OutboundMessage(scored_topic, event.card_ref.encode(),
+                                           scored_json(tx, event.card_ref, fields, common)))
+                stored.append((tx.transaction_id, encode_result(fields)))
                 outcome.decisions[result.decision] = outcome.decisions.get(result.decision, 0) + 1
                 outcome.models[(result.model_name, result.model_version, result.model_label)] += 1
                 outcome.degraded += bool(result.degraded)
-            outcome.scored = len(valid)
+            for tx, card_ref, first in batch.repeats:
+                fields = decode_result(first)
+                out.append(OutboundMessage(scored_topic, card_ref.encode(), scored_json(tx, card_ref, fields, common)))
+                outcome.decisions[fields["decision"]] = outcome.decisions.get(fields["decision"], 0) + 1
+            outcome.scored = len(valid) + len(batch.repeats)
         t4 = time.perf_counter()
         await self._publish(out)
         outcome.publish_s = time.perf_counter() - t4
+        if stored:
+            # Only after the broker has them: a stored result is one that was published.
+            parts = [[one] for one in stored] if self.config.naive else [stored]
+            for part in parts:
+                await retry_forever(partial(self.ids.record_outcomes, part), what="transaction results in Redis")
         return outcome
 
     async def _score(
@@ -217,6 +271,12 @@ class TransactionPipeline:
             ))
         return results
 
+    async def _claim(self, claims: list[Claim]) -> list[ClaimResult]:
+        if not self.config.naive:
+            return await retry_forever(partial(self.ids.claim, claims), what="transaction ids in Redis")
+        return [r for c in claims for r in await retry_forever(partial(self.ids.claim, [c]),
+                                                                 what="transaction ids in Redis")]
+
     async def _publish(self, out: list[OutboundMessage]) -> None:
         if not self.config.naive:
             await retry_forever(lambda: self.publisher.publish(out), what="publish to Kafka")
@@ -224,40 +284,10 @@ class TransactionPipeline:
         for message in out:
             await retry_forever(partial(self.publisher.publish, [message]), what="publish to Kafka")
 
-    def _scored_json(
-        self, tx: Transaction, event: TransactionEvent, result: ScoreResult, common: dict[str, object]
-    ) -> bytes:
-        """One ``ScoredTransaction`` as JSON. Built as a dict and encoded with orjson: constructing and
-        dumping a pydantic model per record costs more than the rest of the record's path; the contract
-        tests parse these bytes back with ``ScoredTransaction``. orjson writes the (UTC) event time itself,
-        as ``_iso`` would, without a Python call per record."""
-        shadow = result.shadow
-        return orjson.dumps({
-            "schema_version": SCHEMA_VERSION, "transaction_id": tx.transaction_id, "card_ref": event.card_ref,
-            "terminal_id": tx.terminal_id, "amount": tx.amount, "currency": tx.currency,
-            "event_time": tx.event_time, "score": float(result.score), "decision": result.decision,
-            "reason_codes": [
-                {"code": r.code, "feature": r.feature, "contribution": float(r.contribution)}
-                for r in result.reason_codes
-            ],
-            "rules_fired": list(result.rules_fired), "model_name": result.model_name,
-            "model_version": result.model_version, "model_label": result.model_label,
-            "degraded": bool(result.degraded),
-            "shadow": None if shadow is None else {"model_version": shadow.model_version, "score": shadow.score},
-            "feature_list_hash": self.config.feature_list_hash, **common,
-        }, option=orjson.OPT_UTC_Z)
-
-    def _dead_letter(
-        self, message: InboundMessage, rejection: Rejection, out: list[OutboundMessage], outcome: BatchOutcome
-    ) -> None:
-        record = dead_letter(
-            rejection, message.value, topic=message.topic, partition=message.partition, offset=message.offset
-        )
-        # The DLQ is keyed by topic/partition, never by the (clear) card id the raw message may hold.
-        key = f"{message.topic}:{message.partition}".encode()
-        out.append(OutboundMessage(self.config.dead_letter_topic, key, encode(record)))
-        outcome.dead_lettered += 1
-        outcome.reasons[rejection.reason] = outcome.reasons.get(rejection.reason, 0) + 1
+    def _count_dead(self, message: OutboundMessage, reason: str, batch: PreparedBatch) -> None:
+        batch.out.append(message)
+        batch.outcome.dead_lettered += 1
+        batch.outcome.reasons[reason] = batch.outcome.reasons.get(reason, 0) + 1
 
     async def _features(self, batch: PreparedBatch) -> npt.NDArray[np.float64]:
         if not self.config.naive:

@@ -8,6 +8,10 @@ partition's offset order, so every card's transactions (one partition: key = car
 order the worker applied them. Labels are applied as the stream would see them: before each batch, every
 label whose ``available_at`` is at or before the latest event time so far (as ``features.parity`` does).
 
+Transaction ids follow the worker's rule (``features/ids.py``): each record's id is claimed with its content
+fingerprint, a repeat is applied once, and a record whose id belongs to other content (the worker
+dead-lettered it as a conflict) is skipped; the claims restore the id records Redis may have lost.
+
 Why the state must be empty first: the engine forgets transaction ids older than its de-duplication horizon,
 so replaying old transactions onto surviving state would count them twice. ``rebuild`` therefore refuses to
 run over existing keys unless told to replace them (``replace=True``: the prefix is purged first). Run it
@@ -23,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -31,12 +36,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
+from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
 from features.parity import compare
 from fraudstream.settings import Settings, kafka_client_options
 from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import Rejection, decode
-from streams.identity import CardHasher
+from streams.identity import CardHasher, content_hash
 from streams.runtime import redis_client
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,7 @@ class RebuildReport:
     labels: int = 0
     rejected: int = 0
     duplicates: int = 0
+    conflicts: int = 0
     purged_keys: int = 0
     seconds: float = 0.0
     verified_rows: int | None = None
@@ -63,7 +70,8 @@ class RebuildReport:
     def as_dict(self) -> dict[str, object]:
         return {
             "transactions": self.transactions, "labels": self.labels, "rejected": self.rejected,
-            "duplicates": self.duplicates, "purged_keys": self.purged_keys, "seconds": round(self.seconds, 3),
+            "duplicates": self.duplicates, "conflicts": self.conflicts, "purged_keys": self.purged_keys,
+            "seconds": round(self.seconds, 3),
             "verified_rows": self.verified_rows, "max_abs_diff": self.max_abs_diff,
             "max_rel_diff": self.max_rel_diff,
             "end_offsets": {t: {str(p): o for p, o in parts.items()} for t, parts in self.offsets.items()},
@@ -106,25 +114,64 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 def transaction_events(
-    values: Iterable[bytes | None], hasher: CardHasher, settings: Settings, report: RebuildReport
-) -> Iterator[TransactionEvent]:
-    """Records of ``transactions`` as the worker reads them (rejections and repeated ids counted, skipped)."""
+    records: Iterable[SourceRecord], hasher: CardHasher, settings: Settings, report: RebuildReport
+) -> Iterator[tuple[TransactionEvent, Claim]]:
+    """Records of ``transactions`` as the worker reads them: the first record of every id, with its claim;
+    later records of an id are either repeats (applying them again would change nothing) or conflicts the
+    worker dead-lettered, and rejections: counted, skipped."""
     context = transaction_context(datetime.now(UTC), settings.max_clock_skew_s)
-    seen: set[str] = set()
-    for value in values:
-        tx = decode(Transaction, value, max_bytes=settings.max_message_bytes, context=context)
+    seen: dict[str, str] = {}
+    for m in records:
+        tx = decode(Transaction, m.value, max_bytes=settings.max_message_bytes, context=context)
         if isinstance(tx, Rejection):
             report.rejected += 1
             continue
-        if tx.transaction_id in seen:  # applying it again would change nothing: skip the round trip
-            report.duplicates += 1
+        card_ref = hasher.reference(tx.card_id)
+        event_time = tx.event_time.timestamp()
+        fingerprint = content_hash(card_ref, tx.terminal_id, tx.amount, tx.currency, event_time, tx.latitude,
+                                   tx.longitude)
+        first = seen.get(tx.transaction_id)
+        if first is not None:
+            if first == fingerprint:
+                report.duplicates += 1
+            else:
+                report.conflicts += 1
             continue
-        seen.add(tx.transaction_id)
-        yield TransactionEvent(
-            transaction_id=tx.transaction_id, card_ref=hasher.reference(tx.card_id),
-            terminal_id=tx.terminal_id, event_time=tx.event_time.timestamp(), amount=tx.amount,
-            latitude=tx.latitude, longitude=tx.longitude,
+        seen[tx.transaction_id] = fingerprint
+        event = TransactionEvent(
+            transaction_id=tx.transaction_id, card_ref=card_ref, terminal_id=tx.terminal_id, event_time=event_time,
+            amount=tx.amount, latitude=tx.latitude, longitude=tx.longitude,
         )
+        yield event, Claim(tx.transaction_id, fingerprint, m.topic, m.partition, m.offset)
+
+
+async def _claimed(ids: TransactionIds, candidates: list[tuple[TransactionEvent, Claim]], report: RebuildReport,
+                   batch_size: int) -> list[TransactionEvent]:
+    """The candidates whose id is theirs (new, or claimed by the same content before); the id records are
+    written as the worker writes them."""
+    out: list[TransactionEvent] = []
+    for start in range(0, len(candidates), batch_size):
+        chunk = candidates[start:start + batch_size]
+        results = await ids.claim([claim for _, claim in chunk])
+        for (event, _), result in zip(chunk, results, strict=True):
+            if result.status == "conflict":
+                report.conflicts += 1
+            else:
+                out.append(event)
+    return out
+
+
+class SourceRecord(Protocol):
+    """Where a record came from (a Kafka ``ConsumerRecord`` is one): its claim names the position."""
+
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
 
 
 def label_events(
@@ -155,7 +202,7 @@ async def rebuild(
     started = time.perf_counter()
     report = RebuildReport()
     client = redis_client(settings)
-    store = RedisFeatureStore(client, key_prefix=key_prefix)
+    store = RedisFeatureStore(client, key_prefix=key_prefix, dedup_horizon_s=settings.dedup_horizon_s)
     try:
         # The store's own prefix carries the state-layout tag: state of another feature layout is not
         # ours to worry about (the new layout starts empty; this is how it gets its history).
@@ -175,7 +222,9 @@ async def rebuild(
         label_records, label_ends = await read_topic(settings.kafka_bootstrap, settings.topics.labels,
                                                      security=security)
         report.offsets = {settings.topics.transactions: tx_ends, settings.topics.labels: label_ends}
-        events = list(transaction_events((m.value for m in tx_records), hasher, settings, report))
+        ids = TransactionIds(client, key_prefix=key_prefix, horizon_s=settings.dedup_horizon_s)
+        candidates = list(transaction_events(tx_records, hasher, settings, report))
+        events = await _claimed(ids, candidates, report, batch_size)
         labels = label_events((m.value for m in label_records), hasher, settings, report)
         vectors = await apply_history(store, events, labels, batch_size=batch_size, keep=verify, progress=progress)
         report.transactions = len(events)

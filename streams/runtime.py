@@ -13,6 +13,7 @@ import faust
 import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, RedisFeatureStore
+from features.ids import TransactionIds
 from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
@@ -66,7 +67,9 @@ class WorkerRuntime:
                 self._app.sensors.remove(self._app.monitor)
             settings = self.settings
             client = redis_client(settings)
-            features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix)
+            features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
+                                         dedup_horizon_s=settings.dedup_horizon_s)
+            ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
             self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
@@ -82,7 +85,7 @@ class WorkerRuntime:
                 naive=settings.pipeline_mode == "naive",
             )
             self._pipeline = TransactionPipeline(
-                config, features=features, scorer=scorer, publisher=publisher, hasher=hasher
+                config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher
             )
             self._labels = LabelHandler(
                 features=features, publisher=publisher, hasher=hasher,
@@ -111,6 +114,28 @@ class WorkerRuntime:
             await self.monitoring.after_batch(outcome, features=outcome.features, models=outcome.models,
                                               degraded=outcome.degraded, publish_s=outcome.publish_s)
         self.record(outcome)
+
+    async def update_consumer_lag(self) -> None:
+        """``fraudstream_consumer_lag`` of every partition this worker holds: the broker's end offset minus
+        the consumer's position (the next offset it reads). Called every few seconds by a timer; partitions
+        that moved to another worker lose their series here. Never raises into the worker."""
+        if self.monitoring is None or self._app is None:
+            return
+        metrics = self.monitoring.metrics
+        ours = {self.settings.topics.transactions, self.settings.topics.labels}
+        try:
+            consumer = self._app.consumer
+            tps = sorted(tp for tp in consumer.assignment() if tp.topic in ours)
+            ends = await consumer.highwaters(*tps) if tps else {}
+            lags = {}
+            for tp in tps:
+                position = await consumer.position(tp)
+                if position is not None and tp in ends:
+                    lags[(tp.topic, tp.partition)] = int(ends[tp]) - int(position)
+        except Exception as exc:  # a rebalance or a broker away: the next round tries again
+            log.debug("consumer lag not updated: %s: %s", type(exc).__name__, exc)
+            return
+        metrics.replace_consumer_lag(lags)
 
     def record(self, outcome: BatchOutcome) -> None:
         totals = self.totals

@@ -25,6 +25,7 @@ from fraudstream.cli.args import (
 from fraudstream.cli.errors import ServiceUnreachable
 from fraudstream.cli.services import require_kafka, require_model, require_redis
 from fraudstream.settings import Settings, kafka_client_options, load_settings
+from fraudstream.sources import prefix_problem, run_prefix
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
 from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
 from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
@@ -54,12 +55,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _simulate(args: argparse.Namespace) -> int:
     settings = load_settings()
+    prefix = args.id_prefix if args.id_prefix is not None else run_prefix("sim")
+    if (problem := prefix_problem(prefix)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     warming = args.warm_up_days > 0
     # With a warm-up, the population's ids are this run's own (see fraudstream/sources/warmup.py).
-    entities = f"{args.id_prefix}-{uuid.uuid4().hex[:6]}-" if warming else ""
+    entities = f"{prefix}-{uuid.uuid4().hex[:6]}-" if warming else ""
     config, warm = with_warm_up(SimulationConfig(
         count=args.count, seed=args.seed, shift_after=args.shift_after, cards=args.cards, terminals=args.terminals,
-        label_delay_s=args.label_delay_hours * 3600, invalid_share=args.invalid_share, id_prefix=args.id_prefix,
+        label_delay_s=args.label_delay_hours * 3600, invalid_share=args.invalid_share, id_prefix=prefix,
         entity_prefix=entities,
     ), args.warm_up_days)
     stream = interleave_labels(Simulator(config), end=time.time())
@@ -82,9 +87,9 @@ def _simulate(args: argparse.Namespace) -> int:
         OutboundRecord(topics[kind], key, value, counts_as_transaction=kind != "label") for kind, key, value in stream
     )
     print(f"simulating {args.count:,} transactions to {settings.kafka_bootstrap} "
-          f"(rate {args.rate or 'max'}/s, seed {args.seed})", file=sys.stderr)
+          f"(rate {args.rate or 'max'}/s, seed {args.seed}, ids {prefix}-0 …)", file=sys.stderr)
     report = _run_produce(settings, records, args.rate, "simulate")
-    print(json.dumps(report.summary()))
+    print(json.dumps({**report.summary(), "id_prefix": prefix}))
     return 0
 
 
@@ -92,15 +97,22 @@ def _replay(args: argparse.Namespace) -> int:
     from fraudstream.sources.replay import replay_records
 
     settings = load_settings()
+    prefix = args.id_prefix if args.id_prefix is not None else run_prefix("replay")
+    if (problem := prefix_problem(prefix)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days)
+        records = replay_records(args.input, settings.topics, limit=args.limit, start=args.start, days=args.days,
+                                 id_prefix=prefix)
     except (FeatureError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     require_kafka(settings)
-    print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s)", file=sys.stderr)
+    shown = f"{prefix}-<id>" if prefix else "the file's own"
+    print(f"replaying {args.input} to {settings.kafka_bootstrap} (rate {args.rate or 'max'}/s, ids {shown})",
+          file=sys.stderr)
     report = _run_produce(settings, records, args.rate, "replay")
-    print(json.dumps(report.summary()))
+    print(json.dumps({**report.summary(), "id_prefix": prefix}))
     return 0
 
 
@@ -122,7 +134,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sim.add_argument("--label-delay-hours", type=non_negative_float, default=168.0,
                      help="label delay (default 168 h = 7 days)")
     sim.add_argument("--invalid-share", type=share, default=0.0, help="share of malformed records (DLQ demo)")
-    sim.add_argument("--id-prefix", default="sim", help="transaction id prefix (default 'sim')")
+    sim.add_argument("--id-prefix", default=None,
+                     help="transaction ids are PREFIX-0, PREFIX-1, … (default: 'sim-' and a token of this run, so "
+                     "runs never reuse ids; give a prefix to send the same ids again)")
     sim.add_argument("--cards", type=positive_int, default=2000, help="cards of the population (default 2000)")
     sim.add_argument("--terminals", type=positive_int, default=4000, help="terminals of the population (default 4000)")
     sim.add_argument(
@@ -140,4 +154,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     replay.add_argument("--limit", type=positive_int, default=None, help="at most N transactions")
     replay.add_argument("--start", default=None, help="first day to replay, YYYY-MM-DD (default: the file's first)")
     replay.add_argument("--days", type=positive_float, default=None, help="replay this many days from --start")
+    replay.add_argument("--id-prefix", default=None,
+                        help="transaction ids become PREFIX-<id> (default: 'replay-' and a token of this run, so a "
+                        "second replay of the same rows is new traffic; '' keeps the file's ids)")
     replay.set_defaults(handler=_replay)

@@ -192,11 +192,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"computing offline features for {len(transactions)} transactions", file=sys.stderr)
         history = build_history(transactions, labels, default_feature_spec())
         starts = starts or latest_fold_starts(history.day)
-        report = evaluate_protocol(history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy)
+        report = evaluate_protocol(history, starts, _config(args), provider, run_dir=run_dir, strategy=strategy,
+                                   scores_out=args.scores_out, card_hash=_card_hash(settings))
     except TrainingError as exc:
         return _fail(str(exc))
     _emit(report, args.json)
     return 0
+
+
+def _card_hash(settings: Settings) -> Any:
+    """The worker's keyed card hash: a scores file names cards as scored-transactions does, never in clear."""
+    from streams.identity import CardHasher
+
+    return CardHasher(settings.card_hash_secret.get_secret_value().encode()).reference
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -355,6 +363,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     evaluate.add_argument("--train-starts", default=None, help="D1,D2,… (default: the 4 model-selection folds)")
     evaluate.add_argument("--via", choices=["offline", "stream"], default="offline")
     evaluate.add_argument("--run-dir", type=Path, default=None)
+    evaluate.add_argument(
+        "--scores-out", type=Path, default=None, metavar="FILE",
+        help="write one row per test transaction (transaction_id, fold, score, label, card_ref, day, "
+        "unscored_reason) to FILE: CSV, or Parquet for a .parquet name",
+    )
     evaluate.set_defaults(handler=_evaluate)
 
     retrain = commands.add_parser("retrain", help="run one retraining job now through the trainer service")

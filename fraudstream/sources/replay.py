@@ -30,12 +30,18 @@ def _window(df: pd.DataFrame, column: str, start: str | None, days: float | None
 
 
 def replay_records(
-    path: str, topics: Topics, *, limit: int | None = None, start: str | None = None, days: float | None = None
+    path: str, topics: Topics, *, limit: int | None = None, start: str | None = None, days: float | None = None,
+    id_prefix: str = "",
 ) -> Iterator[OutboundRecord]:
+    """The file's rows as records; with ``id_prefix`` P every transaction id (and its label's) becomes
+    ``P-<id>``, so replaying the same rows again in another run is new traffic, not a repeat."""
     transactions, labels = load_fdh(path)
     transactions = _window(transactions, "event_time", start, days)
     if limit is not None:
         transactions = transactions.iloc[:limit]
+    if id_prefix:
+        transactions = transactions.assign(transaction_id=id_prefix + "-" + transactions["transaction_id"].astype(str))
+        labels = labels.assign(transaction_id=id_prefix + "-" + labels["transaction_id"].astype(str))
     return replay_frames(transactions, labels, topics)
 
 

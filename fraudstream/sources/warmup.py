@@ -33,6 +33,16 @@ Record = tuple[str, bytes, bytes]
 """``("tx" | "label" | "bad", key, value)``, as ``interleave_labels`` yields them."""
 
 
+@dataclass(frozen=True, slots=True)
+class WarmRecord:
+    """A history record handed to the rebuild's reader as if it came from a topic."""
+
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
 @dataclass
 class WarmUpReport:
     transactions: int = 0
@@ -86,7 +96,9 @@ async def warm_up(settings: Settings, tx_values: list[bytes], label_values: list
         await store.load_scripts()
         hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
         rejected = RebuildReport()
-        events = list(transaction_events(tx_values, hasher, settings, rejected))
+        # Not read from a topic: positions are the history's own (warm-up state claims no transaction ids).
+        records = (WarmRecord(value, "warm-up", 0, i) for i, value in enumerate(tx_values))
+        events = [event for event, _ in transaction_events(records, hasher, settings, rejected)]
         labels = label_events(label_values, hasher, settings, rejected)
         await apply_history(store, events, labels, batch_size=batch_size, keep=False, progress=progress)
     finally:

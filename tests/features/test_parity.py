@@ -93,6 +93,31 @@ async def test_property_parity(redis_url: str, history: tuple[pd.DataFrame, pd.D
     assert result.max_rel_diff <= TOLERANCE, result
 
 
+async def test_zero_amounts_give_the_same_features_in_both_engines(redis_url: str) -> None:
+    """Account verifications (amount 0): first on a card and a terminal (mean 0, so ratio and z-score
+    divide by zero), a run of them, then ordinary amounts, then zero again; exact agreement, no NaN."""
+    amounts = [0.0, 0.0, 0.0, 12.5, 0.0, 80.0, 0.0, 0.004, 0.005, 0.0]
+    tx = pd.DataFrame({
+        "transaction_id": [f"z{i}" for i in range(len(amounts))],
+        "card_ref": ["a", "a", "b", "a", "b", "a", "b", "a", "a", "b"],
+        "terminal_id": ["t", "t", "u", "t", "t", "u", "u", "t", "u", "t"],
+        "event_time": [T0 + 90.0 * i for i in range(len(amounts))],
+        "amount": amounts,
+    })
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        result = await run_parity(client, tx, None, batch_size=2, key_prefix=f"fszero:{uuid.uuid4().hex[:8]}")
+    finally:
+        await client.aclose()
+    assert result.rows == len(amounts)
+    assert result.max_abs_diff == 0.0, result
+    offline = compute_offline(tx, None)
+    assert np.isfinite(offline).all()
+    for name in (n for n in FEATURE_LIST.names if n.startswith("card_amount_ratio")):
+        ratio = FEATURE_LIST.names.index(name)
+        assert offline[0, ratio] == 0.0 and offline[3, ratio] > 0.0
+
+
 def test_offline_duplicates_repeat_the_first_vector() -> None:
     tx = pd.DataFrame(
         {

@@ -43,7 +43,7 @@ HYPOTHESIS_EXAMPLES = 2_500
 MAX_MESSAGE = 64 * 1024  # the worker's default limit; bigger records are dead-lettered unread
 RSS_GROWTH_LIMIT_MB = 250.0
 SPECIFIC_REASON = re.compile(r"^(decode:(empty|oversized|utf8|json)|validation:[A-Za-z0-9_.]+:[a-z_]+"
-                             r"|duplicate:transaction_id)$")
+                             r"|duplicate:transaction_id:conflict)$")
 NOW = datetime.now(UTC)
 
 
@@ -88,7 +88,8 @@ def nasty_corpus(run: str) -> list[bytes]:
         valid + b" trailing", valid + valid,
     ]
     dup = j(base(f"{t}-dup"))
-    out += [dup, dup, dup]  # duplicate ids (in one batch: dead-lettered; across batches: scored again)
+    out += [dup, dup, dup]  # an exact repeat: scored each time (the first result again)
+    out += [j(base(f"{t}-dup", amount=99.0))]  # the same id, other content: a conflict, dead-lettered
     return out
 
 

@@ -35,8 +35,8 @@ def test_a_good_transaction_parses_to_utc() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"amount": -1}, "validation:amount:greater_than"),
-        ({"amount": 0}, "validation:amount:greater_than"),
+        ({"amount": -1}, "validation:amount:greater_than_equal"),  # no refunds/reversals in this schema
+        ({"amount": -0.01}, "validation:amount:greater_than_equal"),
         ({"amount": 1e300}, "validation:amount:less_than_equal"),
         ({"amount": float("nan")}, "validation:amount:finite_number"),
         ({"amount": float("inf")}, "validation:amount:finite_number"),
@@ -107,3 +107,20 @@ def test_json_schemas_are_exported_and_validate_a_record(tmp_path: Path) -> None
     jsonschema.validate(GOOD, schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**GOOD, "amount": -1}, schema)
+
+
+@pytest.mark.parametrize("amount", [0, 0.0, -0.0, 0.004])
+def test_a_zero_amount_is_a_valid_authorisation(amount: float) -> None:
+    """Account verification, tokenisation, a card-testing probe: scored like any other transaction."""
+    tx = parse({**GOOD, "amount": amount})
+    assert isinstance(tx, Transaction)
+    assert tx.amount == amount and str(tx.amount) == str(float(amount) + 0.0)  # -0.0 is published as 0.0
+
+
+def test_the_json_schema_states_the_amount_rule(tmp_path: Path) -> None:
+    export_json_schemas(tmp_path)
+    schema = json.loads((tmp_path / "transaction.schema.json").read_text())
+    amount = schema["properties"]["amount"]
+    assert amount["minimum"] == 0 and "exclusiveMinimum" not in amount
+    assert "verification" in amount["description"] and "refund" in amount["description"]
+    jsonschema.validate({**GOOD, "amount": 0}, schema)

@@ -74,7 +74,7 @@ async def test_transactions_are_scored_and_bad_records_dead_lettered(
     assert record["event_time"] == "2026-01-01T00:05:00Z"  # UTC, written as the input wrote it
     assert record["degraded"] is False
     reasons = sorted(d["reason"] for d in out.dead_ids(run))
-    assert reasons == ["decode:json", "validation:amount:greater_than", "validation:card_id:missing"]
+    assert reasons == ["decode:json", "validation:amount:greater_than_equal", "validation:card_id:missing"]
     assert all(d["topic"] == TOPICS.transactions and d["offset"] >= 0 for d in out.dead_ids(run))
 
 
