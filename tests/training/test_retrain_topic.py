@@ -23,8 +23,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from conftest import TINY
-from training_fixtures import START, synthetic_history
+from training_fixtures import START, TINY, synthetic_history
 
 from fraudstream.sources.topics import ensure_topics
 from schemas.retrain import RetrainRequest

@@ -133,8 +133,7 @@ def test_app_refuses_to_run_without_a_token() -> None:
 
 def test_pipeline_job_runner_end_to_end(tmp_path: Path, history: Any) -> None:
     """The real pipeline on the tiny history: exports version 1 (stable), then 2 goes through the gate."""
-    from conftest import TINY
-    from training_fixtures import START
+    from training_fixtures import START, TINY
 
     from training.pipeline import TrainJob, run_training_job
 
