@@ -34,6 +34,14 @@ system-deps:
 	    echo "redis-server is missing. Run as root: apt-get install -y redis-server  (or: sudo make setup)"; exit 1; \
 	  fi; \
 	fi
+	@if ! command -v openssl >/dev/null; then \
+	  if [ "$$(id -u)" = "0" ]; then \
+	    echo "installing openssl (Debian package, for the Redis TLS test's throwaway CA)…"; \
+	    (apt-get install -y -q openssl >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q openssl >/dev/null)); \
+	  else \
+	    echo "openssl is missing (the Redis TLS test needs it): sudo apt-get install -y openssl"; exit 1; \
+	  fi; \
+	fi
 	@if ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    echo "installing chromium (Debian package, for the dashboard's browser test)…"; \

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,8 +57,6 @@ class PipelineConfig:
     feature_list_hash: str
     max_message_bytes: int = 64 * 1024
     max_clock_skew_s: float = 86_400.0
-    naive: bool = False
-    """The benchmark baseline: one Redis round trip, one model call and one send per record."""
 
 
 @dataclass
@@ -124,10 +122,68 @@ class PreparedBatch:
     """The feature store's handle of the submitted batch, until ``complete``."""
 
 
+class RecordPath(Protocol):
+    """How a micro-batch's transactions meet Redis, the model and the broker. The worker's is
+    ``BatchedPath``; the benchmark's per-record baselines (``fraudstream/bench_baselines.py``) are others.
+    Each step retries infrastructure failures itself (the stream pauses, nothing is skipped)."""
+
+    async def claim(self, ids: TransactionIds, claims: list[Claim]) -> list[ClaimResult]:
+        """Claim the batch's transaction ids (first content wins), in order."""
+
+    async def record_outcomes(self, ids: TransactionIds, stored: list[tuple[str, bytes]]) -> None:
+        """Store the published results, so a repeat of an id gets its first result."""
+
+    async def submit(self, store: OnlineFeatureStore, events: list[TransactionEvent]) -> Any:
+        """Send the batch to the feature state (batches in order); returns what ``features`` needs."""
+
+    async def features(
+        self, store: OnlineFeatureStore, events: list[TransactionEvent], pending: Any
+    ) -> npt.NDArray[np.float64]:
+        """The batch's feature vectors, one row per event."""
+
+    async def score(
+        self, scorer: BatchScorer, vectors: npt.NDArray[np.float32], events: list[TransactionEvent],
+        txs: list[Transaction],
+    ) -> Sequence[ScoreResult]: ...
+
+    async def publish(self, publisher: Publisher, out: list[OutboundMessage]) -> None:
+        """Returns once the broker acknowledged every message (the batch is acked after this)."""
+
+
+class BatchedPath:
+    """The worker's path: one pipelined Redis write and read, one model call and one publish per batch."""
+
+    async def claim(self, ids: TransactionIds, claims: list[Claim]) -> list[ClaimResult]:
+        return await retry_forever(partial(ids.claim, claims), what="transaction ids in Redis")
+
+    async def record_outcomes(self, ids: TransactionIds, stored: list[tuple[str, bytes]]) -> None:
+        await retry_forever(partial(ids.record_outcomes, stored), what="transaction results in Redis")
+
+    async def submit(self, store: OnlineFeatureStore, events: list[TransactionEvent]) -> Any:
+        return await retry_forever(lambda: store.submit(events), what="feature state in Redis")
+
+    async def features(
+        self, store: OnlineFeatureStore, events: list[TransactionEvent], pending: Any
+    ) -> npt.NDArray[np.float64]:
+        return await retry_forever(partial(store.collect, pending), what="feature state in Redis")
+
+    async def score(
+        self, scorer: BatchScorer, vectors: npt.NDArray[np.float32], events: list[TransactionEvent],
+        txs: list[Transaction],
+    ) -> Sequence[ScoreResult]:
+        return await scorer.score_batch(
+            vectors, ids=[t.transaction_id for t in txs], card_refs=[e.card_ref for e in events],
+            amounts=[t.amount for t in txs], currencies=[t.currency for t in txs],
+        )
+
+    async def publish(self, publisher: Publisher, out: list[OutboundMessage]) -> None:
+        await retry_forever(lambda: publisher.publish(out), what="publish to Kafka")
+
+
 class TransactionPipeline:
     def __init__(
         self, config: PipelineConfig, *, features: OnlineFeatureStore, ids: TransactionIds, scorer: BatchScorer,
-        publisher: Publisher, hasher: CardHasher,
+        publisher: Publisher, hasher: CardHasher, path: RecordPath | None = None,
     ) -> None:
         self.config = config
         self.features = features
@@ -135,6 +191,7 @@ class TransactionPipeline:
         self.scorer = scorer
         self.publisher = publisher
         self.hasher = hasher
+        self.path: RecordPath = path or BatchedPath()
 
     async def handle(self, messages: Sequence[InboundMessage]) -> BatchOutcome:
         """The whole micro-batch; returns once everything is published and acknowledged."""
@@ -188,7 +245,7 @@ class TransactionPipeline:
             else:
                 valid.append((checked_message.message, checked_message.result))
         claims = [Claim(c.transaction.transaction_id, c.content_hash, m.topic, m.partition, m.offset) for m, c in valid]
-        for (message, item), claimed in zip(valid, await self._claim(claims), strict=True):
+        for (message, item), claimed in zip(valid, await self.path.claim(self.ids, claims), strict=True):
             if claimed.status == "conflict":
                 out = conflict_message(message, item.transaction, item.event.card_ref, item.content_hash, claimed,
                                        self.config.dead_letter_topic)
@@ -199,15 +256,15 @@ class TransactionPipeline:
                 batch.transactions.append(item.transaction)
                 batch.events.append(item.event)
         batch.started_s = time.perf_counter()
-        if batch.events and not self.config.naive:
-            events = batch.events
-            batch.pending = await retry_forever(lambda: self.features.submit(events), what="feature state in Redis")
+        if batch.events:
+            batch.pending = await self.path.submit(self.features, batch.events)
         return batch
 
     async def complete(self, batch: PreparedBatch) -> PreparedBatch:
         """Stage 1b: the started batch's features. Batches complete in the order they started."""
         if batch.events:
-            batch.outcome.features = (await self._features(batch)).astype(np.float32)
+            vectors = await self.path.features(self.features, batch.events, batch.pending)
+            batch.outcome.features = vectors.astype(np.float32)
         batch.features_s = time.perf_counter() - batch.started_s
         return batch
 
@@ -218,7 +275,7 @@ class TransactionPipeline:
         out = batch.out
         t2 = time.perf_counter()
         if valid and outcome.features is not None:
-            results = await self._score(outcome.features, valid, valid_messages)
+            results = await self.path.score(self.scorer, outcome.features, valid, valid_messages)
         t3 = time.perf_counter()
         stored: list[tuple[str, bytes]] = []
         if valid or batch.repeats:
@@ -246,54 +303,14 @@ class TransactionPipeline:
                 outcome.decisions[fields["decision"]] = outcome.decisions.get(fields["decision"], 0) + 1
             outcome.scored = len(valid) + len(batch.repeats)
         t4 = time.perf_counter()
-        await self._publish(out)
+        await self.path.publish(self.publisher, out)
         outcome.publish_s = time.perf_counter() - t4
         if stored:
             # Only after the broker has them: a stored result is one that was published.
-            parts = [[one] for one in stored] if self.config.naive else [stored]
-            for part in parts:
-                await retry_forever(partial(self.ids.record_outcomes, part), what="transaction results in Redis")
+            await self.path.record_outcomes(self.ids, stored)
         return outcome
-
-    async def _score(
-        self, vectors: npt.NDArray[np.float32], events: list[TransactionEvent], txs: list[Transaction]
-    ) -> Sequence[ScoreResult]:
-        if not self.config.naive:
-            return await self.scorer.score_batch(
-                vectors, ids=[t.transaction_id for t in txs], card_refs=[e.card_ref for e in events],
-                amounts=[t.amount for t in txs], currencies=[t.currency for t in txs],
-            )
-        results: list[ScoreResult] = []
-        for i, (event, tx) in enumerate(zip(events, txs, strict=True)):
-            results.extend(await self.scorer.score_batch(
-                vectors[i : i + 1], ids=[tx.transaction_id], card_refs=[event.card_ref], amounts=[tx.amount],
-                currencies=[tx.currency],
-            ))
-        return results
-
-    async def _claim(self, claims: list[Claim]) -> list[ClaimResult]:
-        if not self.config.naive:
-            return await retry_forever(partial(self.ids.claim, claims), what="transaction ids in Redis")
-        return [r for c in claims for r in await retry_forever(partial(self.ids.claim, [c]),
-                                                                 what="transaction ids in Redis")]
-
-    async def _publish(self, out: list[OutboundMessage]) -> None:
-        if not self.config.naive:
-            await retry_forever(lambda: self.publisher.publish(out), what="publish to Kafka")
-            return
-        for message in out:
-            await retry_forever(partial(self.publisher.publish, [message]), what="publish to Kafka")
 
     def _count_dead(self, message: OutboundMessage, reason: str, batch: PreparedBatch) -> None:
         batch.out.append(message)
         batch.outcome.dead_lettered += 1
         batch.outcome.reasons[reason] = batch.outcome.reasons.get(reason, 0) + 1
-
-    async def _features(self, batch: PreparedBatch) -> npt.NDArray[np.float64]:
-        if not self.config.naive:
-            return await retry_forever(partial(self.features.collect, batch.pending), what="feature state in Redis")
-        rows = [
-            await retry_forever(partial(self.features.apply_and_read, [event]), what="feature state in Redis")
-            for event in batch.events
-        ]
-        return np.vstack(rows)

@@ -82,10 +82,14 @@ class WorkerRuntime:
                 scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
                 feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
                 max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
-                naive=settings.pipeline_mode == "naive",
             )
+            path = None
+            if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e)
+                from fraudstream.bench_baselines import baseline_path
+
+                path = await baseline_path(settings.pipeline_mode, settings)
             self._pipeline = TransactionPipeline(
-                config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher
+                config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher, path=path
             )
             self._labels = LabelHandler(
                 features=features, publisher=publisher, hasher=hasher,

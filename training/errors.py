@@ -22,7 +22,7 @@ class ExportError(TrainingError):
 
 
 class StreamPathUnavailable(TrainingError):
-    """``--via stream`` was asked for but no stream score provider is wired in this build."""
+    """An unknown score path was asked for (``--via`` takes ``offline`` or ``stream``)."""
 
 
 class TrainerBusy(TrainingError):

@@ -13,7 +13,6 @@ plus ``label``, ``card_ref`` and ``day`` so the figures can be recomputed from t
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import time
@@ -78,27 +77,18 @@ class FoldScores:
     frame: pd.DataFrame
 
 
-STREAM_PROVIDER_MODULE = "streams.evaluation"
-
-
 def resolve_provider(via: str, settings: Any) -> ScoreProvider:
-    """``offline`` is built in; ``stream`` is ``streams.evaluation.stream_score_provider(settings)``,
-    which the streaming side provides (it needs Kafka, the worker and Redis)."""
+    """``offline`` is built in; ``stream`` is ``streams.evaluation.StreamScores`` (Kafka, a worker process,
+    Redis). Imported only when asked for, so the trainer's other commands load no streaming code; an import
+    error there is a broken installation and surfaces as it is, never as "no stream path"."""
     if via == "offline":
         return OfflineScores()
     if via != "stream":
         msg = f"unknown score path {via!r}; use 'offline' or 'stream'"
         raise StreamPathUnavailable(msg)
-    try:
-        module = importlib.import_module(STREAM_PROVIDER_MODULE)
-        factory = module.stream_score_provider
-    except (ImportError, AttributeError) as exc:
-        msg = (
-            f"--via stream needs {STREAM_PROVIDER_MODULE}.stream_score_provider(settings) -> ScoreProvider, "
-            "which this build does not have yet; use --via offline"
-        )
-        raise StreamPathUnavailable(msg) from exc
-    provider: ScoreProvider = factory(settings)
+    from streams.evaluation import stream_score_provider
+
+    provider: ScoreProvider = stream_score_provider(settings)
     return provider
 
 

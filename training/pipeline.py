@@ -196,6 +196,23 @@ def run_training_job(
     return summary
 
 
+def already_trained(registry: ModelRegistry, version: int) -> dict[str, Any]:
+    """The job summary of a request that already produced ``version``."""
+    metadata = registry.metadata(version)
+    label = next((name for name, v in registry.labels().items() if v == version), None)
+    return {
+        "model_name": registry.model_name,
+        "version": version,
+        "version_tag": metadata.get("version_tag", f"v{version}"),
+        "path": str(registry.version_dir(version)),
+        "metrics": metadata.get("metrics", {}),
+        "training_window": metadata.get("training_window"),
+        "gate": {"promoted_to": label, "reason": f"already trained as version {version}"},
+        "labels": registry.labels(),
+        "already_trained": True,
+    }
+
+
 def make_job_runner(
     defaults: TrainJob,
     *,
@@ -206,9 +223,17 @@ def make_job_runner(
     spec: FeatureSpec | None = None,
     serving_base_path: str | None = None,
 ) -> Callable[[Any, Progress], dict[str, Any]]:
-    """A ``TrainerService`` job runner: a ``RetrainRequest`` overrides ``defaults`` where it says so."""
+    """A ``TrainerService`` job runner: a ``RetrainRequest`` overrides ``defaults`` where it says so.
+
+    One request id, one model version: a request that already produced a version (a redelivery after a
+    restart) is answered with that version instead of training again."""
 
     def run(request: Any, progress: Progress) -> dict[str, Any]:
+        registry = ModelRegistry(repository, model_name, serving_base_path=serving_base_path)
+        done = registry.version_of_request(request.request_id)
+        if done is not None:
+            progress(f"request {request.request_id} already produced version {done}; not training it again")
+            return already_trained(registry, done)
         job = replace(
             defaults,
             input_path=Path(request.input_path) if request.input_path else defaults.input_path,

@@ -90,6 +90,16 @@ class ModelRegistry:
         data: dict[str, Any] = json.loads(path.read_text())
         return data
 
+    def version_of_request(self, request_id: str) -> int | None:
+        """The version a retrain request already produced (its id is in the version's metadata), if any.
+
+        Exports are atomic (a version directory appears only whole), so this is what makes a redelivered
+        request — the trainer restarted after exporting, before its offset was committed — idempotent."""
+        for version in reversed(self.versions()):
+            if self.metadata(version).get("request_id") == request_id:
+                return version
+        return None
+
     # --- labels ----------------------------------------------------------------------------------
     @property
     def labels_file(self) -> Path:

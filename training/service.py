@@ -49,6 +49,10 @@ class TrainerService:
     def statuses(self) -> list[RetrainStatus]:
         return list(self._statuses.values())
 
+    def free_slots(self) -> int:
+        """How many more requests the queue takes now (the topic consumer fetches no more than that)."""
+        return max(0, self._queue.maxsize - self._queue.qsize())
+
     async def _set(self, status: RetrainStatus) -> None:
         self._statuses[status.request_id] = status
         if self._publish is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from collections import defaultdict, deque
 from typing import Any
 
 from aiohttp import web
@@ -136,6 +137,51 @@ class KafkaStatusPublisher:
         await self._producer.stop()
 
 
+class _Intake:
+    """The consumed records of each partition, in offset order, until they may be committed: a record is
+    done when its request finished (succeeded or failed) or it held nothing to run (bad, a duplicate of a
+    queued request). Offsets are committed up to the first record not done."""
+
+    def __init__(self) -> None:
+        self._records: dict[Any, deque[tuple[int, str | None]]] = defaultdict(deque)
+        self._committed: dict[Any, int] = {}
+
+    def add(self, tp: Any, offset: int, request_id: str | None) -> None:
+        self._records[tp].append((offset, request_id))
+
+    def committable(self, service: TrainerService) -> dict[Any, int]:
+        out: dict[Any, int] = {}
+        for tp, records in self._records.items():
+            upto = None
+            while records and _finished(service, records[0][1]):
+                upto = records.popleft()[0] + 1
+            if upto is not None and upto > self._committed.get(tp, -1):
+                out[tp] = self._committed[tp] = upto
+        return out
+
+
+def _finished(service: TrainerService, request_id: str | None) -> bool:
+    if request_id is None:
+        return True
+    status = service.status(request_id)
+    return status is not None and status.state in ("succeeded", "failed")
+
+
+async def _take(service: TrainerService, tp: Any, message: Any, max_bytes: int) -> str | None:
+    """Queue the record's request; its id, or None when it holds nothing to run (bad, or already queued)."""
+    parsed = decode(RetrainRequest, message.value, max_bytes=max_bytes)
+    if isinstance(parsed, Rejection):
+        log.warning("%s[%d]@%d: bad retrain request (%s): %s", tp.topic, tp.partition, message.offset,
+                    parsed.reason, parsed.error)
+        return None
+    try:
+        await service.submit(parsed, wait=True)
+    except TrainerBusy as exc:  # a redelivery of a request still queued or running
+        log.warning("%s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc)
+        return None
+    return parsed.request_id
+
+
 async def consume_retrain_requests(
     bootstrap_servers: str,
     topic: str,
@@ -144,10 +190,17 @@ async def consume_retrain_requests(
     group_id: str = "fraudstream-trainer",
     stop: asyncio.Event | None = None,
     max_bytes: int = MAX_BODY_BYTES,
+    poll_ms: int = 500,
     **client_options: Any,
 ) -> None:
     """Feed ``topic`` into the service until ``stop`` is set. Bad records are logged with their offset and
-    skipped; an already-queued request id (a redelivery) is ignored."""
+    skipped; a redelivered request still queued or running is ignored.
+
+    A request's offset is committed only once its job finished: a trainer stopped or killed with requests
+    queued or running reads them again when it restarts (nothing lost), and a request that had already
+    produced a model version when the trainer died is answered with that version, not trained again
+    (``training.pipeline.make_job_runner``). While the service's queue is full the partitions are paused,
+    so the consumer keeps polling and stays in its group however long a training takes."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -160,28 +213,20 @@ async def consume_retrain_requests(
     )
     await consumer.start()
     stop = stop or asyncio.Event()
+    intake = _Intake()
     try:
         while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=16)
+            room = service.free_slots()
+            if room:
+                consumer.resume(*consumer.assignment())
+            else:
+                consumer.pause(*consumer.assignment())
+            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=max(1, room))
             for tp, messages in batches.items():
                 for message in messages:
-                    parsed = decode(RetrainRequest, message.value, max_bytes=max_bytes)
-                    if isinstance(parsed, Rejection):
-                        log.warning(
-                            "%s[%d]@%d: bad retrain request (%s): %s",
-                            tp.topic,
-                            tp.partition,
-                            message.offset,
-                            parsed.reason,
-                            parsed.error,
-                        )
-                        continue
-                    try:
-                        await service.submit(parsed, wait=True)
-                    except TrainerBusy as exc:
-                        log.warning("%s[%d]@%d: %s", tp.topic, tp.partition, message.offset, exc)
-            if batches:
-                # Commit after queueing: a crash before this re-delivers, and submit() drops duplicates.
-                await consumer.commit()
+                    intake.add(tp, message.offset, await _take(service, tp, message, max_bytes))
+            offsets = intake.committable(service)
+            if offsets:
+                await consumer.commit(offsets)
     finally:
         await consumer.stop()

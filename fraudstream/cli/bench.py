@@ -42,10 +42,11 @@ def _scoring(args: argparse.Namespace) -> int:
 
 def _register_e2e(benches: BenchCommands) -> None:
     parser = benches.add_parser(
-        "e2e", help="whole pipeline: saturation throughput, latency at a fixed load, speed-up over the naive design"
+        "e2e", help="whole pipeline: saturation throughput, latency at a fixed load, speed-up over a naive agent"
     )
     parser.add_argument("--transactions", type=positive_int, default=60_000, help="saturation backlog (default 60000)")
-    parser.add_argument("--naive-transactions", type=positive_int, default=3_000, help="naive backlog (default 3000)")
+    parser.add_argument("--naive-transactions", type=positive_int, default=3_000,
+                        help="backlog of each per-record baseline, naive and strict (default 3000)")
     parser.add_argument("--rate", type=positive_float, default=5_000.0,
                         help="offered load for latency (default 5000/s)")
     parser.add_argument("--seconds", type=positive_float, default=10.0,
@@ -53,7 +54,7 @@ def _register_e2e(benches: BenchCommands) -> None:
     parser.add_argument("--sweep", default="", help="extra offered loads, e.g. 1000,2500,7500,10000")
     parser.add_argument("--batch", type=positive_int, default=512, help="worker micro-batch size (default 512)")
     parser.add_argument("--scale-out", action="store_true",
-                        help="also measure two workers sharing the partitions (batched and naive pipelines)")
+                        help="also measure two workers sharing the partitions (batched pipeline and naive agent)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="with --sweep: plot throughput/latency vs load")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     parser.set_defaults(handler=_e2e)

@@ -259,6 +259,8 @@ class Collected:
     dead_total: int = 0
     raw_values: list[bytes] = field(default_factory=list)
     redelivered: set[str] = field(default_factory=set)
+    first_scored_at: dict[str, float] = field(default_factory=dict)
+    """Each id's first scored record: its Kafka timestamp (s), i.e. when the worker built it for sending."""
 
     def dead_reasons(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -307,17 +309,19 @@ class Collector:
                     continue
                 for tp, messages in batches.items():
                     for m in messages:
-                        self._take(tp.topic, m.value)
+                        self._take(tp.topic, m.value, m.timestamp / 1000.0)
         finally:
             await consumer.stop()
 
-    def _take(self, topic: str, value: bytes) -> None:
+    def _take(self, topic: str, value: bytes, stamp_s: float) -> None:
         if self.keep_raw:
             self.out.raw_values.append(value)
         record = orjson.loads(value)
         if topic == self.topics.scored:
             if record["transaction_id"] in self.out.scored:
                 self.out.redelivered.add(record["transaction_id"])
+            else:
+                self.out.first_scored_at[record["transaction_id"]] = stamp_s
             self.out.scored[record["transaction_id"]] = record
             self.out.scored_total += 1
         else:

@@ -12,6 +12,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
 from fraudstream.stack import LocalStack
@@ -34,6 +35,10 @@ from tests.chaos.harness import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
+CARDS, PER_CARD = 150, 40  # 6,000 transactions over a few hours of event time
+BACKLOG_SHARE = 0.75  # of the records, produced before the worker starts; the rest after the restart
+RESTART_AFTER_SCORED = 300  # distinct ids scored when the broker is restarted
+
 
 async def test_broker_restart_mid_stream_loses_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
@@ -41,10 +46,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
     run = run_id("kafka")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=150, per_card=40, seed=5)
+    history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=5)
     records = history.records(topics)
-    half = len(records) // 2
-    await produce(kafka_bootstrap, records[:half])
+    head = int(len(records) * BACKLOG_SHARE)
+    await produce(kafka_bootstrap, records[:head])
+    backlog = {orjson.loads(value)["transaction_id"] for topic, _, value in records[:head]
+               if topic == topics.transactions}
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
     )
@@ -54,16 +61,18 @@ async def test_broker_restart_mid_stream_loses_nothing(
         try:
             workers.append(launch(env, tmp_path / "worker-1.log"))
             await wait_ready(workers[0])
-            await collector.wait(lambda o: len(o.scored) >= 1000, 120, "1000 scored before the restart")
+            await collector.wait(lambda o: len(o.scored) >= RESTART_AFTER_SCORED, 120,
+                                 f"{RESTART_AFTER_SCORED} scored before the restart")
             started = time.monotonic()
             await asyncio.to_thread(local_stack.restart_kafka)
+            back_at = time.time()  # the broker answers again; record timestamps are this machine's clock
             print(f"broker restarted in {time.monotonic() - started:.1f}s; worker alive: {workers[0].alive()}")
             if not workers[0].alive():
                 # Allowed by the promise (a supervisor restarts it), but say so: it resumes from offsets.
                 print(f"worker exited during the broker restart:\n{workers[0].tail(20)}")
                 workers.append(launch(env, tmp_path / "worker-2.log"))
                 await wait_ready(workers[-1])
-            await produce(kafka_bootstrap, records[half:])  # traffic after the restart, too
+            await produce(kafka_bootstrap, records[head:])  # traffic after the restart, too
             out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 240, "every transaction")
             await wait_caught_up(kafka_bootstrap, run, topics.labels, timeout_s=120)
             await wait_caught_up(kafka_bootstrap, run, topics.transactions, timeout_s=120)
@@ -73,7 +82,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
                 worker.stop()
 
     assert set(out.scored) == history.ids and not out.dead
-    print(f"{len(out.scored)} ids in {out.scored_total} scored records; first worker survived: {survived}")
+    # The fault hit work in flight: transactions of the backlog, in the topic before the restart began,
+    # were still unscored when the broker went down and were scored only after it was back.
+    after = sorted(tx for tx in backlog if out.first_scored_at[tx] >= back_at)
+    print(f"{len(out.scored)} ids in {out.scored_total} scored records; {len(after)} of the {len(backlog)} "
+          f"backlog transactions scored after the broker was back; first worker survived: {survived}")
+    assert after, "the worker had scored the whole backlog before the broker went down: nothing was tested"
     assert survived, f"the worker died when the broker restarted:\n{workers[0].tail(60)}"
     probes = history.probes()
     diff, worst = max_rel_diff(await online_probe_vectors(redis_url, probes), offline_probe_vectors(history, probes))

@@ -32,8 +32,12 @@ from tests.chaos.harness import (
 from tests.servicer import serving
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+CARDS, PER_CARD = 200, 30
 GRACE_S = 3.0
+DEADLINE_S = 0.5
 RATE = 150.0  # transactions per second: a live stream, so every phase sees traffic
+SLOW_S, SLOW_LATENCY_S = 6.0, 0.25  # this long, every model call takes this long (within the deadline)
+DEGRADED_BEFORE_HEAL = 200  # the model server is down until this many degraded records were published
 
 
 def _scored_at(record: dict[str, object]) -> float:
@@ -50,29 +54,30 @@ async def test_slow_then_down_model_server_degrades_then_recovers_losing_nothing
     run = run_id("model")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=200, per_card=30, seed=4, label_share=0.0)  # 6,000 at 150/s: 40 s
+    history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=4, label_share=0.0)
 
     async with serving(model_repo / "fraud_dnn") as server, Collector(kafka_bootstrap, topics) as collector:
         backend = f"tfserving://{server.target}/fraud_dnn?label=stable"
         env = worker_env(tmp_path, kafka_bootstrap, redis_url, backend, topics, run,
-                         FRAUD_MODEL_OUTAGE_GRACE_S=str(GRACE_S), FRAUD_MODEL_DEADLINE_S="0.5")
+                         FRAUD_MODEL_OUTAGE_GRACE_S=str(GRACE_S), FRAUD_MODEL_DEADLINE_S=str(DEADLINE_S))
         worker = launch(env, tmp_path / "worker.log")
         try:
             await wait_ready(worker)
             producing = asyncio.create_task(produce(kafka_bootstrap, history.records(topics), rate=RATE))
             await collector.wait(lambda o: len(o.scored) >= 300, 60, "300 model scores")
 
-            # Slow: every call takes 0.25 s (within the 0.5 s deadline), so batches wait for the model.
+            # Slow: every call takes longer (within the deadline), so batches wait for the model.
             slow_from = time.time()
-            server.latency_s = 0.25
-            await asyncio.sleep(6)
+            server.latency_s = SLOW_LATENCY_S
+            await asyncio.sleep(SLOW_S)
             slow_until = time.time()
             server.latency_s = 0.0
 
             # Down: UNAVAILABLE on every call until healed.
             down_from = time.time()
             server.fail_with(grpc.StatusCode.UNAVAILABLE)
-            await collector.wait(lambda o: _count(o, down_from, degraded=True) >= 200, 60, "degraded scores")
+            await collector.wait(lambda o: _count(o, down_from, degraded=True) >= DEGRADED_BEFORE_HEAL, 60,
+                                 "degraded scores")
             server.heal()
             healed_at = time.time()
             await collector.wait(lambda o: _count(o, healed_at, degraded=False) >= 300, 60, "model scores again")

@@ -31,7 +31,11 @@ from tests.chaos.harness import (
 )
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
-RATE = 200.0
+CARDS, PER_CARD = 200, 60
+RATE = 200.0  # transactions per second
+JOIN_AFTER_SCORED = 800  # the second worker starts once this many ids were scored
+LEAVE_AFTER_MORE = 1500  # the first worker leaves once this many more were scored
+BACKLOG_CARDS, BACKLOG_PER_CARD = 600, 100
 CONSUMED = re.compile(r"consumed [1-9][0-9]*, scored")
 
 
@@ -41,7 +45,7 @@ async def test_a_worker_joins_and_another_leaves_mid_stream(
     run = run_id("rebalance")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=200, per_card=60, seed=6)  # 12,000 transactions at 200/s: 60 s
+    history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=6)
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
     )
@@ -52,12 +56,13 @@ async def test_a_worker_joins_and_another_leaves_mid_stream(
         try:
             await wait_ready(first)
             producing = asyncio.create_task(produce(kafka_bootstrap, history.records(topics), rate=RATE))
-            await collector.wait(lambda o: len(o.scored) >= 800, 120, "800 scored by the first", worker=first)
+            await collector.wait(lambda o: len(o.scored) >= JOIN_AFTER_SCORED, 120,
+                                 f"{JOIN_AFTER_SCORED} scored by the first", worker=first)
             second = launch(env, tmp_path / "worker-2.log")
             await wait_ready(second)
             joined = len(collector.out.scored)
-            await collector.wait(lambda o: len(o.scored) >= joined + 1500, 120, "1500 more with two workers",
-                                 worker=second)
+            await collector.wait(lambda o: len(o.scored) >= joined + LEAVE_AFTER_MORE, 120,
+                                 f"{LEAVE_AFTER_MORE} more with two workers", worker=second)
             assert not producing.done(), "the stream ended before the rebalance: lower the backlog rate"
             first.stop()  # graceful leave (SIGTERM): its partitions move to the second worker
             await producing
@@ -90,8 +95,9 @@ async def test_a_worker_joins_a_saturated_worker_on_a_backlog(
     run = run_id("backlog")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=600, per_card=100, seed=7, label_share=0.0, spacing_s=60.0)
-    await produce(kafka_bootstrap, history.records(topics))  # 60,000 transactions waiting
+    history = History.build(run, cards=BACKLOG_CARDS, per_card=BACKLOG_PER_CARD, seed=7, label_share=0.0,
+                            spacing_s=60.0)
+    await produce(kafka_bootstrap, history.records(topics))  # all waiting before the workers start
     env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="512")
 
     async with Collector(kafka_bootstrap, topics) as collector:

@@ -36,6 +36,12 @@ from tests.chaos.harness import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
+CARDS, PER_CARD = 120, 40
+BACKLOG_SHARE = 0.25  # of the records, produced before the worker starts; the rest while Redis restarts
+RESTART_AFTER_SCORED = 500  # distinct ids scored when Redis is restarted
+REST_OVER_S = 8.0  # the rest arrives over this long, the restart one second into it
+REBUILD_CARDS, REBUILD_PER_CARD = 100, 40
+
 
 async def test_redis_restart_mid_stream_loses_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
@@ -43,9 +49,9 @@ async def test_redis_restart_mid_stream_loses_nothing(
     run = run_id("redis")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=120, per_card=40, seed=2)
+    history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=2)
     records = history.records(topics)
-    head = len(records) // 4
+    head = int(len(records) * BACKLOG_SHARE)
     await produce(kafka_bootstrap, records[:head])
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
@@ -55,10 +61,12 @@ async def test_redis_restart_mid_stream_loses_nothing(
         worker = launch(env, tmp_path / "worker.log")
         try:
             await wait_ready(worker)
-            await collector.wait(lambda o: len(o.scored) >= 500, 120, "500 scored before the restart")
-            # The rest arrives over ~8 s, while Redis restarts: a worker this fast would otherwise be done
-            # before the restart (the check below then fails: nothing would have been tested).
-            rest = asyncio.create_task(produce(kafka_bootstrap, records[head:], rate=(len(records) - head) / 8))
+            await collector.wait(lambda o: len(o.scored) >= RESTART_AFTER_SCORED, 120,
+                                 f"{RESTART_AFTER_SCORED} scored before the restart")
+            # The rest arrives while Redis restarts: a worker this fast would otherwise be done before the
+            # restart (the check below then fails: nothing would have been tested).
+            rest = asyncio.create_task(produce(kafka_bootstrap, records[head:],
+                                               rate=(len(records) - head) / REST_OVER_S))
             await asyncio.sleep(1.0)
             await asyncio.to_thread(local_stack.restart_redis)
             await rest
@@ -89,7 +97,7 @@ async def test_rebuild_restores_the_state_after_redis_lost_its_data(
     run = run_id("rebuild")
     topics = run_topics(run)
     await create_topics(kafka_bootstrap, topics)
-    history = History.build(run, cards=100, per_card=40, seed=3)
+    history = History.build(run, cards=REBUILD_CARDS, per_card=REBUILD_PER_CARD, seed=3)
     bad = [(topics.transactions, b"bad", b"not json"), (topics.labels, b"bad", b'{"is_fraud": "maybe"}')]
     await produce(kafka_bootstrap, history.records(topics) + bad)
     env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run)

@@ -78,8 +78,8 @@ def test_secrets_are_not_in_the_settings_repr() -> None:
 def acl_redis(tmp_path: Path) -> Iterator[str]:
     """A redis-server whose default user is off and whose only user may touch the feature keys."""
     binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
+    if binary is None:  # `make setup` installs it: a missing one is a broken setup, not a reason to skip
+        pytest.fail("redis-server is not installed: run `make setup` (or apt-get install -y redis-server)")
     port = free_port()
     acl = tmp_path / "users.acl"
     acl.write_text("user default off\nuser fraud on >worker-pw ~fs:* resetchannels +@all -@dangerous\n")
@@ -145,8 +145,9 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A redis-server that only speaks TLS (a throwaway CA; server certificate for 127.0.0.1) and has
     an ACL user; yields its port-only URL part and the CA file."""
     binary = shutil.which("redis-server")
-    if binary is None or shutil.which("openssl") is None:
-        pytest.skip("redis-server or openssl is not installed")
+    if binary is None or shutil.which("openssl") is None:  # both installed by `make setup`
+        pytest.fail("redis-server or openssl is not installed: run `make setup` "
+                    "(or apt-get install -y redis-server openssl)")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "1", "-subj", "/CN=fraudstream-test-ca", cwd=tmp_path)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",

@@ -15,8 +15,8 @@ from fraudstream.stack.redis import scratch_redis
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+    if shutil.which("redis-server") is None:  # `make setup` installs it: a missing one is a broken setup
+        pytest.fail("redis-server is not installed: run `make setup` (or apt-get install -y redis-server)")
     with scratch_redis(tmp_path_factory.mktemp("redis")) as url:
         yield url
 

@@ -6,9 +6,14 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+import pandas as pd
 import pytest
+import redis.asyncio as aioredis
 
-from features import FEATURE_LIST
+from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
+from features.offline import compute_offline
+from features.online import entity_keys
 from fraudstream.settings import Topics
 from schemas import ScoredTransaction
 from scoring.testing.model_factory import export_model
@@ -37,11 +42,14 @@ def worker(
     process.stop()
 
 
-def transaction(tx_id: str, card: str, amount: float, minutes: int = 0) -> bytes:
-    when = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+def minutes(n: int) -> datetime:
+    return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n)
+
+
+def transaction(tx_id: str, card: str, amount: float, at_minute: int = 0, terminal: str = "term-1") -> bytes:
     return json.dumps({
-        "transaction_id": tx_id, "card_id": card, "terminal_id": "term-1", "amount": amount,
-        "currency": "EUR", "event_time": when.isoformat().replace("+00:00", "Z"),
+        "transaction_id": tx_id, "card_id": card, "terminal_id": terminal, "amount": amount,
+        "currency": "EUR", "event_time": minutes(at_minute).isoformat().replace("+00:00", "Z"),
     }).encode()
 
 
@@ -81,20 +89,56 @@ async def test_transactions_are_scored_and_bad_records_dead_lettered(
 async def test_a_redelivered_transaction_does_not_change_its_features(
     worker: WorkerProcess, kafka_bootstrap: str, redis_url: str
 ) -> None:
-    """Sending the same transaction id again (as a redelivery would) yields the same score."""
+    """The same transaction again (as a redelivery would bring it) leaves the card's and the terminal's
+    feature state in Redis byte for byte as it was, and the next transaction's features equal the offline
+    engine's on the history counted once. (Scores alone cannot show this: the test model saturates.)"""
     run = unique("redeliver")
-    first = [(TOPICS.transactions, b"card-r", transaction(f"{run}-{i}", "card-r", 20.0 + i, i)) for i in range(5)]
-    async with OutputReader(kafka_bootstrap, TOPICS) as reader:
-        await produce(kafka_bootstrap, first)
-        out = await reader.read_until(lambda o: sum(k.startswith(run) for k in o.scored) >= 5, timeout_s=60)
-        before = {k: v["score"] for k, v in out.scored.items() if k.startswith(run)}
-        count = out.scored_count
-        await produce(kafka_bootstrap, first[2:3])
-        out = await reader.read_until(lambda o: o.scored_count >= count + 1, timeout_s=60)
-    assert out.scored_count == count + 1
-    assert len(before) == 5, worker.tail()
-    again = out.scored[f"{run}-2"]
-    assert again["score"] == pytest.approx(before[f"{run}-2"], abs=0)
+    card, terminal = f"{run}-card", f"{run}-term"
+    first = [(TOPICS.transactions, card.encode(), transaction(f"{run}-{i}", card, 20.0 + i, i, terminal))
+             for i in range(5)]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        async with OutputReader(kafka_bootstrap, TOPICS) as reader:
+            await produce(kafka_bootstrap, first)
+            out = await reader.read_until(lambda o: sum(k.startswith(run) for k in o.scored) >= 5, timeout_s=60)
+            before = {k: v["score"] for k, v in out.scored.items() if k.startswith(run)}
+            assert len(before) == 5, worker.tail()
+            card_ref = out.scored[f"{run}-0"]["card_ref"]
+            keys = state_keys(client, card_ref, terminal)
+            state = {key: await client.dump(key) for key in keys}
+            assert state[keys[0]] and state[keys[3]], "no feature state for the card and the terminal"
+            count = out.scored_count
+            await produce(kafka_bootstrap, first[2:3])
+            out = await reader.read_until(lambda o: o.scored_count >= count + 1, timeout_s=60)
+        assert out.scored_count == count + 1
+        assert out.scored[f"{run}-2"]["score"] == pytest.approx(before[f"{run}-2"], abs=0)
+        assert {key: await client.dump(key) for key in keys} == state, "the redelivery changed the feature state"
+
+        probe = TransactionEvent(transaction_id=f"{run}-probe", card_ref=card_ref, terminal_id=terminal,
+                                 event_time=minutes(6).timestamp(), amount=42.0)
+        store = RedisFeatureStore(client, key_prefix=FEATURE_KEY_PREFIX)
+        await store.load_scripts()
+        online = await store.apply_and_read([probe])
+    finally:
+        await client.aclose()
+    history = pd.DataFrame({
+        "transaction_id": [f"{run}-{i}" for i in range(5)] + [probe.transaction_id],
+        "card_ref": card_ref, "terminal_id": terminal,
+        "event_time": [minutes(i).timestamp() for i in range(5)] + [probe.event_time],
+        "amount": [20.0 + i for i in range(5)] + [probe.amount], "latitude": np.nan, "longitude": np.nan,
+    })
+    offline = compute_offline(history, None)[-1:]
+    assert np.allclose(online, offline, rtol=1e-9, atol=1e-9), dict(
+        zip(FEATURE_LIST.names, zip(online[0], offline[0], strict=True), strict=True))
+
+
+FEATURE_KEY_PREFIX = "fs"  # the worker's default (FRAUD_FEATURE_KEY_PREFIX)
+
+
+def state_keys(client: aioredis.Redis, card_ref: str, terminal: str) -> list[str]:
+    """The card's and the terminal's Redis keys, as the worker's feature store names them."""
+    prefix = RedisFeatureStore(client, key_prefix=FEATURE_KEY_PREFIX).key_prefix
+    return [*entity_keys(prefix, "card", card_ref), *entity_keys(prefix, "terminal", terminal)]
 
 
 def test_worker_log_has_no_tracebacks(worker: WorkerProcess) -> None:

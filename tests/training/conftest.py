@@ -3,12 +3,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_fixtures import STAND_IN_SPEC, START, synthetic_history
+from training_fixtures import STAND_IN_SPEC, START, TINY, synthetic_history
 
 from training.dataset import History, build_history, make_fold
-from training.model import ModelConfig, TrainedModel, train_model
-
-TINY = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, patience=2, seed=7, ensemble=1)
+from training.model import TrainedModel, train_model
 
 
 def _few_tf_threads() -> None:

@@ -8,8 +8,6 @@ from training_fixtures import synthetic_history
 
 from fraudstream.cli import main
 
-pytest.importorskip("features.offline", reason="the offline feature engine is not in this build")
-
 
 @pytest.fixture()
 def small_history(tmp_path: Path) -> tuple[Path, Path]:

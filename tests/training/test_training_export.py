@@ -128,7 +128,7 @@ def test_existing_version_is_never_overwritten(exported: Path, trained: TrainedM
 def test_ensemble_is_one_model_averaging_its_members(history: History, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from conftest import TINY
+    from training_fixtures import TINY
 
     from training.model import train_model
 

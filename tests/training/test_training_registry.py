@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from fraudstream.cli import main
-from training.errors import RegistryError
+from fraudstream.settings import load_settings
+from training.errors import RegistryError, StreamPathUnavailable
+from training.evaluate import OfflineScores, resolve_provider
 from training.registry import GateConfig, ModelRegistry
 
 
@@ -69,16 +72,23 @@ def test_rollback_canary_drops_label(repo: Path) -> None:
     assert [r["label"] for r in reg.describe()["versions"]] == ["stable", None]
 
 
-def test_evaluate_via_stream_fails_clearly_when_not_wired(capsys: pytest.CaptureFixture[str]) -> None:
-    try:
-        import streams.evaluation  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("the stream path is wired in this build")
-    code = main(["evaluate", "--via", "stream", "--json"])
-    assert code == 2
-    assert "--via stream needs streams.evaluation" in capsys.readouterr().err
+def test_evaluate_resolves_each_score_path(tmp_path: Path) -> None:
+    from streams.evaluation import StreamScores
+
+    settings = load_settings(home=tmp_path)
+    assert isinstance(resolve_provider("offline", settings), OfflineScores)
+    stream = resolve_provider("stream", settings)
+    assert isinstance(stream, StreamScores) and stream.name == "stream"
+    with pytest.raises(StreamPathUnavailable, match="unknown score path 'carrier-pigeon'"):
+        resolve_provider("carrier-pigeon", settings)
+
+
+def test_a_broken_stream_path_import_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream path that cannot be imported is a broken installation: its ImportError surfaces as it is
+    (it used to become "this build does not have it yet; use --via offline")."""
+    monkeypatch.setitem(sys.modules, "streams.evaluation", None)  # any import of it now raises ImportError
+    with pytest.raises(ImportError, match=r"streams\.evaluation"):
+        resolve_provider("stream", load_settings(home=tmp_path))
 
 
 def test_models_cli_lists_and_promotes(

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -133,8 +133,7 @@ def test_app_refuses_to_run_without_a_token() -> None:
 
 def test_pipeline_job_runner_end_to_end(tmp_path: Path, history: Any) -> None:
     """The real pipeline on the tiny history: exports version 1 (stable), then 2 goes through the gate."""
-    from conftest import TINY
-    from training_fixtures import START
+    from training_fixtures import START, TINY
 
     from training.pipeline import TrainJob, run_training_job
 
@@ -163,59 +162,3 @@ def test_pipeline_job_runner_end_to_end(tmp_path: Path, history: Any) -> None:
     # Same seed, same data: not better than stable, so no canary.
     assert second["gate"]["promoted_to"] is None and second["labels"] == {"stable": 1}
     assert second["gate"]["stable"] == pytest.approx(second["gate"]["candidate"], abs=1e-6)
-
-
-class _FakeMessage:
-    def __init__(self, offset: int, value: bytes) -> None:
-        self.offset, self.value = offset, value
-
-
-class _FakeTP:
-    topic, partition = "retrain-requests", 0
-
-
-class _FakeConsumer:
-    """Stands in for aiokafka's consumer: one batch (valid, invalid, duplicate), then stops the loop."""
-
-    instances: ClassVar[list[_FakeConsumer]] = []
-    stop_for_next: ClassVar[asyncio.Event | None] = None
-
-    def __init__(self, *topics: str, **options: Any) -> None:
-        self.topics, self.options, self.commits, self.calls = topics, options, 0, 0
-        self.stop_event = _FakeConsumer.stop_for_next
-        _FakeConsumer.instances.append(self)
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    async def commit(self) -> None:
-        self.commits += 1
-
-    async def getmany(self, timeout_ms: int, max_records: int) -> dict[Any, list[_FakeMessage]]:
-        self.calls += 1
-        if self.calls > 1:
-            assert self.stop_event is not None
-            self.stop_event.set()
-            return {}
-        good = b'{"request_id": "k1", "requested_by": "drift-monitor"}'
-        return {_FakeTP(): [_FakeMessage(0, good), _FakeMessage(1, b"{oops"), _FakeMessage(2, good)]}
-
-
-async def test_topic_consumer_feeds_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
-    import aiokafka
-
-    from training.triggers import consume_retrain_requests
-
-    monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", _FakeConsumer)
-    service = TrainerService(FakeTrainer())
-    stop = asyncio.Event()
-    monkeypatch.setattr(_FakeConsumer, "stop_for_next", stop)
-    await asyncio.wait_for(consume_retrain_requests("127.0.0.1:1", "retrain-requests", service, stop=stop), 5)
-    consumer = _FakeConsumer.instances[-1]
-    assert consumer.topics == ("retrain-requests",) and consumer.options["enable_auto_commit"] is False
-    assert consumer.commits == 1
-    # The valid request is queued once: the bad record is skipped, the redelivered duplicate refused.
-    status = service.status("k1")
-    assert status is not None and status.state == "queued"
-    assert [s.request_id for s in service.statuses()] == ["k1"]
