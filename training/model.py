@@ -47,8 +47,8 @@ class ModelConfig:
     trees: bool = False
     """Also fit gradient-boosted trees on the normalised inputs and blend them into the one exported model."""
     tree_weight: float = 0.5
-    """Share of the trees' probability in the score (the DNN members' average has the rest)."""
-    tree_learning_rate: float = 0.1
+    """Share of the trees' logit in the score's logit (the DNN members' mean logit has the rest)."""
+    tree_learning_rate: float = 0.05
     tree_max_leaf_nodes: int = 31
     tree_max_iter: int = 1000
     tree_l2_regularization: float = 1.0
@@ -345,22 +345,24 @@ def train_model(
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         z_in = keras.Input(shape=(len(spec.names),), name="normalised", dtype="float32")
-        dnn_scores = [m.head(z_in) for m in members]
-        score = dnn_scores[0] if len(members) == 1 else keras.layers.Average(name="ensemble_mean")(dnn_scores)
-        if trees is not None:
-            tree_score = keras.layers.Activation("sigmoid", name="tree_score")(trees(z_in))
-            score = keras.layers.Add(name="blend")(
-                [
-                    keras.layers.Rescaling(1.0 - config.tree_weight, name="dnn_share")(score),
-                    keras.layers.Rescaling(config.tree_weight, name="tree_share")(tree_score),
-                ]
-            )
-        head = keras.Model(z_in, score, name="head")
         logit_members = [m.logit_head(z_in) for m in members if m.logit_head is not None]
         logit = logit_members[0]
         if len(logit_members) > 1:
             logit = keras.layers.Average(name="ensemble_logit")(logit_members)
         logit_head = keras.Model(z_in, logit, name="logit_head")
+        if trees is None:
+            score = keras.layers.Average(name="ensemble_mean")([m.head(z_in) for m in members])
+        else:
+            # Log-odds blend: a confident member moves the score more than an average of probabilities
+            # lets it (measured on the selection folds, docs/benchmarks.md).
+            blended = keras.layers.Add(name="blend")(
+                [
+                    keras.layers.Rescaling(1.0 - config.tree_weight, name="dnn_share")(logit),
+                    keras.layers.Rescaling(config.tree_weight, name="tree_share")(trees(z_in)),
+                ]
+            )
+            score = keras.layers.Activation("sigmoid", name="blend_score")(blended)
+        head = keras.Model(z_in, score, name="head")
         raw = keras.Input(shape=(len(spec.names),), name="features", dtype="float32")
         model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
     history: dict[str, list[float]] = {}

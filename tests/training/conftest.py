@@ -8,7 +8,7 @@ from training_fixtures import STAND_IN_SPEC, START, synthetic_history
 from training.dataset import History, build_history, make_fold
 from training.model import ModelConfig, TrainedModel, train_model
 
-TINY = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, patience=2, seed=7, ensemble=1)
+TINY = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, patience=2, seed=7, ensemble=1, trees=False)
 
 
 def _few_tf_threads() -> None:

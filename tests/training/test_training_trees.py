@@ -58,10 +58,11 @@ def test_blended_model_is_one_saved_model_with_the_trees_inside(history: History
     dnn = train_model(history.spec, x, y, TINY, verbose=False)
     probe = history.features[fold.test_idx][:50]
     z = blended.preprocess.predict(probe.astype(np.float32), verbose=0)
-    trees = blended.head.get_layer("boosted_trees")
-    tree_p = 1.0 / (1.0 + np.exp(-np.asarray(trees(z)).reshape(-1)))
-    # same seed, same data: the DNN member is the plain DNN, and the score is the 50/50 blend
-    np.testing.assert_allclose(blended.predict(probe), 0.5 * dnn.predict(probe) + 0.5 * tree_p, atol=1e-5)
+    tree_logit = np.asarray(blended.head.get_layer("boosted_trees")(z)).reshape(-1)
+    p_dnn = np.clip(dnn.predict(probe), 1e-12, 1 - 1e-12)
+    # same seed, same data: the DNN member is the plain DNN, and the score blends the two logits 50/50
+    expected = 1.0 / (1.0 + np.exp(-(0.5 * np.log(p_dnn / (1 - p_dnn)) + 0.5 * tree_logit)))
+    np.testing.assert_allclose(blended.predict(probe), expected, atol=1e-5)
     assert 0 < blended.tree_rounds <= 20
     holdout = Holdout(probe, history.y[fold.test_idx][:50], history.cards[fold.test_idx][:50],
                       history.day[fold.test_idx][:50])
