@@ -400,8 +400,11 @@ def fit_trees(
     from training.trees import layer_from_sklearn
 
     def normalised(rows: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
-        out = preprocess.predict(np.asarray(rows, np.float32), batch_size=8192, verbose=0)
-        return np.asarray(out, np.float32)
+        # Called eagerly, not through predict(): under a multi-worker strategy predict() would be a
+        # collective step; this is the same layer arithmetic the serving graph runs.
+        x32 = np.asarray(rows, np.float32)
+        parts = [np.asarray(preprocess(x32[i : i + 65_536], training=False)) for i in range(0, len(x32), 65_536)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, x32.shape[1]), np.float32)
 
     booster = HistGradientBoostingClassifier(
         learning_rate=config.tree_learning_rate,
