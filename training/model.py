@@ -44,7 +44,7 @@ class ModelConfig:
     loss: LossKind = "bce"
     """``focal`` down-weights rows the model already gets right (Lin et al. 2017), ``focal_gamma`` how much."""
     focal_gamma: float = 2.0
-    trees: bool = False
+    trees: bool = True
     """Also fit gradient-boosted trees on the normalised inputs and blend them into the one exported model."""
     tree_weight: float = 0.5
     """Share of the trees' logit in the score's logit (the DNN members' mean logit has the rest)."""
@@ -351,7 +351,8 @@ def train_model(
             logit = keras.layers.Average(name="ensemble_logit")(logit_members)
         logit_head = keras.Model(z_in, logit, name="logit_head")
         if trees is None:
-            score = keras.layers.Average(name="ensemble_mean")([m.head(z_in) for m in members])
+            scores = [m.head(z_in) for m in members]
+            score = scores[0] if len(scores) == 1 else keras.layers.Average(name="ensemble_mean")(scores)
         else:
             # Log-odds blend: a confident member moves the score more than an average of probabilities
             # lets it (measured on the selection folds, docs/benchmarks.md).
@@ -392,12 +393,23 @@ def fit_trees(
     config: ModelConfig,
     *,
     verbose: bool = True,
-) -> tuple[keras.layers.Layer, int, float]:
+) -> tuple[keras.layers.Layer | None, int, float]:
     """Gradient-boosted trees on the normalised rows (what the layer sees when serving); early stopping
-    on the validation rows' log-loss. Returns the ``BoostedTrees`` layer, its rounds and fit seconds."""
+    on the validation rows' log-loss. Returns the ``BoostedTrees`` layer (None when the rows hold one
+    class only: nothing to split on), its rounds and fit seconds."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
+    from training.dataset import split_validation
     from training.trees import layer_from_sklearn
+
+    if len(np.unique(y)) < 2:
+        if verbose:
+            print("  boosted trees skipped: the training rows hold one class", file=sys.stderr, flush=True)
+        return None, 0, 0.0
+    if validation is None:
+        fit_pos, val_pos = split_validation(np.asarray(y, np.int8), config.validation_fraction, config.seed)
+        if len(val_pos) and len(np.unique(np.asarray(y)[fit_pos])) == 2:
+            x, y, validation = x[fit_pos], np.asarray(y)[fit_pos], (x[val_pos], np.asarray(y, np.int8)[val_pos])
 
     def normalised(rows: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
         # Called eagerly, not through predict(): under a multi-worker strategy predict() would be a
@@ -411,17 +423,18 @@ def fit_trees(
         max_iter=config.tree_max_iter,
         max_leaf_nodes=config.tree_max_leaf_nodes,
         l2_regularization=config.tree_l2_regularization,
-        early_stopping=True,
+        # early stopping on the DNN's validation rows; without any (too few rows), a fixed number of rounds
+        early_stopping=validation is not None,
         scoring="loss",
         n_iter_no_change=config.tree_patience,
-        # without validation rows of its own choosing: 20 % of the training rows, as the DNN does
-        validation_fraction=None if validation is not None else config.validation_fraction,
+        validation_fraction=None,
         random_state=config.seed,
     )
     started = time.perf_counter()
     if validation is not None:
         booster.fit(normalised(x), np.asarray(y), X_val=normalised(validation[0]), y_val=np.asarray(validation[1]))
     else:
+        booster.set_params(max_iter=min(config.tree_max_iter, 100))
         booster.fit(normalised(x), np.asarray(y))
     elapsed = time.perf_counter() - started
     if verbose:

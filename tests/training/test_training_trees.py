@@ -73,3 +73,19 @@ def test_blended_model_is_one_saved_model_with_the_trees_inside(history: History
     np.testing.assert_allclose(served["score"].numpy(), blended.predict(probe), atol=1e-6)
     assert metadata["model_config"]["trees"] is True
     assert "tflite" in metadata
+
+
+def test_one_class_training_rows_give_a_dnn_only_model(history: History) -> None:
+    fold = make_fold(history, START)
+    x = history.features[fold.train_idx]
+    trained = train_model(history.spec, x, np.zeros(len(x), np.int8), replace(TINY, trees=True), verbose=False)
+    assert trained.tree_rounds == 0
+    assert not [layer for layer in trained.head.layers if isinstance(layer, BoostedTrees)]
+    assert trained.predict(x[:5]).shape == (5,)
+
+
+def test_without_validation_rows_the_trees_hold_out_their_own(history: History) -> None:
+    fold = make_fold(history, START)
+    x, y = history.features[fold.train_idx], history.y[fold.train_idx]
+    trained = train_model(history.spec, x, y, replace(TINY, trees=True, tree_patience=2), verbose=False)
+    assert 0 < trained.tree_rounds < TINY.tree_max_iter
