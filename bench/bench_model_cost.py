@@ -44,7 +44,15 @@ def main() -> int:
     parser.add_argument("--input", type=Path, required=True)
     parser.add_argument("--train-start", default="2018-07-11")
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--baseline", default='{"trees": false}', help="ModelConfig fields of the baseline")
+    parser.add_argument(
+        "--baseline", default='{"ensemble": 3, "trees": false}', help="ModelConfig fields of the baseline"
+    )
+    parser.add_argument(
+        "--tree-rounds", type=int, default=None,
+        help="build exactly this many boosting rounds (e.g. the count real training stopped at) instead of "
+        "stopping early",
+    )
+    parser.add_argument("--rows", type=int, default=None, help="train on a random subset of the fold's rows")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
@@ -62,9 +70,13 @@ def main() -> int:
     transactions, labels = load_fdh(args.input)
     history = build_history(transactions, labels, default_feature_spec())
     fold = make_fold(history, date.fromisoformat(args.train_start))
+    if args.rows:
+        keep = np.sort(np.random.default_rng(0).choice(fold.train_idx, size=args.rows, replace=False))
+        fold = replace(fold, train_idx=keep)
     rows = history.features[fold.test_idx][:256].astype(np.float32)
+    rounds = {} if args.tree_rounds is None else {"tree_max_iter": args.tree_rounds, "tree_patience": 10**6}
     configs = {
-        "default": replace(ModelConfig(), epochs=args.epochs),
+        "default": replace(ModelConfig(), epochs=args.epochs, **rounds),
         "baseline": replace(ModelConfig(), epochs=args.epochs, **json.loads(args.baseline)),
     }
     import tensorflow as tf
