@@ -106,6 +106,12 @@ def _window(w: Window) -> str:
     )
 
 
+def _delayed(delay_s: int) -> str:
+    if not delay_s:
+        return ""
+    return f" ending {delay_s // 86_400} days before t_eff (current transaction not included)"
+
+
 def describe(f: Feature) -> str:
     if isinstance(f, Amount):
         return "the transaction's amount"
@@ -116,12 +122,12 @@ def describe(f: Feature) -> str:
             "is_weekend": "1 on Saturday or Sunday (UTC)",
         }[f.part]
     if isinstance(f, WindowedAggregate):
-        return f"{f.agg} of the {f.entity}'s amounts over {_window(f.window)}"
+        return f"{f.agg} of the {f.entity}'s amounts over {_window(f.window)}{_delayed(f.delay_s)}"
     if isinstance(f, TimeSincePrevious):
         return f"seconds since the {f.entity}'s previous transaction, capped at {f.cap_s} s"
     if isinstance(f, AmountVsHistory):
         what = "amount / mean" if f.stat == "ratio" else "(amount - mean) / std"
-        return f"{what} of the {f.entity}'s amounts over {_window(f.window)}"
+        return f"{what} of the {f.entity}'s amounts over {_window(f.window)}{_delayed(f.delay_s)}"
     if isinstance(f, DistinctCounterparties):
         return f"distinct counterparties of the {f.entity} over {_window(f.window)}"
     if isinstance(f, GeoVelocity):

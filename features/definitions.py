@@ -87,18 +87,44 @@ class Calendar:
         return None
 
 
+def _check_delay(name: str, window: Window, delay_s: int) -> None:
+    if delay_s < 0 or delay_s % window.tile_s:
+        msg = f"{name}: the delay must be a non-negative whole number of tiles"
+        raise FeatureDefinitionError(msg)
+
+
+def _delay_suffix(delay_s: int) -> str:
+    return f"_delay{delay_s // DAY}d" if delay_s % DAY == 0 else f"_delay{delay_s}s"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WindowedAggregate:
-    """count / sum / mean / std / min / max of the entity's amounts over a window (current included)."""
+    """count / sum / mean / std / min / max of the entity's amounts over a window (current included).
+
+    With ``delay_s`` > 0 the window is (t - delay - W, t - delay] (tiles), the current transaction not
+    included: the entity's behaviour before a recent change (min and max have no delayed form).
+    """
 
     entity: Entity
     agg: Aggregate
     window: Window
+    delay_s: int = 0
     kind: Literal["window"] = "window"
+
+    def __post_init__(self) -> None:
+        _check_delay(self.name, self.window, self.delay_s)
+        if self.delay_s and self.agg in ("min", "max"):
+            msg = f"{self.name}: min and max are kept for undelayed windows only"
+            raise FeatureDefinitionError(msg)
 
     @property
     def name(self) -> str:
-        return f"{self.entity}_{self.agg}_{self.window.name}"
+        suffix = _delay_suffix(self.delay_s) if self.delay_s else ""
+        return f"{self.entity}_{self.agg}_{self.window.name}{suffix}"
+
+    @property
+    def delay_tiles(self) -> int:
+        return self.delay_s // self.window.tile_s
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,16 +142,29 @@ class TimeSincePrevious:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AmountVsHistory:
-    """The amount against the entity's window: ratio to the mean, or z-score (0 when undefined)."""
+    """The amount against the entity's window: ratio to the mean, or z-score (0 when undefined).
+
+    With ``delay_s`` > 0 against the delayed window (t - delay - W, t - delay]: a baseline that the last
+    ``delay_s`` of (possibly fraudulent) spending cannot inflate.
+    """
 
     entity: Entity
     stat: HistoryStat
     window: Window
+    delay_s: int = 0
     kind: Literal["vs_history"] = "vs_history"
+
+    def __post_init__(self) -> None:
+        _check_delay(self.name, self.window, self.delay_s)
 
     @property
     def name(self) -> str:
-        return f"{self.entity}_amount_{self.stat}_{self.window.name}"
+        suffix = _delay_suffix(self.delay_s) if self.delay_s else ""
+        return f"{self.entity}_amount_{self.stat}_{self.window.name}{suffix}"
+
+    @property
+    def delay_tiles(self) -> int:
+        return self.delay_s // self.window.tile_s
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -193,6 +232,15 @@ Feature = (
 )
 
 
+def _canonical(f: Feature) -> dict[str, object]:
+    body = dataclasses.asdict(f)
+    # An undelayed window is what these kinds were before they had a delay: leaving the zero out keeps
+    # the hashes of lists (and of the models trained on them) that use no delayed amount window.
+    if isinstance(f, WindowedAggregate | AmountVsHistory) and not f.delay_s:
+        del body["delay_s"]
+    return body
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FeatureList:
     """A named, ordered, hashed list of features; the exported model records name and hash."""
@@ -213,7 +261,7 @@ class FeatureList:
 
     def canonical_json(self) -> str:
         """The definitions as JSON with sorted keys: what the hash covers."""
-        body = {"name": self.name, "features": [dataclasses.asdict(f) for f in self.features]}
+        body = {"name": self.name, "features": [_canonical(f) for f in self.features]}
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @property

@@ -105,9 +105,9 @@ class Plan:
 
 
 def _window_of(f: Feature) -> tuple[Window, int] | None:
-    if isinstance(f, WindowedAggregate | AmountVsHistory | DistinctCounterparties):
+    if isinstance(f, DistinctCounterparties):
         return f.window, 0
-    if isinstance(f, DelayedLabelRisk):
+    if isinstance(f, WindowedAggregate | AmountVsHistory | DelayedLabelRisk):
         return f.window, f.delay_tiles
     return None
 

@@ -72,9 +72,18 @@ def is_multi_worker(strategy: Any) -> bool:
 
 
 def fit_multi_worker(
-    model: Any, dataset: Any, strategy: Any, *, epochs: int, steps_per_epoch: int, global_batch: int
+    model: Any,
+    dataset: Any,
+    strategy: Any,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    global_batch: int,
+    loss_fn: Any = None,
 ) -> dict[str, list[float]]:
-    """Synchronous data-parallel training of a compiled Keras model (weighted BCE) across workers.
+    """Synchronous data-parallel training of a compiled Keras model across workers.
+
+    ``loss_fn``: a per-example loss (reduction ``None``); weighted binary cross-entropy by default.
 
     Every worker runs the same number of steps; each step's gradients are summed across replicas by the
     Keras optimizer (its all-reduce), with the loss scaled by the global batch size, so all workers apply
@@ -85,7 +94,8 @@ def fit_multi_worker(
 
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
-    loss_fn = keras.losses.BinaryCrossentropy(reduction=None)
+    if loss_fn is None:
+        loss_fn = keras.losses.BinaryCrossentropy(reduction=None)
     iterator = iter(strategy.experimental_distribute_dataset(dataset))
 
     def replica_step(x: Any, y: Any, w: Any) -> Any:

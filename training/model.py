@@ -23,6 +23,7 @@ from training.dataset import FeatureSpec, make_tf_dataset
 from training.distribute import fit_multi_worker, is_multi_worker
 
 ClassWeighting = Literal["none", "sqrt", "balanced"]
+LossKind = Literal["bce", "focal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,19 @@ class ModelConfig:
     seed: int = 42
     ensemble: int = 3
     """Members trained with seeds ``seed, seed+1, …`` and averaged inside the one exported model."""
+    loss: LossKind = "bce"
+    """``focal`` down-weights rows the model already gets right (Lin et al. 2017), ``focal_gamma`` how much."""
+    focal_gamma: float = 2.0
+    trees: bool = True
+    """Also fit gradient-boosted trees on the normalised inputs and blend them into the one exported model."""
+    tree_weight: float = 0.5
+    """Share of the trees' logit in the score's logit (the DNN members' mean logit has the rest)."""
+    tree_learning_rate: float = 0.05
+    tree_max_leaf_nodes: int = 31
+    tree_max_iter: int = 1000
+    tree_l2_regularization: float = 1.0
+    tree_patience: int = 30
+    """Boosting rounds without a lower validation log-loss before stopping (same validation rows as the DNN)."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +109,10 @@ class TrainedModel:
     train_seconds: float = 0.0
     train_rows: int = 0
     logit_head: keras.Model | None = None
-    """Normalised input → logit (mean of the members' logits for an ensemble); reason codes use it."""
+    """Normalised input → logit (mean of the DNN members' logits); reason codes use it (trees have no
+    gradient, so contributions explain the DNN part of a blended score)."""
+    tree_rounds: int = 0
+    tree_seconds: float = 0.0
 
     def predict(self, x: npt.NDArray[np.floating[Any]], batch_size: int = 8192) -> npt.NDArray[np.float64]:
         out = self.model.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
@@ -127,17 +144,23 @@ def build_model(
     logit = keras.layers.Dense(1, name="logit")(h)
     out = keras.layers.Activation("sigmoid", name="score")(logit)
     # Ensemble members live side by side in one model, and Keras needs unique sub-model names.
-    suffix = "" if config.ensemble <= 1 else f"_seed_{config.seed}"
+    suffix = "" if config.ensemble <= 1 and not config.trees else f"_seed_{config.seed}"
     head = keras.Model(z_in, out, name=f"head{suffix}")
     logit_head = keras.Model(z_in, logit, name=f"logit_head{suffix}")
 
     model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
+        loss=make_loss(config),
         weighted_metrics=[],
     )
     return model, preprocess, head, logit_head
+
+
+def make_loss(config: ModelConfig, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
+    if config.loss == "focal":
+        return keras.losses.BinaryFocalCrossentropy(gamma=config.focal_gamma, reduction=reduction)
+    return keras.losses.BinaryCrossentropy(reduction=reduction)
 
 
 def sample_weights(y: npt.NDArray[np.integer[Any]], weighting: ClassWeighting) -> npt.NDArray[np.float64]:
@@ -255,6 +278,7 @@ def _train_single(
             epochs=config.epochs,
             steps_per_epoch=steps,
             global_batch=config.batch_size,
+            loss_fn=make_loss(config, reduction=None),
         )
     else:
         fit = model.fit(
@@ -312,16 +336,34 @@ def train_model(
                 steps_per_epoch=steps_per_epoch,
             )
         )
-    if len(members) == 1:
+    if len(members) == 1 and not config.trees:
         return members[0]
+    preprocess = members[0].preprocess
+    trees, rounds, tree_seconds = None, 0, 0.0
+    if config.trees:
+        trees, rounds, tree_seconds = fit_trees(preprocess, x, y, validation, config, verbose=verbose)
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         z_in = keras.Input(shape=(len(spec.names),), name="normalised", dtype="float32")
-        averaged = keras.layers.Average(name="ensemble_mean")([m.head(z_in) for m in members])
-        head = keras.Model(z_in, averaged, name="head")
         logit_members = [m.logit_head(z_in) for m in members if m.logit_head is not None]
-        logit_head = keras.Model(z_in, keras.layers.Average(name="ensemble_logit")(logit_members), name="logit_head")
-        preprocess = members[0].preprocess
+        logit = logit_members[0]
+        if len(logit_members) > 1:
+            logit = keras.layers.Average(name="ensemble_logit")(logit_members)
+        logit_head = keras.Model(z_in, logit, name="logit_head")
+        if trees is None:
+            scores = [m.head(z_in) for m in members]
+            score = scores[0] if len(scores) == 1 else keras.layers.Average(name="ensemble_mean")(scores)
+        else:
+            # Log-odds blend: a confident member moves the score more than an average of probabilities
+            # lets it (measured on the selection folds, docs/benchmarks.md).
+            blended = keras.layers.Add(name="blend")(
+                [
+                    keras.layers.Rescaling(1.0 - config.tree_weight, name="dnn_share")(logit),
+                    keras.layers.Rescaling(config.tree_weight, name="tree_share")(trees(z_in)),
+                ]
+            )
+            score = keras.layers.Activation("sigmoid", name="blend_score")(blended)
+        head = keras.Model(z_in, score, name="head")
         raw = keras.Input(shape=(len(spec.names),), name="features", dtype="float32")
         model = keras.Model(raw, head(preprocess(raw)), name="fraud_dnn")
     history: dict[str, list[float]] = {}
@@ -336,6 +378,65 @@ def train_model(
         config=config,
         history=history,
         best_epoch=max(m.best_epoch for m in members),
-        train_seconds=sum(m.train_seconds for m in members),
+        train_seconds=sum(m.train_seconds for m in members) + tree_seconds,
         train_rows=len(x),
+        tree_rounds=rounds,
+        tree_seconds=tree_seconds,
     )
+
+
+def fit_trees(
+    preprocess: keras.Model,
+    x: npt.NDArray[np.floating[Any]],
+    y: npt.NDArray[np.integer[Any]],
+    validation: tuple[npt.NDArray[np.floating[Any]], npt.NDArray[np.int8]] | None,
+    config: ModelConfig,
+    *,
+    verbose: bool = True,
+) -> tuple[keras.layers.Layer | None, int, float]:
+    """Gradient-boosted trees on the normalised rows (what the layer sees when serving); early stopping
+    on the validation rows' log-loss. Returns the ``BoostedTrees`` layer (None when the rows hold one
+    class only: nothing to split on), its rounds and fit seconds."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from training.dataset import split_validation
+    from training.trees import layer_from_sklearn
+
+    if len(np.unique(y)) < 2:
+        if verbose:
+            print("  boosted trees skipped: the training rows hold one class", file=sys.stderr, flush=True)
+        return None, 0, 0.0
+    if validation is None:
+        fit_pos, val_pos = split_validation(np.asarray(y, np.int8), config.validation_fraction, config.seed)
+        if len(val_pos) and len(np.unique(np.asarray(y)[fit_pos])) == 2:
+            x, y, validation = x[fit_pos], np.asarray(y)[fit_pos], (x[val_pos], np.asarray(y, np.int8)[val_pos])
+
+    def normalised(rows: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.float32]:
+        # Called eagerly, not through predict(): under a multi-worker strategy predict() would be a
+        # collective step; this is the same layer arithmetic the serving graph runs.
+        x32 = np.asarray(rows, np.float32)
+        parts = [np.asarray(preprocess(x32[i : i + 65_536], training=False)) for i in range(0, len(x32), 65_536)]
+        return np.concatenate(parts).astype(np.float32) if parts else np.empty((0, x32.shape[1]), np.float32)
+
+    booster = HistGradientBoostingClassifier(
+        learning_rate=config.tree_learning_rate,
+        max_iter=config.tree_max_iter,
+        max_leaf_nodes=config.tree_max_leaf_nodes,
+        l2_regularization=config.tree_l2_regularization,
+        # early stopping on the DNN's validation rows; without any (too few rows), a fixed number of rounds
+        early_stopping=validation is not None,
+        scoring="loss",
+        n_iter_no_change=config.tree_patience,
+        validation_fraction=None,
+        random_state=config.seed,
+    )
+    started = time.perf_counter()
+    if validation is not None:
+        booster.fit(normalised(x), np.asarray(y), X_val=normalised(validation[0]), y_val=np.asarray(validation[1]))
+    else:
+        booster.set_params(max_iter=min(config.tree_max_iter, 100))
+        booster.fit(normalised(x), np.asarray(y))
+    elapsed = time.perf_counter() - started
+    if verbose:
+        print(f"  boosted trees: {booster.n_iter_} rounds in {elapsed:.1f}s", file=sys.stderr, flush=True)
+    return layer_from_sklearn(booster), int(booster.n_iter_), elapsed

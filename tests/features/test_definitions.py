@@ -6,7 +6,7 @@ import pytest
 
 from features import FEATURE_LIST
 from features.catalogue import render_catalogue
-from features.definitions import W1D, FeatureList, Window, WindowedAggregate
+from features.definitions import DAY, HOUR, W1D, W7D, W30D, AmountVsHistory, FeatureList, Window, WindowedAggregate
 from features.errors import FeatureDefinitionError
 from features.online import entity_keys
 from features.plan import compile_plan
@@ -52,6 +52,41 @@ def test_definitions_validate() -> None:
         FeatureList(name="dupes", features=(f, f))
     with pytest.raises(TypeError):
         WindowedAggregate("card", "count", W1D)  # type: ignore[misc]
+
+
+def test_delayed_amount_windows_validate_and_name_themselves() -> None:
+    mean = WindowedAggregate(entity="card", agg="mean", window=W30D, delay_s=7 * DAY)
+    assert mean.name == "card_mean_30d_delay7d"
+    assert mean.delay_tiles == 7
+    ratio = AmountVsHistory(entity="card", stat="ratio", window=W1D, delay_s=3 * HOUR)
+    assert ratio.name == "card_amount_ratio_1d_delay10800s"
+    with pytest.raises(FeatureDefinitionError, match="whole number of tiles"):
+        WindowedAggregate(entity="card", agg="sum", window=W7D, delay_s=HOUR)
+    with pytest.raises(FeatureDefinitionError, match="undelayed windows only"):
+        WindowedAggregate(entity="card", agg="max", window=W7D, delay_s=DAY)
+
+
+def test_undelayed_windows_hash_as_before_the_delay_existed() -> None:
+    """A zero delay is left out of the canonical JSON: lists without delayed windows keep their hash."""
+    plain = FeatureList(name="x", features=(WindowedAggregate(entity="card", agg="count", window=W1D),))
+    assert '"delay_s"' not in plain.canonical_json()
+    delayed = FeatureList(
+        name="x", features=(WindowedAggregate(entity="card", agg="count", window=W1D, delay_s=DAY),)
+    )
+    assert '"delay_s":86400' in delayed.canonical_json()
+
+
+def test_plan_rings_cover_the_delayed_amount_windows() -> None:
+    features = FeatureList(
+        name="x",
+        features=(
+            WindowedAggregate(entity="card", agg="count", window=W30D),
+            AmountVsHistory(entity="card", stat="zscore", window=W30D, delay_s=14 * DAY),
+        ),
+    )
+    card = compile_plan(features).entities[0]
+    assert card.ring[card.tile_s.index(86_400)] == 44
+    assert {(w.tiles, w.delay) for w in card.windows} == {(30, 0), (30, 14)}
 
 
 def test_plan_rings_cover_the_delayed_windows() -> None:

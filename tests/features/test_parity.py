@@ -14,6 +14,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from features import FEATURE_LIST, RedisFeatureStore
+from features.definitions import (
+    HOUR,
+    MINUTE,
+    W1D,
+    W1H,
+    W7D,
+    W10M,
+    AmountVsHistory,
+    FeatureList,
+    WindowedAggregate,
+)
 from features.history import load_fdh
 from features.offline import _repeated, compute_offline
 from features.online import entity_keys
@@ -22,6 +33,7 @@ from training.simulated import load_simulated
 
 T0 = 1_530_000_000.0
 DAY = 86_400.0
+DAY_S = 86_400
 FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / ("transactions-2018-04-01_2018-07-31.parquet")
 """The handbook's file beside the development checkout; only the fdh-format test reads it (nothing defaults to it)."""
 
@@ -116,6 +128,67 @@ async def test_zero_amounts_give_the_same_features_in_both_engines(redis_url: st
     for name in (n for n in FEATURE_LIST.names if n.startswith("card_amount_ratio")):
         ratio = FEATURE_LIST.names.index(name)
         assert offline[0, ratio] == 0.0 and offline[3, ratio] > 0.0
+
+
+# Delayed amount windows at every tile level, short enough for the random histories above to reach them.
+DELAYED_AMOUNTS = FeatureList(
+    name="delayed_amounts",
+    features=(
+        WindowedAggregate(entity="card", agg="count", window=W1H, delay_s=HOUR),
+        WindowedAggregate(entity="card", agg="sum", window=W1D, delay_s=2 * HOUR),
+        WindowedAggregate(entity="card", agg="std", window=W7D, delay_s=DAY_S),
+        AmountVsHistory(entity="card", stat="ratio", window=W7D, delay_s=2 * DAY_S),
+        AmountVsHistory(entity="terminal", stat="zscore", window=W1D, delay_s=HOUR),
+        WindowedAggregate(entity="terminal", agg="mean", window=W10M, delay_s=10 * MINUTE),
+        WindowedAggregate(entity="card", agg="mean", window=W7D),
+    ),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=histories())
+async def test_property_parity_delayed_amount_windows(
+    redis_url: str, history: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    tx, labels = history
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        result = await run_parity(
+            client,
+            tx,
+            labels,
+            features=DELAYED_AMOUNTS,
+            batch_size=3,
+            key_prefix=f"fsprop:{uuid.uuid4().hex[:8]}",
+            dedup_horizon_s=1e9,
+        )
+    finally:
+        await client.aclose()
+    assert result.max_rel_diff <= TOLERANCE, result
+
+
+def test_delayed_window_reads_only_the_days_before_the_delay() -> None:
+    """card_mean_7d_delay2d on day 9 covers day tiles 1..7: the day-0 and day-8/9 amounts stay out."""
+    days = [0.0, 1.0, 5.0, 8.0, 9.0]
+    tx = pd.DataFrame(
+        {
+            "transaction_id": [str(i) for i in range(len(days))],
+            "card_ref": ["a"] * len(days),
+            "terminal_id": ["t"] * len(days),
+            "event_time": [T0 - T0 % DAY + d * DAY + 60.0 for d in days],
+            "amount": [1000.0, 10.0, 30.0, 500.0, 40.0],
+        }
+    )
+    features = FeatureList(
+        name="x",
+        features=(
+            WindowedAggregate(entity="card", agg="mean", window=W7D, delay_s=2 * DAY_S),
+            AmountVsHistory(entity="card", stat="ratio", window=W7D, delay_s=2 * DAY_S),
+        ),
+    )
+    out = compute_offline(tx, None, features=features)
+    assert out[4].tolist() == [20.0, 2.0]
+    assert out[0].tolist() == [0.0, 0.0]  # nothing in the delayed window: mean 0, ratio 0 (undefined)
 
 
 def test_offline_duplicates_repeat_the_first_vector() -> None:

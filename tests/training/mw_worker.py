@@ -23,7 +23,7 @@ def main(out: Path) -> None:
     x = rng.normal(size=(512, 4))
     y = (x[:, 0] + 0.5 * rng.normal(size=512) > 1.0).astype(np.int8)
     spec = FeatureSpec("mw", ("a", "b", "c", "d"), "mw-hash", lambda tx, labels: x)
-    config = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, seed=3, ensemble=1)
+    config = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, seed=3, ensemble=1, trees=False)
     trained = train_model(spec, x, y, config, strategy=strategy, verbose=False, steps_per_epoch=4)
     weights = trained.model.get_weights()
     np.savez(

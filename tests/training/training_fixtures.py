@@ -12,7 +12,7 @@ from training.model import ModelConfig
 
 START = datetime(2018, 4, 1, tzinfo=UTC)
 DAY = 86_400.0
-TINY = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, patience=2, seed=7, ensemble=1)
+TINY = ModelConfig(hidden=(8,), dropout=0.0, epochs=2, batch_size=64, patience=2, seed=7, ensemble=1, trees=False)
 """A model small enough that a test trains it in seconds."""
 
 
