@@ -38,7 +38,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "repository has none, starts a worker, warms its features with the simulated population's past, offers "
         "simulated traffic (a backlog, then a steady rate the worker sustains) and prints what happened.",
     )
-    demo.add_argument("--transactions", type=positive_int, default=20_000, help="simulated transactions (default 20000)")
+    demo.add_argument("--transactions", type=positive_int, default=20_000,
+                      help="simulated transactions (default 20000)")
     demo.add_argument("--summary-json", default=None, metavar="PATH", help="also write the summary as JSON")
     demo.add_argument("--rate", type=positive_float, default=None, metavar="TPS",
                       help="offer every transaction at this rate (default: a backlog of a quarter of the traffic, at "
