@@ -74,14 +74,20 @@ SEMANTICS = """
   function library (named after a hash of its code) is loaded once and reloaded when Redis reports it
   missing, then the batch is replayed (safe: idempotent). `LOADING`/`BUSY`/`READONLY`-style replies
   raise `FeatureStoreUnavailable` (retryable).
-- **Redis layout** (hash tag per entity, so each call touches one Cluster slot):
-  `fs:{c:<card_ref>}:s` is a hash: `s` the state blob (8 header doubles, a tile count per level, then
-  44-byte tiles: int32 bucket, count and distinct count, float64 sum, sum of squares, min and max),
-  `d:<tx>` dedup records (the reply), `c:<terminal>` the last-seen event time of each counterparty
-  (float64). A transaction's numbers reach Redis as 40 bytes of float64, so Redis parses no decimals.
-  `fs:{c:<card_ref>}:x` is a ZSET expiry index of those fields. Terminals have the same under
-  `fs:{t:<terminal>}`, plus `fs:{t:<terminal>}:l`, a ZSET of fraud labels (score = labelled event
-  time, member = `<available_at>|<tx>`), with marks `l:<tx>` and a count `nl` in the terminal hash.
+- **Redis layout** (hash tag per entity, so each call touches one Cluster slot). Every key starts with the
+  key prefix (`FRAUD_FEATURE_KEY_PREFIX`, default `fs`) and the state tag (`<tag>`: 8 hex digits of a hash
+  of the Lua code and the feature definitions, `features.online.state_tag`, so a release with another
+  layout starts a fresh keyspace): `fs:<tag>:{c:<card_ref>}:s` is a hash: `s` the state blob (8 header
+  doubles, a tile count per level, then 44-byte tiles: int32 bucket, count and distinct count, float64
+  sum, sum of squares, min and max), `d:<tx>` dedup records (the reply), `c:<terminal>` the last-seen
+  event time of each counterparty (float64). A transaction's numbers reach Redis as 40 bytes of float64,
+  so Redis parses no decimals. `fs:<tag>:{c:<card_ref>}:x` is a ZSET expiry index of those fields.
+  Terminals have the same under `fs:<tag>:{t:<terminal>}:s` and `fs:<tag>:{t:<terminal>}:x`, plus
+  `fs:<tag>:{t:<terminal>}:l`, a ZSET of fraud labels (score = labelled event time, member =
+  `<available_at>|<tx>`), with marks `l:<tx>` and a count `nl` in the terminal hash. Transaction ids are
+  claimed apart from the feature state (`features.ids`): `fs:id:{x:<transaction_id>}` holds the first
+  content's hash and position, then its published result. (`tests/test_docs.py` checks these names
+  against the store's.)
   Keys carry a wall-clock TTL (retention + 2 days, refreshed at most hourly); fields are trimmed by
   event time (dedup after 24 h, counterparties after the longest window) every 3 days of event time or
   256 transactions of the entity, whichever comes first; tiles leave the blob as soon as they leave

@@ -73,6 +73,15 @@ def existing_file(text: str) -> Path:
 
 def history_input(text: str) -> Path:
     """A history file that exists, or ``kafka://host:port`` (the topics, replayed)."""
-    if text.startswith("kafka://") or text.startswith("sim:"):
+    if text.startswith("sim:"):
+        from training.errors import DatasetError
+        from training.simulated import parse_spec
+
+        try:
+            parse_spec(text)  # a malformed spec is a usage error, like a missing file
+        except DatasetError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return Path(text)
+    if text.startswith("kafka://"):
         return Path(text)
     return existing_file(text)

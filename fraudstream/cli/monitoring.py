@@ -67,6 +67,14 @@ class BucketMismatch(ValueError):
     """``--bucket-s`` differs from the workers' setting: the monitor would read keys nobody writes."""
 
 
+def _check_bucket(settings: Settings, args: argparse.Namespace) -> None:
+    if args.bucket_s is not None and args.bucket_s != settings.drift_bucket_s:
+        msg = (f"--bucket-s {args.bucket_s:g} differs from FRAUD_DRIFT_BUCKET_S={settings.drift_bucket_s:g}, the "
+               "bucket size the workers write their feature sketches in; set FRAUD_DRIFT_BUCKET_S for workers and "
+               "monitor alike")
+        raise BucketMismatch(msg)
+
+
 def _windows(text: str) -> tuple[WindowSpec, ...]:
     from monitoring.windows import WindowSpec
 
@@ -88,11 +96,7 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
     from monitoring.drift import DriftConfig
     from monitoring.service import DriftMonitor, MonitorOptions
 
-    if args.bucket_s is not None and args.bucket_s != settings.drift_bucket_s:
-        msg = (f"--bucket-s {args.bucket_s:g} differs from FRAUD_DRIFT_BUCKET_S={settings.drift_bucket_s:g}, the "
-               "bucket size the workers write their feature sketches in; set FRAUD_DRIFT_BUCKET_S for workers and "
-               "monitor alike")
-        raise BucketMismatch(msg)
+    _check_bucket(settings, args)
     drift = DriftConfig(
         windows=args.windows,
         # One setting for the monitor's buckets and the workers' feature sketches (FRAUD_DRIFT_BUCKET_S).
@@ -137,12 +141,13 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    _require_services(settings, args)
     try:
-        monitor = _build_monitor(settings, args)
+        _check_bucket(settings, args)  # a usage error: before any connection is tried
     except BucketMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _require_services(settings, args)
+    monitor = _build_monitor(settings, args)
     token = settings.api_token.get_secret_value() if settings.api_token else None
 
     async def main() -> None:
@@ -160,12 +165,13 @@ def _dashboard(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
-    _require_services(settings, args)
     try:
-        monitor = _build_monitor(settings, args)
+        _check_bucket(settings, args)  # a usage error: before any connection is tried
     except BucketMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    _require_services(settings, args)
+    monitor = _build_monitor(settings, args)
 
     async def main() -> None:
         from prometheus_client import start_http_server

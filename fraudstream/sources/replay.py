@@ -16,7 +16,9 @@ from fraudstream.sources.producer import OutboundRecord
 
 
 def _iso(epochs: np.ndarray) -> list[str]:
-    stamps = pd.to_datetime(epochs, unit="s", utc=True)
+    # Rounded to the microsecond the schema keeps: float seconds to nanoseconds can land a hair below a
+    # microsecond boundary, and the reader would truncate it to the microsecond before.
+    stamps = pd.to_datetime(np.round(np.asarray(epochs, dtype=np.float64) * 1e6).astype(np.int64), unit="us", utc=True)
     return [s.isoformat().replace("+00:00", "Z") for s in stamps]
 
 

@@ -12,7 +12,10 @@ class TopicToolError(Exception):
 class TopicNotFound(TopicToolError):
     def __init__(self, topic: str, existing: list[str]) -> None:
         self.topic = topic
-        shown = ", ".join(existing[:20]) + (" …" if len(existing) > 20 else "")
+        # Plain names first (the deployment's own topics: transactions, fraud-labels, …), then the longer
+        # per-run names tests and demos create, so the list a user sees starts with what they likely meant.
+        ordered = sorted(existing, key=lambda name: (name.count("-"), len(name), name))
+        shown = ", ".join(ordered[:20]) + (" …" if len(ordered) > 20 else "")
         super().__init__(f"topic {topic!r} does not exist (topics: {shown or 'none'})")
 
 

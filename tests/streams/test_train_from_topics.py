@@ -25,6 +25,10 @@ async def test_topic_replay_gives_the_file_history(kafka_bootstrap: str) -> None
     transactions, labels = load_simulated("sim:3000?seed=5&cards=300&terminals=600",
                                           end=datetime.now(UTC) - timedelta(days=10))
     assert labels["is_fraud"].any()
+    # The wire carries event times to the microsecond (ISO 8601): the file history is compared at that precision.
+    transactions["event_time"] = np.round(transactions["event_time"] * 1e6) / 1e6
+    labels = labels.assign(event_time=np.round(labels["event_time"] * 1e6) / 1e6,
+                           available_at=np.round(labels["available_at"] * 1e6) / 1e6)
     transactions = transactions.sort_values(["event_time", "transaction_id"], kind="stable").reset_index(drop=True)
     labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
     run = unique("train-topics")

@@ -175,8 +175,8 @@ async def test_three_default_simulate_runs_send_no_transaction_id_twice(kafka_bo
     await ensure_topics(kafka_bootstrap, {topics.transactions: PARTITIONS, topics.labels: PARTITIONS})
     prefixes = []
     for _ in range(3):
-        done = subprocess.run([sys.executable, "-m", "fraudstream", "simulate", "--count", "1500"], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+        command = [sys.executable, "-m", "fraudstream", "simulate", "--count", "1500", "--warm-up-days", "0"]
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
         assert done.returncode == 0, done.stderr[-2000:]
         prefixes.append(json.loads(done.stdout.strip().splitlines()[-1])["id_prefix"])
     assert len(set(prefixes)) == 3 and all(p.startswith("sim-") for p in prefixes)

@@ -85,7 +85,8 @@ def test_a_missing_history_file_is_a_one_line_error(tmp_path: Path, capsys: pyte
     missing = tmp_path / "nonexistent.parquet"
     assert main(["train", "--input", str(missing), "--mapping", "fdh", "--quick"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"error: history file {missing} does not exist", err
+    # A usage error, caught by argument parsing (exit 2, the usage line above it).
+    assert err[-1] == f"fraudstream train: error: argument --input: cannot read {missing}: no such file", err
     assert not any("Traceback" in line for line in err)
     assert main(["evaluate", "--input", "sim:nonsense"]) == 2
     assert "write a simulated history as sim:COUNT" in capsys.readouterr().err

@@ -102,7 +102,7 @@ def test_models_cli_lists_and_promotes(
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert listed["labels"] == {"stable": 1, "canary": 2}
     assert main(["models", "rollback", "--label", "canary", "--json"]) == 0
-    assert main(["models", "promote", "--version", "9"]) == 2
+    assert main(["models", "promote", "--version", "9"]) == 1  # a failure, not a usage error
     assert "models.config" in {p.name for p in (tmp_path / "models").iterdir()}
 
 
