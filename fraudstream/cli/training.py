@@ -98,6 +98,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mapping", default="fdh", help="'fdh' or a JSON file of ColumnMapping fields")
     parser.add_argument("--limit", type=positive_int, default=None, help="read only the first N rows")
     parser.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the model's)")
+    parser.add_argument(
+        "--model-config", type=model_overrides, default={}, metavar="JSON",
+        help='ModelConfig fields over the default, e.g. \'{"trees": false}\' (an A/B against the default)',
+    )
     parser.add_argument("--strategy", choices=STRATEGY_KINDS, default="auto")
     parser.add_argument("--threads", type=positive_int, default=None, help="TensorFlow intra/inter-op threads")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
@@ -118,8 +122,49 @@ def _config(args: argparse.Namespace, quick: bool = False) -> Any:
     from training.model import ModelConfig
     from training.pipeline import QUICK_CONFIG
 
-    config = QUICK_CONFIG if quick else ModelConfig()
+    config = replace(QUICK_CONFIG if quick else ModelConfig(), **args.model_config)
     return replace(config, epochs=args.epochs) if args.epochs else config
+
+
+def model_overrides(text: str) -> dict[str, Any]:
+    """``--model-config``: a JSON object of ``ModelConfig`` fields; an unknown field or a value of the wrong
+    JSON type is a usage error here, not a failure after the features are computed."""
+    import typing
+    from dataclasses import fields
+
+    from training.model import ModelConfig
+
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"not JSON: {exc}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not isinstance(values, dict):
+        msg = "must be a JSON object of ModelConfig fields"
+        raise argparse.ArgumentTypeError(msg)
+    known = {f.name: f for f in fields(ModelConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        msg = f"unknown ModelConfig fields {unknown}; known: {sorted(known)}"
+        raise argparse.ArgumentTypeError(msg)
+    default = ModelConfig()
+    hints = typing.get_type_hints(ModelConfig)
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        current = getattr(default, name)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)  # hidden layer widths
+        # bool is an int in Python: a flag must be true/false, a number must not be a bool
+        same = type(value) is type(current) or (type(current) is float and type(value) is int)
+        if not same:
+            msg = f"{name} must be {type(current).__name__}, not {json.dumps(values[name])}"
+            raise argparse.ArgumentTypeError(msg)
+        choices = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else ()
+        if choices and value not in choices:  # a misspelt loss must not silently train the default one
+            msg = f"{name} must be one of {list(choices)}, not {json.dumps(value)}"
+            raise argparse.ArgumentTypeError(msg)
+        out[name] = float(value) if type(current) is float else value
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:

@@ -69,3 +69,36 @@ def test_evaluate_cli_prints_per_fold_and_mean(
     assert set(result["folds"][0]["metrics"]) == set(result["mean"])
     assert (tmp_path / "run" / "evaluation.json").exists()
     assert (tmp_path / "run" / "fold-2018-04-01" / "pr_curve.png").exists()
+
+
+def test_model_config_overrides_the_default_and_is_reported(
+    small_history: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("FRAUD_HOME", str(tmp_path / "home"))
+    csv, mapping = small_history
+    overrides = {"trees": False, "ensemble": 1, "hidden": [8], "loss": "focal", "focal_gamma": 1}
+    code = main(["evaluate", "--input", str(csv), "--mapping", str(mapping), "--train-starts", "2018-04-01",
+                 "--epochs", "1", "--threads", "1", "--model-config", json.dumps(overrides), "--json"])
+    assert code == 0
+    config = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["model_config"]
+    assert config["trees"] is False and config["ensemble"] == 1 and config["hidden"] == [8]
+    assert config["loss"] == "focal" and config["focal_gamma"] == 1.0 and config["epochs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ('{"tree": false}', "unknown ModelConfig fields ['tree']"),
+        ('{"trees": 0}', "trees must be bool, not 0"),
+        ('{"ensemble": true}', "ensemble must be int, not true"),
+        ('{"loss": "focl"}', "loss must be one of ['bce', 'focal'], not \"focl\""),
+        ("[1]", "must be a JSON object"),
+        ("{trees}", "not JSON"),
+    ],
+)
+def test_model_config_rejects_what_it_cannot_apply(text: str, why: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["evaluate", "--model-config", text]) == 2  # argparse's usage error, before any work
+    assert why in capsys.readouterr().err
