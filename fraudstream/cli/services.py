@@ -29,15 +29,40 @@ async def _kafka_answers(settings: Settings, timeout_s: float) -> None:
         await admin.close()
 
 
+class _RefusedCredentials(logging.Handler):
+    """Remembers an authentication failure aiokafka logs while it retries the bootstrap: the exception it
+    raises in the end only says it could not bootstrap, which reads as 'broker down'."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.ERROR)
+        self.refusal: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if self.refusal is None and ("SaslAuthenticationFailed" in text or "Authentication failed" in text):
+            self.refusal = text.splitlines()[0][:300]
+
+
 def require_kafka(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Raise ``ServiceUnreachable`` unless the Kafka cluster answers a metadata request (with the
-    configured TLS/SASL options, so bad credentials show here too)."""
+    configured TLS/SASL options, so bad credentials show here too: as refused credentials, not as a
+    broker that is down)."""
     # aiokafka logs every refused connection at ERROR; the one-line message says it better.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    aiokafka_log = logging.getLogger("aiokafka")
+    refused = _RefusedCredentials()
+    aiokafka_log.addHandler(refused)
+    aiokafka_log.propagate = False
     try:
         asyncio.run(_kafka_answers(settings, timeout_s))
+    except ServiceUnreachable as exc:
+        if refused.refusal is not None:
+            msg = (f"Kafka at {settings.kafka_bootstrap} refused the credentials ({refused.refusal}) — check "
+                   "FRAUD_KAFKA_SASL_USERNAME, FRAUD_KAFKA_SASL_PASSWORD and FRAUD_KAFKA_SASL_MECHANISM")
+            raise CommandError(msg) from exc
+        raise
     finally:
-        logging.getLogger("aiokafka").setLevel(logging.NOTSET)
+        aiokafka_log.removeHandler(refused)
+        aiokafka_log.propagate = True
 
 
 def require_redis(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> None:
