@@ -60,6 +60,11 @@ class BatchFlow(Generic[E, S, P]):
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, being prepared or being finished."""
+        return self._driver is None and not self._pending and all(task.done() for task in self._finishing)
+
     async def submit(self, events: list[E]) -> None:
         """Queue a batch's events; returns at once unless more than ``max_pending`` are queued."""
         self._pending.extend(events)
