@@ -209,10 +209,13 @@ class WorkerRuntime(Service):
 
     async def drain(self, *, timeout_s: float | None = None) -> bool:
         """Wait for the batches in flight to be published and acked; True when none is left. After a failure
-        the failed batch and those behind it never finish: nothing is waited for."""
+        the failed batch and those behind it never finish: they are abandoned, not waited for."""
         flow = self._flow
-        if flow is None or self.failure is not None:
-            return flow is None or flow.idle
+        if flow is None:
+            return True
+        if self.failure is not None:
+            await flow.abandon()
+            return False
         try:
             await asyncio.wait_for(flow.drain(), timeout_s)
         except TimeoutError:
