@@ -12,7 +12,7 @@ EXIT_UNEXPECTED = 70
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
-    """Run until a signal (SIGTERM, SIGINT: a clean stop, 0) or a failure. A worker that cannot start raises
+    """Run until SIGTERM (a clean stop, 0) or a failure. A worker that cannot start raises
     ``WorkerStartFailed`` (the CLI prints its one line, exit 1); one that failed while running returns 70."""
     # Imported here so that `fraudstream --help` stays fast (faust and TensorFlow are heavy).
     import uvloop
