@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import faust
 import redis.asyncio as aioredis
@@ -82,8 +82,9 @@ class WorkerRuntime(Service):
         self.totals = Totals()
         self.failure: BaseException | None = None
         """The error that stopped the worker (at start or in a batch), if any."""
-        self.ready = False
+        self.built = False
         """Every client built and checked (``on_start`` finished)."""
+        self._announced = False
         self.monitoring: WorkerMonitoring | None = None
         self._app: faust.App | None = None
         self._pipeline: TransactionPipeline | None = None
@@ -98,6 +99,7 @@ class WorkerRuntime(Service):
         them."""
         self._app = app
         app.add_dependency(self)
+        app.on_partitions_assigned.connect(self._on_partitions_assigned)
 
     @property
     def pipeline(self) -> TransactionPipeline:
@@ -180,9 +182,18 @@ class WorkerRuntime(Service):
         # them all (~350 ms, a stall every few tens of thousands of records, measured). Frozen, they
         # are never walked again and a full collection takes about a millisecond.
         gc.freeze()
-        self.ready = True
-        log.info("worker ready: %d features (hash %s), model backend %s", len(FEATURE_LIST.names),
-                 FEATURE_LIST.hash[:12], settings.effective_model_backend)
+        self.built = True
+        log.info("worker built: %d features (hash %s), model backend %s; joining the consumer group",
+                 len(FEATURE_LIST.names), FEATURE_LIST.hash[:12], settings.effective_model_backend)
+
+    async def _on_partitions_assigned(self, sender: Any, /, *args: Any, signal: Any, **_: Any) -> None:
+        """The first assignment makes the worker ready: it is in the consumer group (whoever waits for the
+        ready line, e.g. for the group's offsets, finds the group there; fraudstream/workers.py)."""
+        if not self._announced:
+            self._announced = True
+            log.info("worker ready: %d features (hash %s), model backend %s, %d partitions assigned",
+                     len(FEATURE_LIST.names), FEATURE_LIST.hash[:12], self.settings.effective_model_backend,
+                     len(args[0]) if args else 0)
 
     async def on_stop(self) -> None:
         """After faust stopped fetching and (unless it crashed) waited for the taken records' acks."""

@@ -32,7 +32,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
         code = exc.code if isinstance(exc.code, int) else 1
     else:  # pragma: no cover - mode never returns
         code = 0
-    if runtime.failure is not None and not runtime.ready:
+    if runtime.failure is not None and not runtime.built:
         msg = f"the worker cannot start: {one_line(runtime.failure)}"
         raise WorkerStartFailed(msg) from runtime.failure
     if runtime.failure is not None:
