@@ -43,6 +43,7 @@ import importlib.metadata
 import inspect
 from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiokafka
@@ -113,12 +114,24 @@ def patched_originals() -> dict[str, Callable[..., Any]]:
         "faust Conductor._compile_message_handler": Conductor._compile_message_handler,
         "faust Conductor._update_indices": Conductor._update_indices,
         "faust Stream._py_aiter": Stream._py_aiter,
+        "faust Stream._c_aiter": Stream._c_aiter,
         "faust Stream.ack": Stream.ack,
         "faust Schema.compile": Schema.compile,
         "faust App.on_init_dependencies": App.on_init_dependencies,
         "mode Service.wait_first": Service.wait_first,
         "aiokafka AIOKafkaConsumer.start": aiokafka.AIOKafkaConsumer.start,
     }
+
+
+def patched_sources() -> dict[str, str]:
+    """The source text of every patched original; faust's compiled stream iterator (which the worker's
+    streams use when it is built, as here) by its ``.pyx``, shipped beside the extension."""
+    sources = {name: inspect.getsource(original) for name, original in patched_originals().items()}
+    from faust._cython import streams as cython_streams  # type: ignore[import-not-found,unused-ignore]
+
+    pyx = Path(cython_streams.__file__).parent / "streams.pyx"
+    sources["faust _cython StreamIterator (streams.pyx)"] = pyx.read_text()
+    return sources
 
 
 REVIEWED_SOURCES: dict[str, str] = {
@@ -131,13 +144,15 @@ REVIEWED_SOURCES: dict[str, str] = {
     "faust Conductor._compile_message_handler": "9fbc0538097aa4eca6113b99df8d17605ae72a6b5030482f041a183f4cc34df1",
     "faust Conductor._update_indices": "619b3247b96ac7d508b9b571e30fdaceb00378b77c79e4aee12a5d8ee3f41d34",
     "faust Stream._py_aiter": "3a48ee257a65435b482d51edb74f2993a67867949b1ef89b49fea893769e0614",
+    "faust Stream._c_aiter": "fa44582a5882e9df5240199eabc475668bcd3c13b1816c45805dc746145b80bf",
     "faust Stream.ack": "32d7171a89b0931d806a87dc81dcba5673dd9702f8a6add8426e0e236b9e8fef",
     "faust Schema.compile": "d46eec5ce3195b2c6752cb860a10946cee66ddf6a955f2ea44ac1568c0ecb9ad",
     "faust App.on_init_dependencies": "7621a70a9b01f93f5d8ee7a909a2065402bd7c5458ffa7e338e51de5032624b2",
     "mode Service.wait_first": "feade6a31f8a67897cf687c54c66f5f4535288050bbaac07249ce2063d36ae2e",
     "aiokafka AIOKafkaConsumer.start": "2f1ba70443327538800d348e61042cdedd5a5e6306f40ebe1a06dddba7494c45",
+    "faust _cython StreamIterator (streams.pyx)": "0041622f4a251188f53d73e6d51d18d16f0f427512df1e96c043cfdeea4c3250",
 }
-"""sha256 of ``inspect.getsource`` of each patched original, as reviewed for ``TESTED``."""
+"""sha256 of each patched original's source (``patched_sources``), as reviewed for ``TESTED``."""
 
 
 # --- patch 4: chunks -------------------------------------------------------------------------------------
