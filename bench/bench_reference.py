@@ -9,7 +9,7 @@ In one run, on the local stack (started and stopped here when it is not up):
 - faust-streaming workers (separate processes, one consumer group each) reading the same topic with
   ``stream.take(1000, within=0.005)``: ``faust_nowork`` (count only), ``faust_send_per_event``
   (``await topic.send`` per event), ``faust_app_producer`` (the app's producer, one future per event,
-  awaited per batch), and ``faust_nowork_eager_drain`` — fraudstream's consumer (streams/consumer.py)
+  awaited per batch), and ``faust_nowork_eager_drain`` — fraudstream's consumer (streams/faust_patches.py)
   against faust's own (``faust_nowork``): an A/B of that change in one run;
 - ``tf_rows_per_s_batch_1`` / ``_batch_256``: a real SavedModel (64-unit DNN over the 55 features).
 
@@ -79,7 +79,7 @@ def faust_worker(mode: str, bootstrap: str, topic: str, count: int, result: Path
     """Runs in a child process: a faust app reading ``count`` records, then writes its figures and exits."""
     import faust
 
-    from streams.consumer import EagerDrainTransport
+    from streams import faust_patches
 
     app = faust.App(f"bench-ref-{mode}-{uuid.uuid4().hex[:6]}", broker=f"kafka://{bootstrap}", env={},
                     value_serializer="raw", key_serializer="raw", web_enabled=False,
@@ -87,7 +87,8 @@ def faust_worker(mode: str, bootstrap: str, topic: str, count: int, result: Path
                     stream_buffer_maxsize=4096, broker_max_poll_records=1000, producer_linger_ms=1,
                     datadir=str(result.parent / "faust-data"))
     if mode == "nowork_eager_drain":
-        app.transport = EagerDrainTransport(app.conf.broker_consumer, app)
+        # the eager drain alone: no chunked topic, aiokafka's and faust's fetch bounds
+        faust_patches.install(app, chunked_topics=(), fetch_min_bytes=1, fetch_max_wait_ms=1500)
     source = app.topic(topic, value_type=bytes)
     sink = app.topic(f"{topic}-out-{mode}", value_type=bytes)
     seen = {"n": 0, "first": 0}

@@ -33,7 +33,8 @@ class WorkerProcess:
         return "\n".join(self.output().splitlines()[-lines:])
 
     def wait_ready(self, timeout_s: float = 120.0) -> bool:
-        """Wait for the worker's ready line (model loaded, features wired); False if it died or timed out."""
+        """Wait for the worker's ready line (clients and model checked, first partition assignment received);
+        False if it died or timed out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if READY_MARKER in self.output():

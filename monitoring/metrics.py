@@ -12,7 +12,7 @@ oldest event (Kafka timestamp → publish), i.e. the worst record of the batch.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -44,6 +44,7 @@ class WorkerMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        self._server: Any = None
         r = self.registry
         self.consumed = Counter(f"{PREFIX}_transactions_consumed", "Messages read from transactions",
                                 registry=r)
@@ -136,4 +137,13 @@ class WorkerMetrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Start ``/metrics`` in a daemon thread; returns the bound port (``port=0`` picks a free one)."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
         return int(server.server_port)
+
+    def stop(self) -> None:
+        """Stop serving ``/metrics`` and close its socket (a worker's shutdown; Prometheus then sees the
+        target down, as it should). Metrics are pulled: there is nothing to flush."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()

@@ -9,7 +9,7 @@ Wiring (streams/ owns the calls; see docs/monitoring.md)::
     await monitoring.after_batch(outcome, features=vectors, models=model_counts, degraded=n_degraded,
                                  publish_s=publish_seconds)
     ...
-    await monitoring.close()                             # at shutdown: flushes the last sketch counts
+    await monitoring.close()      # at shutdown: flushes the last sketch counts, stops serving /metrics
 
 Nothing here raises into the worker: metrics are in-process, and the sketch logs and drops counts when
 Redis is unavailable (scoring matters more than its monitoring).
@@ -113,9 +113,13 @@ class WorkerMonitoring:
             await sketch.maybe_flush()
 
     async def close(self) -> None:
+        """Flush the sketch's last counts to Redis (else up to ``flush_every_s`` of traffic is missing from the
+        drift windows) and stop serving ``/metrics``. Called once, by the worker's ``on_stop``."""
         if self._flusher is not None:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
+            self._flusher = None
         if self.sketch is not None:
             await self.sketch.flush()
+        self.metrics.stop()

@@ -1,37 +1,30 @@
 """The faust application: two thin agents over ``transactions`` and ``fraud-labels``.
 
-``transactions`` is a chunked topic (``streams/chunks.py``): its agent gets each fetch's records as one
-chunk. The labels agent batches with ``noack_take``. Both ack only after their batch was handled
+``transactions`` is a chunked topic (``streams/faust_patches.py``): its agent gets each fetch's records as
+one chunk. The labels agent batches with ``noack_take``. Both ack only after their batch was handled
 (published and acknowledged), because faust's ``take`` acks in a ``finally`` even when the batch failed.
-An unexpected error stops the worker process without acking, so the batch is redelivered to the next
-worker.
+The worker's clients live in ``WorkerRuntime`` (``streams/runtime.py``), a service the app starts first and
+stops last. An unexpected error crashes the app through the runtime (``WorkerRuntime.fail``): the worker
+stops without acking the batch, so it is redelivered to the next worker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-from collections.abc import Awaitable
-from functools import partial
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import faust
 
 from fraudstream.settings import Settings
-from streams.chunks import Chunk, ChunkConductor, ack_messages
-from streams.consumer import EagerDrainTransport
-from streams.flow import BatchFlow
+from streams import faust_patches
+from streams.faust_patches import Chunk, RawSchema
 from streams.messages import InboundMessage
-from streams.pipeline import CheckedMessage, PreparedBatch, TransactionPipeline
 from streams.runtime import WorkerRuntime
-from streams.schema import RawSchema
 
 log = logging.getLogger(__name__)
-EXIT_UNEXPECTED = 70
 CONSUMER_LAG_INTERVAL_S = 5.0
-T = TypeVar("T")
 
 
 def _credentials(settings: Settings) -> Any:
@@ -49,46 +42,6 @@ def _credentials(settings: Settings) -> Any:
 
 def inbound(events: Any) -> list[InboundMessage]:
     return [event.message for event in events]  # faust's Message is an InboundMessage (streams/messages.py)
-
-
-async def _or_exit(start: Awaitable[T], what: str) -> T:
-    """A worker that cannot build its pipeline (bad model, feature list mismatch, bug) must not sit in the
-    consumer group holding partitions without processing them: it exits, and says why."""
-    try:
-        return await start
-    except Exception:
-        log.critical("%s failed; the worker stops", what, exc_info=True)
-        os._exit(EXIT_UNEXPECTED)
-
-
-def _die(what: str) -> NoReturn:
-    log.critical("%s; stopping the worker without acking the batch", what, exc_info=True)
-    os._exit(EXIT_UNEXPECTED)
-
-
-async def _start(pipeline: TransactionPipeline, items: list[CheckedMessage]) -> PreparedBatch:
-    try:
-        return await pipeline.start(items)
-    except Exception:
-        _die("unexpected error sending a batch to the feature state")
-
-
-async def _complete(pipeline: TransactionPipeline, batch: PreparedBatch) -> PreparedBatch:
-    try:
-        return await pipeline.complete(batch)
-    except Exception:
-        _die("unexpected error reading a batch's features")
-
-
-async def _finish(pipeline: TransactionPipeline, app: faust.App, runtime: WorkerRuntime, batch: PreparedBatch,
-                  items: list[CheckedMessage]) -> None:
-    try:
-        outcome = await pipeline.finish(batch)
-    except Exception:
-        _die("unexpected error scoring or publishing a batch")
-    # only after the broker acknowledged the batch's records; the messages are faust's (streams/chunks.py)
-    ack_messages(app, [item.message for item in items])  # type: ignore[misc]
-    await runtime.after_batch(outcome)
 
 
 def _faust_home(settings: Settings) -> Path:
@@ -130,43 +83,37 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         # faust creates its (here unused) table directory at start: in the home, not the cwd
         datadir=str(faust_leftovers(settings)[1]),
     )
-    transport = EagerDrainTransport(app.conf.broker_consumer, app)  # see streams/consumer.py
-    transport.fetch_min_bytes = settings.kafka_fetch_min_bytes
-    transport.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-    app.transport = transport
+    faust_patches.install(app, chunked_topics=[settings.topics.transactions],
+                          fetch_min_bytes=settings.kafka_fetch_min_bytes,
+                          fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
     runtime.bind(app)
     transactions = app.topic(settings.topics.transactions, schema=RawSchema())
-    conductor = app.topics
-    assert isinstance(conductor, ChunkConductor)  # the transport's (streams/consumer.py)
-    conductor.chunked_topics.add(settings.topics.transactions)
     labels = app.topic(settings.topics.labels, schema=RawSchema())
     within = settings.batch_max_wait_ms / 1000.0
 
     @app.agent(transactions, name="score-transactions")
     async def score_transactions(stream: Any) -> None:  # faust.Stream; its stubs lack noack
-        pipeline = await _or_exit(runtime.pipeline(), "building the scoring pipeline")
-        # The agent hands each chunk to the flow and takes the next at once (see streams/flow.py), which
-        # merges the chunks that arrive while the pipeline is busy. Features are applied in order, records
-        # are published in order, and messages are acked only after the broker acknowledged their records.
-        flow: BatchFlow[CheckedMessage, PreparedBatch, PreparedBatch] = BatchFlow(
-            partial(_start, pipeline), partial(_complete, pipeline), partial(_finish, pipeline, app, runtime),
-            max_batch=settings.batch_max_size, max_finishing=settings.max_batches_in_flight,
-            max_pending=settings.batch_max_size * settings.max_batches_in_flight,
-        )
+        # The agent hands each chunk to the runtime's flow and takes the next at once (streams/flow.py),
+        # which merges the chunks that arrive while the pipeline is busy.
+        pipeline = runtime.pipeline
         try:
             async for chunk in stream.noack():
+                if runtime.failure is not None:
+                    return  # the worker is stopping: nothing more is taken, nothing acked
                 if not isinstance(chunk, Chunk):
-                    _die(f"the transactions agent got {type(chunk).__name__}, not a chunk")
+                    await runtime.fail("the transactions agent got no chunk", TypeError(type(chunk).__name__))
+                    return
                 taken = chunk.take(app)
                 if not taken:
                     continue
                 try:
                     checked = pipeline.check(taken)
-                except Exception:
-                    _die("unexpected error validating a batch")
-                await flow.submit(checked)
+                except Exception as exc:
+                    await runtime.fail("unexpected error validating a batch", exc)
+                    return
+                await runtime.submit(checked)
         finally:
-            await flow.drain()
+            await runtime.drain()
 
     @app.timer(interval=CONSUMER_LAG_INTERVAL_S)  # type: ignore[untyped-decorator]  # faust's stubs
     async def consumer_lag() -> None:
@@ -174,13 +121,15 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
 
     @app.agent(labels, name="apply-labels")
     async def apply_labels(stream: Any) -> None:
-        handler = await _or_exit(runtime.label_handler(), "building the label handler")
+        handler = runtime.labels
         async for events in stream.noack_take(max(64, settings.batch_max_size), within=within * 10):
+            if runtime.failure is not None:
+                return
             try:
                 await handler.handle(inbound(events))
-            except Exception:
-                log.critical("unexpected error applying labels; stopping the worker", exc_info=True)
-                os._exit(EXIT_UNEXPECTED)
+            except Exception as exc:
+                await runtime.fail("unexpected error applying labels", exc)
+                return
             for event in events:
                 await stream.ack(event)
 

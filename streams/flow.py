@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 E = TypeVar("E")
 S = TypeVar("S")
@@ -55,6 +55,8 @@ class BatchFlow(Generic[E, S, P]):
         self._finishing: deque[asyncio.Task[None]] = deque()
         self.batches = 0
         """Batches started so far (their mean size shows how much merging happens)."""
+        self.failure: BaseException | None = None
+        """The error that ended the driver (a failed ``start`` or ``complete``), raised again by ``drain``."""
 
     @property
     def pending(self) -> int:
@@ -66,16 +68,38 @@ class BatchFlow(Generic[E, S, P]):
         self._arrived.set()
         if self._driver is None:
             self._driver = asyncio.ensure_future(self._drive())
+            self._driver.add_done_callback(self._driver_done)
         while len(self._pending) > self._max_pending:
             self._room.clear()
             await self._room.wait()
 
     async def drain(self) -> None:
-        """Wait until every queued event is finished."""
+        """Wait until every queued event is finished; raises the error that ended the driver, if any."""
         while self._driver is not None:
             await asyncio.shield(self._driver)
         while self._finishing:
             await self._finishing.popleft()
+        if self.failure is not None:
+            raise self.failure
+
+    def _driver_done(self, driver: asyncio.Future[None]) -> None:
+        # Retrieved here, so a failure is reported once, by ``drain``, not as "never retrieved" at exit.
+        if not driver.cancelled() and driver.exception() is not None and self.failure is None:
+            self.failure = driver.exception()
+
+    async def abandon(self) -> None:
+        """After a failure: cancel what is in flight and collect every task's outcome (a batch that never
+        finished is never acked; its records are redelivered)."""
+        tasks: list[asyncio.Future[Any]] = [task for task, _ in self._preparing]
+        tasks += self._finishing
+        if self._driver is not None:
+            tasks.append(self._driver)
+        self._pending.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._preparing.clear()
+        self._finishing.clear()
 
     async def _drive(self) -> None:
         preparing = self._preparing

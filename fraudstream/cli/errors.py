@@ -69,6 +69,7 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
     from fraudstream.stack.errors import StackError
     from fraudstream.topictools.errors import TopicToolError
     from scoring.errors import ScoringError
+    from streams.errors import StreamsError
     from training.errors import TrainingError
 
     bootstrap = settings.kafka_bootstrap if settings else "the configured bootstrap servers"
@@ -88,7 +89,7 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
         return Explanation(str(ServiceUnreachable.redis(redis_at)), EXIT_FAILURE)
     if isinstance(exc, FeatureError) and exc.retryable:
         return Explanation(f"{exc} (transient: try again)", EXIT_FAILURE)
-    if isinstance(exc, StackError | TrainingError | FeatureError | ScoringError | TopicToolError):
+    if isinstance(exc, StackError | TrainingError | FeatureError | ScoringError | TopicToolError | StreamsError):
         return Explanation(str(exc), EXIT_FAILURE)
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False)[0]

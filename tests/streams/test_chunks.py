@@ -12,8 +12,7 @@ import faust
 import pytest
 from faust.types import TP, Message, TopicT
 
-from streams.chunks import Chunk, ChunkConductor, ack_messages
-from streams.consumer import EagerDrainTransport
+from streams.faust_patches import Chunk, ChunkConductor, EagerDrainTransport, ack_messages
 
 TOPIC = "chunked-tx"
 

@@ -13,7 +13,7 @@ import pytest
 from faust.transport.consumer import Consumer
 from mode.services import Service
 
-from streams.consumer import BatchingFetchThread, EagerDrainConsumer, EagerDrainTransport
+from streams.faust_patches import BatchingFetchThread, EagerDrainConsumer, EagerDrainTransport
 
 
 @pytest.fixture

@@ -184,6 +184,36 @@ async def test_a_failing_prepare_reaches_drain() -> None:
         await f.drain()
 
 
+async def test_a_driver_that_failed_before_drain_is_reported_by_drain() -> None:
+    async def start(events: list[int]) -> list[int]:
+        raise RuntimeError("start failed")
+
+    f: BatchFlow[int, list[int], list[int]] = BatchFlow(
+        start, Stages().prepare, Stages().finish, max_batch=2, max_pending=4, max_finishing=1
+    )
+    await f.submit([1])
+    for _ in range(5):
+        await asyncio.sleep(0)  # the driver fails and ends before anyone drains
+    assert isinstance(f.failure, RuntimeError)
+    with pytest.raises(RuntimeError, match="start failed"):
+        await f.drain()
+
+
+async def test_abandon_cancels_what_is_in_flight_and_finishes_nothing_more() -> None:
+    stages = Stages()
+    stages.finish_gate.clear()  # a publish that hangs
+    f = flow(stages)
+    await f.submit([1, 2, 3, 4, 5, 6])
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert stages.finishing_now == 1
+    await f.abandon()
+    stages.finish_gate.set()
+    await asyncio.sleep(0.01)
+    assert stages.finished == []
+    await f.drain()  # nothing left to wait for
+
+
 def test_limits_are_checked() -> None:
     with pytest.raises(ValueError, match="max_pending"):
         BatchFlow(Stages().start, Stages().prepare, Stages().finish, max_batch=8, max_pending=4, max_finishing=1)

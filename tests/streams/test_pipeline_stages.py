@@ -17,9 +17,9 @@ from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
 from fraudstream.sources.simulator import SimulationConfig, Simulator
 from schemas import DeadLetter
+from streams.faust_patches import RawSchema
 from streams.identity import CardHasher
 from streams.pipeline import Checked, PipelineConfig, TransactionPipeline
-from streams.schema import RawSchema
 
 
 @dataclass(frozen=True)
