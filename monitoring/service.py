@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from fraudstream.settings import Topics
 from monitoring.drift import DriftConfig, MonitorState, snapshot
 from monitoring.reference import ReferenceCatalog
-from monitoring.sketch import FeatureSketchReader
+from monitoring.sketch import DEFAULT_NAMESPACE, FeatureSketchReader
 from schemas.codec import encode
 from schemas.drift import DriftAlert
 from schemas.retrain import RetrainRequest
@@ -44,7 +44,8 @@ class MonitorOptions:
     drift: DriftConfig
     evaluate_every_s: float = 5.0
     lag_group: str | None = None
-    """The worker's consumer group (its faust app id), whose lag on ``transactions`` is exported."""
+    """The worker's consumer group (its faust app id), whose lag on ``transactions`` is exported; also the
+    namespace of the workers' feature sketches in Redis."""
     lag_every_s: float = 10.0
     security: tuple[tuple[str, Any], ...] = ()
 
@@ -77,6 +78,7 @@ class DriftMonitor:
         self.registry = registry or CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
         self.sketch = FeatureSketchReader(redis, bucket_s=options.drift.bucket_s,
+                                          namespace=options.lag_group or DEFAULT_NAMESPACE,
                                           horizon_s=options.drift.horizon_s) if redis is not None else None
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task[None]] = []

@@ -36,8 +36,13 @@ KEY_PREFIX = "fraudstream:drift"
 ROWS_FIELD = "_n"
 
 
-def bucket_key(model: str, version: int, bucket_s: float, index: int) -> str:
-    return f"{KEY_PREFIX}:{model}:{version}:{bucket_s:g}:{index}"
+DEFAULT_NAMESPACE = "fraudstream-worker"  # the default app id (FRAUD_APP_ID)
+
+
+def bucket_key(namespace: str, model: str, version: int, bucket_s: float, index: int) -> str:
+    """The namespace is the deployment's (its workers' app id): two deployments that share a Redis and a
+    model name must not read each other's histograms as their own traffic."""
+    return f"{KEY_PREFIX}:{namespace}:{model}:{version}:{bucket_s:g}:{index}"
 
 
 class FeatureDriftSketch:
@@ -50,10 +55,11 @@ class FeatureDriftSketch:
 
     def __init__(
         self, redis: Redis, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
-        bucket_s: float, flush_every_s: float = 2.0, ttl_s: float = 2 * 86_400.0,
-        clock: Callable[[], float] = time.time,
+        bucket_s: float, namespace: str = DEFAULT_NAMESPACE, flush_every_s: float = 2.0,
+        ttl_s: float = 2 * 86_400.0, clock: Callable[[], float] = time.time,
     ) -> None:
         self.redis = redis
+        self.namespace = namespace
         self.catalog = catalog
         self.feature_names = tuple(feature_names)
         self.bucket_s = bucket_s
@@ -105,7 +111,7 @@ class FeatureDriftSketch:
             try:
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for index, fields in pending.items():
-                        key = bucket_key(reference.model_name, reference.version, self.bucket_s, index)
+                        key = bucket_key(self.namespace, reference.model_name, reference.version, self.bucket_s, index)
                         for field, n in fields.items():
                             pipe.hincrby(key, field, n)
                         pipe.expire(key, self.ttl_s)
@@ -119,9 +125,10 @@ class FeatureDriftSketch:
 class FeatureSketchReader:
     """The monitor's copy of the sketch buckets of one reference, as ``BucketSeries`` per feature."""
 
-    def __init__(self, redis: Redis, *, bucket_s: float, settle_s: float = 30.0,
+    def __init__(self, redis: Redis, *, bucket_s: float, namespace: str = DEFAULT_NAMESPACE, settle_s: float = 30.0,
                  horizon_s: float = 86_400.0) -> None:
         self.redis = redis
+        self.namespace = namespace
         self.bucket_s = bucket_s
         self.settle_s = settle_s
         self.horizon_s = horizon_s
@@ -151,7 +158,7 @@ class FeatureSketchReader:
         indices = list(range(self._next_index, last + 1))
         async with self.redis.pipeline(transaction=False) as pipe:
             for index in indices:
-                pipe.hgetall(bucket_key(reference.model_name, reference.version, self.bucket_s, index))
+                pipe.hgetall(bucket_key(self.namespace, reference.model_name, reference.version, self.bucket_s, index))
             results: list[dict[bytes, bytes]] = await pipe.execute()
         for index, raw in zip(indices, results, strict=True):
             if raw:

@@ -80,7 +80,7 @@ class WorkerMonitoring:
         model_dir = sketch_model_dir(settings)
         if redis is not None and model_dir.is_dir():
             monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names,
-                                                   bucket_s=settings.drift_bucket_s)
+                                                   bucket_s=settings.drift_bucket_s, namespace=settings.app_id)
         return monitoring
 
     async def after_batch(

@@ -39,8 +39,8 @@ async def test_worker_and_monitor_take_their_bucket_size_from_the_setting(
     # The same key for the same moment on both sides.
     now = 1_800_000_123.4
     index = int(now // float(bucket))
-    assert bucket_key("fraud_dnn", 1, worker.sketch.bucket_s, index) == \
-        bucket_key("fraud_dnn", 1, monitor.sketch.bucket_s, index)
+    assert bucket_key(worker.sketch.namespace, "fraud_dnn", 1, worker.sketch.bucket_s, index) == \
+        bucket_key(monitor.sketch.namespace, "fraud_dnn", 1, monitor.sketch.bucket_s, index)
     await redis.aclose()
 
 

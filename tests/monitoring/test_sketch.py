@@ -12,15 +12,15 @@ import redis.asyncio as aioredis
 
 from fraudstream.settings import Settings
 from monitoring.reference import ReferenceCatalog
-from monitoring.sketch import FeatureSketchReader, bucket_key
+from monitoring.sketch import DEFAULT_NAMESPACE, FeatureSketchReader, bucket_key
 from monitoring.worker import WorkerMonitoring
 from streams.pipeline import BatchOutcome
 from tests.monitoring.fixtures import write_reference
 
 
 def test_key_layout_is_pinned() -> None:
-    assert bucket_key("fraud_dnn", 3, 10.0, 180_000_000) == "fraudstream:drift:fraud_dnn:3:10:180000000"
-    assert bucket_key("fraud_dnn", 3, 0.5, 7) == "fraudstream:drift:fraud_dnn:3:0.5:7"
+    assert bucket_key("fs-a", "fraud_dnn", 3, 10.0, 180_000_000) == "fraudstream:drift:fs-a:fraud_dnn:3:10:180000000"
+    assert bucket_key("fs-a", "fraud_dnn", 3, 0.5, 7) == "fraudstream:drift:fs-a:fraud_dnn:3:0.5:7"
 
 
 async def test_two_workers_add_up_and_the_monitor_reads_the_windows(tmp_path: Path, redis_url: str) -> None:
@@ -40,9 +40,9 @@ async def test_two_workers_add_up_and_the_monitor_reads_the_windows(tmp_path: Pa
         await worker.close()
     now = time.time()
     # Both workers wrote into the same bucket (or two, if a 10 s boundary fell between the flushes).
-    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"fraudstream:drift:{name}:*")])
-    assert keys and all(k.startswith(f"fraudstream:drift:{name}:1:10:") for k in keys)
-    assert {bucket_key(name, 1, 10.0, math.floor(now / 10.0) - i) for i in range(2)} >= set(keys)
+    keys = sorted([k.decode() async for k in redis.scan_iter(match=f"fraudstream:drift:*:{name}:*")])
+    assert keys and all(k.startswith(f"fraudstream:drift:{DEFAULT_NAMESPACE}:{name}:1:10:") for k in keys)
+    assert {bucket_key(DEFAULT_NAMESPACE, name, 1, 10.0, math.floor(now / 10.0) - i) for i in range(2)} >= set(keys)
     stored = [await redis.hgetall(k) for k in keys]
     assert sum(int(h[b"_n"]) for h in stored) == 600
     ttls = [await redis.ttl(k) for k in keys]
@@ -54,6 +54,10 @@ async def test_two_workers_add_up_and_the_monitor_reads_the_windows(tmp_path: Pa
     reader = FeatureSketchReader(redis, bucket_s=10.0, horizon_s=600)
     await reader.refresh(reference, now)
     assert reader.rows(60, now) == 600
+    # Another deployment (app id) on the same Redis and model name reads none of these rows.
+    other = FeatureSketchReader(redis, bucket_s=10.0, namespace="another-deployment", horizon_s=600)
+    await other.refresh(reference, now)
+    assert other.rows(60, now) == 0
     amount = reader.series()["amount"].window(60, now)
     assert amount.sum() == 600 and amount.size == reference.features["amount"].counts.size
     assert workers[0].metrics.registry.get_sample_value("fraudstream_transactions_scored_total") == 300

@@ -131,7 +131,7 @@ async def redis_client_addresses(client: aioredis.Redis) -> set[str]:
 
 async def sketch_rows(client: aioredis.Redis) -> int:
     total = 0
-    async for key in client.scan_iter(match=f"{KEY_PREFIX}:fraud_dnn:1:{BUCKET_S:g}:*"):
+    async for key in client.scan_iter(match=f"{KEY_PREFIX}:*:fraud_dnn:1:{BUCKET_S:g}:*"):
         total += int(await client.hget(key, ROWS_FIELD) or 0)
     return total
 
