@@ -8,7 +8,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from scoring_fixtures import FEATURE_HASH, MODEL
 
 from scoring.breaker import CircuitBreaker
 from scoring.errors import BackendUnavailable, CircuitOpen, InvalidRequest, LabelNotFound, ModelNotFound
@@ -17,6 +16,7 @@ from scoring.tensors import float_tensor, to_float_array
 from scoring.testing.model_factory import DEFAULT_FEATURES, export_model, sample_features, write_labels
 from scoring.testing.servicer import InProcessModelServer
 from scoring.tfserving import TFServingBackend
+from tests.fixtures.scoring import FEATURE_HASH, MODEL
 
 
 @pytest.fixture
