@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from resp_reference import handwritten_wire  # bench/, beside this file
 
 from features.events import TransactionEvent
 from features.history import load_fdh
@@ -39,7 +40,7 @@ from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
 from features.online import RedisFeatureStore
 from features.parity import label_events, transaction_events
-from features.resp import DEFAULT_TRANSPORT, RespChannel, Transport
+from features.resp import RespChannel, WireFactory, hiredis_wire, public_wire
 from fraudstream.stack.redis import scratch_redis
 from streams.identity import content_hash
 from streams.outputs import encode_result
@@ -69,10 +70,10 @@ async def redis_cpu(client: aioredis.Redis) -> float:
 
 
 async def trivial_calls(
-    client: aioredis.Redis, batch: int, seconds: float, kind: str, transport: Transport = DEFAULT_TRANSPORT
+    client: aioredis.Redis, batch: int, seconds: float, kind: str, wire: WireFactory = hiredis_wire
 ) -> tuple[float, float]:
     """(calls/s, redis CPU µs per call) of a pipelined trivial EVALSHA or FCALL returning 1."""
-    channel = RespChannel(client, transport=transport)
+    channel = RespChannel(client, wire=wire)
     if kind == "evalsha":
         name = str(await client.script_load("return 1")).encode()
         verb = b"EVALSHA"
@@ -260,7 +261,9 @@ async def id_rule_cost(client: aioredis.Redis, fdh: Path, rows: int, warm: int, 
     return out
 
 
-TRANSPORTS: tuple[Transport, ...] = ("hiredis", "redis-py", "handwritten")  # the last: the code before hiredis
+# the last: the code before hiredis (bench/resp_reference.py)
+WIRES: dict[str, WireFactory] = {"hiredis": hiredis_wire, "redis-py": public_wire, "handwritten": handwritten_wire}
+TRANSPORTS = tuple(WIRES)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -277,7 +280,7 @@ async def transport_ab(client: aioredis.Redis, events: list[TransactionEvent], a
     the next sent before the last is read), and a pipelined trivial FCALL that measures the transport alone.
     Client CPU is this process's CPU time: the transport's cost shows there first."""
     prefix = f"fsbench:{uuid.uuid4().hex[:8]}"
-    stores = {t: RedisFeatureStore(client, key_prefix=prefix, transport=t) for t in TRANSPORTS}
+    stores = {t: RedisFeatureStore(client, key_prefix=prefix, wire=WIRES[t]) for t in TRANSPORTS}
     await stores[TRANSPORTS[0]].load_scripts()
     rows, warm = args.transport_rows, args.warm_rows
     per: dict[str, dict[str, list[float]]] = {t: {} for t in TRANSPORTS}
@@ -317,7 +320,7 @@ async def transport_ab(client: aioredis.Redis, events: list[TransactionEvent], a
                     note(t, f"{path}_tx_per_s", rows / wall)
                     note(t, f"{path}_client_cpu_us_per_tx", cpu / rows * 1e6)
                 cpu, t0 = time.process_time(), time.perf_counter()
-                rate, _ = await trivial_calls(client, args.batch, args.transport_seconds, "fcall", t)
+                rate, _ = await trivial_calls(client, args.batch, args.transport_seconds, "fcall", WIRES[t])
                 note(t, "trivial_fcall_calls_per_s", rate)
                 note(t, "trivial_fcall_client_cpu_us_per_call",
                      (time.process_time() - cpu) / (rate * (time.perf_counter() - t0)) * 1e6)

@@ -32,15 +32,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
-from features.resp import (
-    DEFAULT_TRANSPORT,
-    OrderedLane,
-    RespChannel,
-    ScriptReplyError,
-    SentBatch,
-    Transport,
-    pack_commands,
-)
+from features.resp import OrderedLane, RespChannel, ScriptReplyError, SentBatch, WireFactory, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
 
@@ -277,7 +269,7 @@ class RedisFeatureStore:
         trim_every_s: float = 3 * 86_400.0,
         trim_count: int = 256,
         ttl_s: float | None = None,
-        transport: Transport = DEFAULT_TRANSPORT,
+        wire: WireFactory | None = None,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             msg = f"key_prefix {key_prefix!r} must not contain a hash tag"
@@ -295,8 +287,8 @@ class RedisFeatureStore:
         )
         self._functions = [n.encode() for n in names]
         self._label_function = label_name.encode()
-        self._channel = RespChannel(redis_client, transport=transport)
-        self._lane = OrderedLane(redis_client, transport=transport)
+        self._channel = RespChannel(redis_client, wire=wire)
+        self._lane = OrderedLane(redis_client, wire=wire)
         self._ne = len(self.plan.entities)
 
     async def load_scripts(self) -> None:

@@ -5,7 +5,7 @@ EVALSHA at about 45-70k calls/s here, while Redis itself serves about three time
 a batch itself (one %-format per command) and sends it with the connection's public
 ``send_packed_command``; hiredis parses the replies. The connection (auth, TLS, database selection) comes
 from redis-py. Reading the replies through redis-py's public ``read_response`` costs 2-3x the client CPU
-(one coroutine chain per reply), so the default transport feeds the connection's stream to a
+(one coroutine chain per reply), so the default wire feeds the connection's stream to a
 ``hiredis.Reader`` in one loop (measured: docs/benchmarks.md, "RESP transports").
 """
 
@@ -13,26 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-
-Transport = Literal["hiredis", "redis-py", "handwritten"]
-"""How a framed batch travels on a redis-py connection (``bench/bench_features.py --transport-rounds``
-measures them against each other in one run; docs/benchmarks.md has the figures):
-
-- ``hiredis``: written with the public ``send_packed_command``; the replies are parsed by a
-  ``hiredis.Reader`` (C) fed from the connection's stream in one loop.
-- ``redis-py``: public APIs only, ``send_packed_command`` and one ``read_response`` per reply (parsed by
-  hiredis too). Each reply costs a few coroutine layers and a timeout context: 2-3x the client CPU.
-- ``handwritten``: the original pure-Python parser (``_read_replies``), kept as the benchmark's reference.
-"""
-DEFAULT_TRANSPORT: Transport = "hiredis"
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
@@ -68,9 +56,9 @@ def pack_commands(commands: Sequence[Sequence[bytes]]) -> bytes:
 class RespChannel:
     """Sends many commands in one write and reads all their replies (bulk strings, integers, errors)."""
 
-    def __init__(self, client: aioredis.Redis, *, transport: Transport = DEFAULT_TRANSPORT) -> None:
+    def __init__(self, client: aioredis.Redis, *, wire: WireFactory | None = None) -> None:
         self._client = client
-        self.transport: Transport = transport
+        self._new_wire = wire or hiredis_wire
 
     async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
         return await self.call_packed(pack_commands(commands), len(commands))
@@ -82,7 +70,7 @@ class RespChannel:
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            wire = await open_wire(conn, self.transport)
+            wire = await open_wire(conn, self._new_wire)
             await wire.write(payload)
             replies, errors = await wire.read(count)
         except BaseException:
@@ -142,9 +130,9 @@ class OrderedLane:
     run twice; the feature functions are idempotent per transaction id.
     """
 
-    def __init__(self, client: aioredis.Redis, *, transport: Transport = DEFAULT_TRANSPORT) -> None:
+    def __init__(self, client: aioredis.Redis, *, wire: WireFactory | None = None) -> None:
         self._client = client
-        self.transport: Transport = transport
+        self._new_wire = wire or hiredis_wire
         self._conn: Any = None
         self._wire: Wire | None = None
         self._unread: deque[SentBatch] = deque()
@@ -194,7 +182,7 @@ class OrderedLane:
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         self._conn = conn
-        wire = await open_wire(conn, self.transport)
+        wire = await open_wire(conn, self._new_wire)
         await wire.write(b"".join(b.payload for b in self._unread))
         self._wire = wire
 
@@ -218,15 +206,32 @@ class Wire(Protocol):
         ...
 
 
-async def open_wire(conn: Any, transport: Transport) -> Wire:
+WireFactory = Callable[[Any], Wire]
+"""Makes the ``Wire`` of a connected redis-py connection: ``hiredis_wire`` (the default) or ``public_wire``
+(public redis-py APIs only; 2-3x the client CPU). ``bench/bench_features.py --transport-rounds`` measures
+them, and the hand-written parser this module had before, against each other in one run."""
+
+
+async def open_wire(conn: Any, new_wire: WireFactory) -> Wire:
     await conn.connect()
-    if transport == "redis-py":
-        return _PublicWire(conn)
-    stream = conn._reader
-    if stream is None:
-        msg = "redis connection has no stream"
-        raise ConnectionError(msg)
-    return _HiredisWire(conn, stream) if transport == "hiredis" else _HandwrittenWire(conn, stream)
+    return new_wire(conn)
+
+
+def hiredis_wire(conn: Any) -> Wire:
+    return _HiredisWire(conn, connection_stream(conn))
+
+
+def public_wire(conn: Any) -> Wire:
+    return _PublicWire(conn)
+
+
+def connection_stream(conn: Any) -> asyncio.StreamReader:
+    """The connected redis-py connection's byte stream (a private attribute, see ``_HiredisWire``)."""
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        msg = f"redis-py's {type(conn).__name__} keeps no asyncio.StreamReader in `_reader`: features/resp.py needs it"
+        raise TypeError(msg)
+    return stream
 
 
 async def _send(conn: Any, payload: bytes) -> None:
@@ -239,7 +244,8 @@ class _HiredisWire:
 
     The stream (``conn._reader``, an ``asyncio.StreamReader``) is the one private attribute used: redis-py
     has no public call that reads more than one reply per coroutine, and that per-reply cost is what this
-    avoids (``tests/features/test_resp_guard.py`` fails plainly if redis-py renames it)."""
+    avoids (``connection_stream`` and ``tests/features/test_resp_guard.py`` fail plainly if redis-py renames
+    it)."""
 
     def __init__(self, conn: Any, stream: asyncio.StreamReader) -> None:
         self._conn = conn
@@ -306,73 +312,3 @@ def _error_text(exc: ResponseError) -> bytes:
     if code and not text.startswith(code):
         text = f"{code} {text}"
     return text.encode(errors="replace")
-
-
-class _HandwrittenWire:
-    """The code this module had before hiredis: it writes to and parses from the private streams."""
-
-    def __init__(self, conn: Any, stream: asyncio.StreamReader) -> None:
-        self._writer = conn._writer
-        self._stream = stream
-        self._buffer = b""
-
-    async def write(self, payload: bytes) -> None:
-        self._writer.write(payload)
-        await self._writer.drain()
-
-    async def read(self, count: int) -> tuple[list[bytes | int], list[bytes]]:
-        replies, errors, self._buffer = await _read_replies(self._stream, count, self._buffer)
-        return replies, errors
-
-
-async def _read_replies(
-    reader: asyncio.StreamReader, count: int, buf: bytes
-) -> tuple[list[bytes | int], list[bytes], bytes]:
-    """``count`` replies from ``buf`` and then the stream; also returns the bytes read past them (the next
-    batch's replies, on an ``OrderedLane``)."""
-    replies: list[bytes | int] = []
-    errors: list[bytes] = []
-    pos = 0
-    size = len(buf)
-    while True:
-        while len(replies) < count:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            kind = buf[pos]
-            if kind == 36:  # '$' bulk string
-                length = int(buf[pos + 1 : eol])
-                if length < 0:
-                    replies.append(b"")
-                    pos = eol + 2
-                    continue
-                end = eol + 2 + length
-                if end + 2 > size:
-                    break
-                replies.append(buf[eol + 2 : end])
-                pos = end + 2
-            elif kind == 58:  # ':' integer
-                replies.append(int(buf[pos + 1 : eol]))
-                pos = eol + 2
-            elif kind == 45:  # '-' error
-                errors.append(buf[pos + 1 : eol])
-                replies.append(b"")
-                pos = eol + 2
-            elif kind == 95:  # '_' null: redis-py 8 speaks RESP3 by default, where a Lua nil/false is this
-                replies.append(b"")
-                pos = eol + 2
-            elif kind == 43:  # '+' simple string
-                replies.append(buf[pos + 1 : eol])
-                pos = eol + 2
-            else:
-                msg = f"unexpected RESP reply type {chr(kind)!r} (only flat replies are expected)"
-                raise ConnectionError(msg)
-        if len(replies) >= count:
-            return replies, errors, buf[pos:]
-        chunk = await reader.read(1 << 20)
-        if not chunk:
-            msg = "redis closed the connection mid-batch"
-            raise ConnectionError(msg)
-        buf = buf[pos:] + chunk
-        pos = 0
-        size = len(buf)
