@@ -44,6 +44,19 @@ async def test_retries_retryable_codes_then_succeeds(server: InProcessModelServe
     await backend.close()
 
 
+async def test_a_batch_larger_than_grpcs_default_retry_buffer_is_retried_too(server: InProcessModelServer) -> None:
+    backend = client(server)
+    await backend.start()
+    features = sample_features(6000)
+    assert features.nbytes > 256 * 1024  # gRPC's default per-call retry buffer
+    before = server.predict_calls
+    server.fail_with(grpc.StatusCode.UNAVAILABLE, times=2)
+    prediction = await backend.predict(features)
+    assert prediction.scores.shape == (6000,)
+    assert server.predict_calls - before == 3
+    await backend.close()
+
+
 async def test_does_not_retry_invalid_argument(server: InProcessModelServer) -> None:
     backend = client(server)
     await backend.start()
