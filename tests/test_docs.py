@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 
 from features import FEATURE_LIST, RedisFeatureStore
 from features.online import entity_keys, state_tag
-from tests.fixtures import docs_figures
+from tests import docs_figures
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
