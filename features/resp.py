@@ -21,6 +21,7 @@ import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
@@ -149,7 +150,8 @@ class OrderedLane:
                     await self._connect()  # sends everything unread, this batch included
                 else:
                     await self._wire.write(payload)
-            except (OSError, ConnectionError, RedisConnectionError):
+            except (OSError, ConnectionError, RedisConnectionError, RedisTimeoutError):
+                # (redis-py's send_packed_command applies the client's socket timeout to the write)
                 await self._drop()
         return batch
 
