@@ -55,4 +55,9 @@ async def retry_forever(
         before_sleep=warn,
         reraise=True,
     )
-    return await retrying(call)
+
+    async def attempt() -> T:
+        # tenacity awaits only what a coroutine function returns: ``call`` may be a lambda or a partial
+        return await call()
+
+    return await retrying(attempt)

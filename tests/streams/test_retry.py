@@ -46,3 +46,15 @@ async def test_other_errors_propagate_at_once() -> None:
     with pytest.raises(ValueError, match="a bug"):
         await retry_forever(call, what="probe", first_delay_s=0.001)
     assert calls == 1
+
+
+async def test_a_lambda_returning_an_awaitable_is_awaited() -> None:
+    """The pipeline passes ``lambda: store.submit(events)``: its result is awaited, not returned."""
+    failures = [ConnectionError("down")]
+
+    async def submit(events: list[int]) -> list[int]:
+        if failures:
+            raise failures.pop()
+        return events
+
+    assert await retry_forever(lambda: submit([1, 2]), what="probe", first_delay_s=0.001) == [1, 2]
