@@ -24,6 +24,7 @@ import contextlib
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -31,13 +32,15 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from resp_reference import handwritten_wire  # bench/, beside this file
 
+from features.events import TransactionEvent
 from features.history import load_fdh
 from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
 from features.online import RedisFeatureStore
 from features.parity import label_events, transaction_events
-from features.resp import RespChannel
+from features.resp import RespChannel, WireFactory, hiredis_wire, public_wire
 from fraudstream.stack.redis import scratch_redis
 from streams.identity import content_hash
 from streams.outputs import encode_result
@@ -66,9 +69,11 @@ async def redis_cpu(client: aioredis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-async def trivial_calls(client: aioredis.Redis, batch: int, seconds: float, kind: str) -> tuple[float, float]:
+async def trivial_calls(
+    client: aioredis.Redis, batch: int, seconds: float, kind: str, wire: WireFactory = hiredis_wire
+) -> tuple[float, float]:
     """(calls/s, redis CPU µs per call) of a pipelined trivial EVALSHA or FCALL returning 1."""
-    channel = RespChannel(client)
+    channel = RespChannel(client, wire=wire)
     if kind == "evalsha":
         name = str(await client.script_load("return 1")).encode()
         verb = b"EVALSHA"
@@ -256,6 +261,89 @@ async def id_rule_cost(client: aioredis.Redis, fdh: Path, rows: int, warm: int, 
     return out
 
 
+# the last: the code before hiredis (bench/resp_reference.py)
+WIRES: dict[str, WireFactory] = {"hiredis": hiredis_wire, "redis-py": public_wire, "handwritten": handwritten_wire}
+TRANSPORTS = tuple(WIRES)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and range of one measure over the rounds (the machine is shared: single rounds are noisy)."""
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+async def transport_ab(client: aioredis.Redis, events: list[TransactionEvent], args: argparse.Namespace
+                       ) -> dict[str, object]:
+    """The transports of ``features.resp`` in alternating rounds (each goes first in turn), each on the
+    next consecutive slice of the same history, through the store's two paths: ``apply_and_read`` (one
+    round trip per batch of ``--batch``) and ``submit``/``collect`` (the worker's: batches of ``--id-batch``,
+    the next sent before the last is read), and a pipelined trivial FCALL that measures the transport alone.
+    Client CPU is this process's CPU time: the transport's cost shows there first."""
+    prefix = f"fsbench:{uuid.uuid4().hex[:8]}"
+    stores = {t: RedisFeatureStore(client, key_prefix=prefix, wire=WIRES[t]) for t in TRANSPORTS}
+    await stores[TRANSPORTS[0]].load_scripts()
+    rows, warm = args.transport_rows, args.warm_rows
+    per: dict[str, dict[str, list[float]]] = {t: {} for t in TRANSPORTS}
+
+    def note(t: str, name: str, value: float) -> None:
+        per[t].setdefault(name, []).append(value)
+
+    async def lane(store: RedisFeatureStore, chunk: list[TransactionEvent]) -> None:
+        step = args.id_batch
+        pending = await store.submit(chunk[:step])
+        for start in range(step, len(chunk), step):
+            following = await store.submit(chunk[start : start + step])
+            await store.collect(pending)
+            pending = following
+        await store.collect(pending)
+
+    next_row = warm
+    try:
+        for start in range(0, warm, args.batch):
+            await stores[TRANSPORTS[0]].apply_and_read(events[start : start + args.batch])
+        for k in range(args.transport_rounds):
+            order = TRANSPORTS[k % len(TRANSPORTS):] + TRANSPORTS[: k % len(TRANSPORTS)]  # each goes first in turn
+            for t in order:
+                store = stores[t]
+                for path in ("apply_and_read", "submit_collect"):
+                    chunk = events[next_row : next_row + rows]
+                    next_row += rows
+                    if len(chunk) < rows:
+                        raise SystemExit("not enough rows for the transport rounds: lower --transport-rows")
+                    cpu, t0 = time.process_time(), time.perf_counter()
+                    if path == "apply_and_read":
+                        for start in range(0, rows, args.batch):
+                            await store.apply_and_read(chunk[start : start + args.batch])
+                    else:
+                        await lane(store, chunk)
+                    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
+                    note(t, f"{path}_tx_per_s", rows / wall)
+                    note(t, f"{path}_client_cpu_us_per_tx", cpu / rows * 1e6)
+                cpu, t0 = time.process_time(), time.perf_counter()
+                rate, _ = await trivial_calls(client, args.batch, args.transport_seconds, "fcall", WIRES[t])
+                note(t, "trivial_fcall_calls_per_s", rate)
+                note(t, "trivial_fcall_client_cpu_us_per_call",
+                     (time.process_time() - cpu) / (rate * (time.perf_counter() - t0)) * 1e6)
+            log(f"transport round {k + 1}/{args.transport_rounds}: " + "; ".join(
+                f"{t} {per[t]['apply_and_read_tx_per_s'][-1]:,.0f} / {per[t]['submit_collect_tx_per_s'][-1]:,.0f} tx/s,"
+                f" {per[t]['submit_collect_client_cpu_us_per_tx'][-1]:.1f} µs client CPU/tx" for t in TRANSPORTS))
+    finally:
+        for store in stores.values():
+            await store.close()
+        await stores[TRANSPORTS[0]].purge()
+    out: dict[str, object] = {t: {name: spread(v) for name, v in per[t].items()} for t in TRANSPORTS}
+    # paired per round against the old code: the transports of one round ran seconds apart, so their ratio
+    # is steadier than either figure
+    old = TRANSPORTS[-1]
+    for t in TRANSPORTS[:-1]:
+        out[f"ratio_{t}_to_{old}"] = {
+            name: spread([a / b for a, b in zip(per[t][name], per[old][name], strict=True)]) for name in per[t]
+        }
+    out["rounds"] = args.transport_rounds
+    out["rows_per_path_and_round"] = rows
+    return out
+
+
 async def run(args: argparse.Namespace) -> dict[str, object]:
     with contextlib.ExitStack() as stack:
         url = args.redis_url
@@ -265,11 +353,28 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         return await measure(url, args)
 
 
+def machine(load_before: tuple[float, float, float]) -> dict[str, object]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
-    client = aioredis.Redis.from_url(url)
+    # the worker's socket timeout (streams/runtime.py): redis-py's read_response applies it per reply
+    client = aioredis.Redis.from_url(url, socket_timeout=args.socket_timeout or None)
+    transports: dict[str, object] | None = None
     try:
         await wait_ready(client)
         load_before = os.getloadavg()
+        if args.transport_rounds:
+            needed = args.warm_rows + 2 * len(TRANSPORTS) * args.transport_rows * args.transport_rounds
+            tx, _ = load_fdh(FDH, limit=needed)
+            transports = await transport_ab(client, transaction_events(tx), args)
+            if args.transport_only:
+                return {"transport_ab": transports, "machine": machine(load_before)}
         ref, ref_cpu = await trivial_calls(client, args.batch, args.seconds, "evalsha")
         fref, fref_cpu = await trivial_calls(client, args.batch, args.seconds, "fcall")
         log(f"trivial EVALSHA: {ref:,.0f} calls/s; trivial FCALL: {fref:,.0f} calls/s")
@@ -321,12 +426,8 @@ async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
         "offline_rows": len(tx),
         "offline_rows_per_s": round(len(tx) / best, 1),
         "offline_rows_per_cpu_s": round(len(tx) / best_cpu, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        },
+        "transport_ab": transports,
+        "machine": machine(load_before),
     }
 
 
@@ -343,6 +444,15 @@ def main() -> int:
                         "the checkout)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--offline-repeats", type=int, default=3)
+    parser.add_argument("--socket-timeout", type=float, default=5.0,
+                        help="the Redis client's (the worker's: 5 s; 0: none)")
+    parser.add_argument("--transport-rounds", type=int, default=0,
+                        help="A/B rounds of features.resp's transports (hiredis.Reader on the stream, redis-py's "
+                        "public read_response per reply, the hand-written parser), alternating; 0 = skip")
+    parser.add_argument("--transport-rows", type=int, default=8192, help="transactions per path, transport and round")
+    parser.add_argument("--transport-seconds", type=float, default=1.0,
+                        help="trivial FCALL time per transport and round")
+    parser.add_argument("--transport-only", action="store_true", help="only the transport A/B")
     args = parser.parse_args()
     if args.input is not None:
         global FDH

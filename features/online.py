@@ -3,8 +3,8 @@
 Each (transaction, entity) is one FCALL (Redis >= 7.0 functions) that checks idempotency, updates the
 entity's tiles and reads its features atomically. Keys carry a hash tag per entity (``fs:{c:<card>}:s``),
 so every call touches one slot and the layout works on Redis Cluster. Commands are framed here and
-replies parsed in ``features.resp`` because redis-py's pure-Python pipeline costs several times more
-than Redis itself.
+sent through ``features.resp`` (replies parsed by hiredis) because redis-py's pipeline costs several times
+more than Redis itself.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
-from features.resp import OrderedLane, RespChannel, ScriptReplyError, SentBatch, pack_commands
+from features.resp import OrderedLane, RespChannel, ScriptReplyError, SentBatch, WireFactory, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
 
@@ -269,6 +269,7 @@ class RedisFeatureStore:
         trim_every_s: float = 3 * 86_400.0,
         trim_count: int = 256,
         ttl_s: float | None = None,
+        wire: WireFactory | None = None,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             msg = f"key_prefix {key_prefix!r} must not contain a hash tag"
@@ -286,8 +287,8 @@ class RedisFeatureStore:
         )
         self._functions = [n.encode() for n in names]
         self._label_function = label_name.encode()
-        self._channel = RespChannel(redis_client)
-        self._lane = OrderedLane(redis_client)
+        self._channel = RespChannel(redis_client, wire=wire)
+        self._lane = OrderedLane(redis_client, wire=wire)
         self._ne = len(self.plan.entities)
 
     async def load_scripts(self) -> None:

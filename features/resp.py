@@ -1,21 +1,27 @@
-"""A minimal RESP2 pipeline over a connection borrowed from a redis-py pool.
+"""Pipelined RESP batches over a connection borrowed from a redis-py pool.
 
-Why: redis-py's pipeline packs and parses every command in pure Python (hiredis is not a dependency),
-which capped a pipelined trivial EVALSHA at about 45-70k calls/s here, while Redis itself serves about
-three times that. Framing the batch ourselves and parsing the replies in one pass over the buffer keeps
-the client out of the way. The connection (auth, TLS, database selection) still comes from redis-py.
+Why: redis-py's pipeline packs and parses every command in Python, which capped a pipelined trivial
+EVALSHA at about 45-70k calls/s here, while Redis itself serves about three times that. The store frames
+a batch itself (one %-format per command) and sends it with the connection's public
+``send_packed_command``; hiredis parses the replies. The connection (auth, TLS, database selection) comes
+from redis-py. Reading the replies through redis-py's public ``read_response`` costs 2-3x the client CPU
+(one coroutine chain per reply), so the default wire feeds the connection's stream to a
+``hiredis.Reader`` in one loop (measured: docs/benchmarks.md, "RESP transports").
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
@@ -51,8 +57,9 @@ def pack_commands(commands: Sequence[Sequence[bytes]]) -> bytes:
 class RespChannel:
     """Sends many commands in one write and reads all their replies (bulk strings, integers, errors)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, wire: WireFactory | None = None) -> None:
         self._client = client
+        self._new_wire = wire or hiredis_wire
 
     async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
         return await self.call_packed(pack_commands(commands), len(commands))
@@ -64,14 +71,9 @@ class RespChannel:
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.connect()
-            reader, writer = conn._reader, conn._writer
-            if reader is None or writer is None:
-                msg = "redis connection has no stream"
-                raise ConnectionError(msg)
-            writer.write(payload)
-            await writer.drain()
-            replies, errors, _ = await _read_replies(reader, count, b"")
+            wire = await open_wire(conn, self._new_wire)
+            await wire.write(payload)
+            replies, errors = await wire.read(count)
         except BaseException:
             # The stream may hold half a reply: never hand it back to the pool in that state.
             await conn.disconnect(nowait=True)
@@ -129,10 +131,11 @@ class OrderedLane:
     run twice; the feature functions are idempotent per transaction id.
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, wire: WireFactory | None = None) -> None:
         self._client = client
+        self._new_wire = wire or hiredis_wire
         self._conn: Any = None
-        self._buffer = b""
+        self._wire: Wire | None = None
         self._unread: deque[SentBatch] = deque()
         self._lock = asyncio.Lock()  # FIFO: a send waiting for a connection keeps its place
 
@@ -143,12 +146,12 @@ class OrderedLane:
         async with self._lock:
             self._unread.append(batch)
             try:
-                if self._conn is None:
+                if self._wire is None:
                     await self._connect()  # sends everything unread, this batch included
                 else:
-                    self._conn._writer.write(payload)
-                    await self._conn._writer.drain()
-            except (OSError, ConnectionError, RedisConnectionError):
+                    await self._wire.write(payload)
+            except (OSError, ConnectionError, RedisConnectionError, RedisTimeoutError):
+                # (redis-py's send_packed_command applies the client's socket timeout to the write)
                 await self._drop()
         return batch
 
@@ -163,9 +166,11 @@ class OrderedLane:
             head = self._unread[0]
             try:
                 async with self._lock:
-                    if self._conn is None:
+                    if self._wire is None:
                         await self._connect()
-                replies, errors, self._buffer = await _read_replies(self._conn._reader, head.count, self._buffer)
+                assert self._wire is not None
+                # the wire keeps the bytes read past these replies (the next batch's) for the next read
+                replies, errors = await self._wire.read(head.count)
             except BaseException:
                 await self._drop()  # half-read replies: the next connection starts again from ``head``
                 raise
@@ -179,15 +184,12 @@ class OrderedLane:
         pool = self._client.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         self._conn = conn
-        await conn.connect()
-        if conn._reader is None or conn._writer is None:
-            msg = "redis connection has no stream"
-            raise ConnectionError(msg)
-        conn._writer.write(b"".join(b.payload for b in self._unread))
-        await conn._writer.drain()
+        wire = await open_wire(conn, self._new_wire)
+        await wire.write(b"".join(b.payload for b in self._unread))
+        self._wire = wire
 
     async def _drop(self) -> None:
-        conn, self._conn, self._buffer = self._conn, None, b""
+        conn, self._conn, self._wire = self._conn, None, None
         if conn is not None:
             await conn.disconnect(nowait=True)
             await self._client.connection_pool.release(conn)
@@ -196,54 +198,119 @@ class OrderedLane:
         await self._drop()
 
 
-async def _read_replies(
-    reader: asyncio.StreamReader, count: int, buf: bytes
-) -> tuple[list[bytes | int], list[bytes], bytes]:
-    """``count`` replies from ``buf`` and then the stream; also returns the bytes read past them (the next
-    batch's replies, on an ``OrderedLane``)."""
-    replies: list[bytes | int] = []
-    errors: list[bytes] = []
-    pos = 0
-    size = len(buf)
-    while True:
+class Wire(Protocol):
+    """One connected redis-py connection, as a batch transport."""
+
+    async def write(self, payload: bytes) -> None: ...
+
+    async def read(self, count: int) -> tuple[list[bytes | int], list[bytes]]:
+        """``count`` replies (an error reply's place holds ``b""``) and the error replies' texts."""
+        ...
+
+
+WireFactory = Callable[[Any], Wire]
+"""Makes the ``Wire`` of a connected redis-py connection: ``hiredis_wire`` (the default) or ``public_wire``
+(public redis-py APIs only; 2-3x the client CPU). ``bench/bench_features.py --transport-rounds`` measures
+them, and the hand-written parser this module had before, against each other in one run."""
+
+
+async def open_wire(conn: Any, new_wire: WireFactory) -> Wire:
+    await conn.connect()
+    return new_wire(conn)
+
+
+def hiredis_wire(conn: Any) -> Wire:
+    return _HiredisWire(conn, connection_stream(conn))
+
+
+def public_wire(conn: Any) -> Wire:
+    return _PublicWire(conn)
+
+
+def connection_stream(conn: Any) -> asyncio.StreamReader:
+    """The connected redis-py connection's byte stream (a private attribute, see ``_HiredisWire``)."""
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        msg = f"redis-py's {type(conn).__name__} keeps no asyncio.StreamReader in `_reader`: features/resp.py needs it"
+        raise TypeError(msg)
+    return stream
+
+
+async def _send(conn: Any, payload: bytes) -> None:
+    # No health check: it would send a PING between batches whose replies are not read yet.
+    await conn.send_packed_command(payload, check_health=False)
+
+
+class _HiredisWire:
+    """Replies parsed by a ``hiredis.Reader`` fed from the connection's stream.
+
+    The stream (``conn._reader``, an ``asyncio.StreamReader``) is the one private attribute used: redis-py
+    has no public call that reads more than one reply per coroutine, and that per-reply cost is what this
+    avoids (``connection_stream`` and ``tests/features/test_resp_guard.py`` fail plainly if redis-py renames
+    it)."""
+
+    def __init__(self, conn: Any, stream: asyncio.StreamReader) -> None:
+        self._conn = conn
+        self._stream = stream
+        self._reader = hiredis.Reader()  # bytes out; an error reply comes back as a hiredis.ReplyError
+
+    async def write(self, payload: bytes) -> None:
+        await _send(self._conn, payload)
+
+    async def read(self, count: int) -> tuple[list[bytes | int], list[bytes]]:
+        replies: list[bytes | int] = []
+        errors: list[bytes] = []
+        gets = self._reader.gets
         while len(replies) < count:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                break
-            kind = buf[pos]
-            if kind == 36:  # '$' bulk string
-                length = int(buf[pos + 1 : eol])
-                if length < 0:
-                    replies.append(b"")
-                    pos = eol + 2
-                    continue
-                end = eol + 2 + length
-                if end + 2 > size:
-                    break
-                replies.append(buf[eol + 2 : end])
-                pos = end + 2
-            elif kind == 58:  # ':' integer
-                replies.append(int(buf[pos + 1 : eol]))
-                pos = eol + 2
-            elif kind == 45:  # '-' error
-                errors.append(buf[pos + 1 : eol])
+            reply = gets()
+            if reply.__class__ is bytes or reply.__class__ is int:  # nearly every reply (not False: a bool)
+                replies.append(reply)
+            elif reply is False:  # nothing complete in the buffer
+                chunk = await self._stream.read(1 << 20)
+                if not chunk:
+                    msg = "redis closed the connection mid-batch"
+                    raise ConnectionError(msg)
+                self._reader.feed(chunk)
+            elif reply is None:  # a Lua nil/false (RESP2 nil bulk, RESP3 null)
                 replies.append(b"")
-                pos = eol + 2
-            elif kind == 95:  # '_' null: redis-py 8 speaks RESP3 by default, where a Lua nil/false is this
+            elif isinstance(reply, hiredis.ReplyError):
+                errors.append(str(reply).encode(errors="replace"))
                 replies.append(b"")
-                pos = eol + 2
-            elif kind == 43:  # '+' simple string
-                replies.append(buf[pos + 1 : eol])
-                pos = eol + 2
             else:
-                msg = f"unexpected RESP reply type {chr(kind)!r} (only flat replies are expected)"
+                msg = f"unexpected RESP reply {type(reply).__name__} (only flat replies are expected)"
                 raise ConnectionError(msg)
-        if len(replies) >= count:
-            return replies, errors, buf[pos:]
-        chunk = await reader.read(1 << 20)
-        if not chunk:
-            msg = "redis closed the connection mid-batch"
-            raise ConnectionError(msg)
-        buf = buf[pos:] + chunk
-        pos = 0
-        size = len(buf)
+        return replies, errors
+
+
+class _PublicWire:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def write(self, payload: bytes) -> None:
+        await _send(self._conn, payload)
+
+    async def read(self, count: int) -> tuple[list[bytes | int], list[bytes]]:
+        """An error reply is kept in place (as redis-py's own pipeline does) so the replies after it stay
+        aligned with their commands."""
+        replies: list[bytes | int] = []
+        errors: list[bytes] = []
+        read = self._conn.read_response
+        for _ in range(count):
+            try:
+                reply = await read(disable_decoding=True)
+            except ResponseError as exc:
+                errors.append(_error_text(exc))
+                replies.append(b"")
+                continue
+            replies.append(b"" if reply is None else reply)
+        return replies, errors
+
+
+def _error_text(exc: ResponseError) -> bytes:
+    """The error reply as Redis sent it: redis-py moves a known prefix (``NOSCRIPT``, ``LOADING``, ``ERR``)
+    into ``status_code``, and ``classify`` reads the prefix."""
+    text = str(exc)
+    code = exc.status_code
+    if code and not text.startswith(code):
+        text = f"{code} {text}"
+    return text.encode(errors="replace")

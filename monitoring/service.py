@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from fraudstream.settings import Topics
 from monitoring.drift import DriftConfig, MonitorState, snapshot
@@ -108,19 +109,28 @@ class DriftMonitor:
     # --- consuming ---------------------------------------------------------------------------------
     async def _supervised(self, run: Callable[[], Awaitable[None]]) -> None:
         """Restart the consumer after an unexpected error (e.g. the broker went away for long), with
-        backoff; the windows keep what they had and the restart resumes after the last record read."""
-        delay = 1.0
-        while True:
+        backoff: 2, 4 ... 30 s after runs that failed within a minute, 1 s after a longer run. The windows
+        keep what they had and the restart resumes after the last record read."""
+        started = 0.0
+        quick = 0  # failures in a row of runs shorter than a minute
+
+        async def attempt() -> None:
+            nonlocal started
             started = time.monotonic()
-            try:
-                await run()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("drift monitor consumer failed; restarting in %.0f s", delay)
-            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, 30.0)
-            await asyncio.sleep(delay)
+            await run()
+
+        def delay(_: RetryCallState) -> float:
+            nonlocal quick
+            quick = 0 if time.monotonic() - started > 60 else quick + 1
+            return min(2.0**quick, 30.0) if quick else 1.0
+
+        def report(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.error("drift monitor consumer failed; restarting in %.0f s", state.upcoming_sleep, exc_info=exc)
+
+        # Exception, not BaseException: a cancelled task stops
+        retrying = AsyncRetrying(retry=retry_if_exception_type(Exception), wait=delay, before_sleep=report)
+        await retrying(attempt)
 
     async def _consume(self) -> None:
         t = self.options.topics

@@ -9,14 +9,14 @@ cheap), so the first success ends the outage: recovery needs no operator.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
+from typing import NoReturn
 
 import numpy as np
 import numpy.typing as npt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random_exponential
 
 from scoring.backend import ModelBackend, Prediction
 from scoring.errors import ScoringError
@@ -55,28 +55,47 @@ class ResilientPredictor:
         return self.outage_since is not None and self._clock() - self.outage_since >= self.grace_s
 
     async def predict(self, features: npt.NDArray[np.float32], label: str | None = None) -> Prediction:
-        delay = self.backoff_initial_s
-        while True:
+        async def attempt() -> Prediction:
             try:
-                prediction = await self.backend.predict(features, label=label)
+                return await self.backend.predict(features, label=label)
             except ScoringError as exc:
                 if self.on_error is not None:
                     self.on_error(exc)
-                if not exc.retryable:
-                    raise
-                now = self._clock()
-                if self.outage_since is None:
-                    self.outage_since = now
+                if exc.retryable and self.outage_since is None:
+                    self.outage_since = self._clock()
                     log.warning("model backend failing, retrying (stream paused): %s", exc)
-                remaining = self.outage_since + self.grace_s - now
-                if remaining <= 0:
-                    msg = f"model unavailable for {now - self.outage_since:.1f}s: {exc}"
-                    raise ModelOutage(msg) from exc
-                self.retries += 1
-                await asyncio.sleep(min(random.uniform(delay / 2, delay), remaining))
-                delay = min(delay * 2, self.backoff_max_s)
-            else:
-                if self.outage_since is not None:
-                    log.warning("model backend recovered after %.1fs", self._clock() - self.outage_since)
-                    self.outage_since = None
-                return prediction
+                raise
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, ScoringError) and exc.retryable),
+            wait=self._wait,
+            stop=lambda _: self._remaining() <= 0,  # already degraded: one attempt, no backoff sleeps
+            before_sleep=self._count_retry,
+            retry_error_callback=self._outage,
+            reraise=True,
+        )
+        prediction: Prediction = await retrying(attempt)
+        if self.outage_since is not None:
+            log.warning("model backend recovered after %.1fs", self._clock() - self.outage_since)
+            self.outage_since = None
+        return prediction
+
+    def _remaining(self) -> float:
+        """Seconds of the grace period left in the current outage."""
+        assert self.outage_since is not None
+        return self.outage_since + self.grace_s - self._clock()
+
+    def _wait(self, state: RetryCallState) -> float:
+        """d * U(0.5, 1) with d = ``backoff_initial_s`` * 2^(n-1) capped at ``backoff_max_s``; never past the
+        grace period."""
+        half = {"multiplier": self.backoff_initial_s / 2, "max": self.backoff_max_s / 2}
+        jittered = wait_exponential(**half) + wait_random_exponential(**half)
+        return min(jittered(state), self._remaining())
+
+    def _count_retry(self, _: RetryCallState) -> None:
+        self.retries += 1
+
+    def _outage(self, state: RetryCallState) -> NoReturn:
+        assert self.outage_since is not None and state.outcome is not None
+        msg = f"model unavailable for {self._clock() - self.outage_since:.1f}s: {state.outcome.exception()}"
+        raise ModelOutage(msg) from state.outcome.exception()

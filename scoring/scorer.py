@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from tenacity import AsyncRetrying, before_sleep_log, retry_if_exception, stop_before_delay, wait_exponential
 
 from schemas.scored import Decision, ShadowScore
 from scoring.backend import ModelBackend, Prediction
@@ -144,19 +145,14 @@ class Scorer:
 
         Raises ``FeatureHashMismatch`` (never retried) when the model's feature list differs.
         """
-        deadline = time.monotonic() + (self.predictor.grace_s if wait_s is None else wait_s)
-        delay = 0.1
-        while True:
-            try:
-                await self.backend.start()
-            except ScoringError as exc:
-                if not exc.retryable or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("model backend not ready (%s); retrying in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            else:
-                return
+        retrying = AsyncRetrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, ScoringError) and exc.retryable),
+            wait=wait_exponential(multiplier=0.1, max=2.0),  # 0.1, 0.2, 0.4 ... 2 s
+            stop=stop_before_delay(self.predictor.grace_s if wait_s is None else wait_s),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        await retrying(self.backend.start)
 
     async def close(self) -> None:
         await self.batcher.close()

@@ -3,14 +3,13 @@ lag grows) instead of skipping or dropping records."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.exceptions
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential, wait_random_exponential
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,6 +26,11 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 )
 
 
+def transient(exc: BaseException) -> bool:
+    """The client libraries' connection errors, and any package error that says ``retryable``."""
+    return isinstance(exc, TRANSIENT) or getattr(exc, "retryable", False) is True
+
+
 async def retry_forever(
     call: Callable[[], Awaitable[T]], *, what: str, first_delay_s: float = 0.05, max_delay_s: float = 5.0
 ) -> T:
@@ -34,17 +38,26 @@ async def retry_forever(
 
     Transient: the client libraries' connection errors, and any package error that says ``retryable``
     (``features`` wraps Redis connection errors in ``FeatureStoreUnavailable``, which must pause the stream,
-    not stop the worker)."""
-    delay = first_delay_s
-    attempt = 0
-    while True:
-        try:
-            return await call()
-        except Exception as exc:
-            if not (isinstance(exc, TRANSIENT) or getattr(exc, "retryable", False) is True):
-                raise
-            attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(max_delay_s, delay * 2)
+    not stop the worker). The n-th wait is d * (0.5 + U(0, 1)) with d = ``first_delay_s`` * 2^(n-1) capped
+    at ``max_delay_s``: half of it fixed, half jittered, so workers that lost Redis together do not all
+    come back in the same millisecond."""
+
+    def warn(state: RetryCallState) -> None:
+        attempt = state.attempt_number  # failed attempts so far
+        if attempt == 1 or attempt % 10 == 0:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception(transient),
+        wait=wait_exponential(multiplier=first_delay_s / 2, max=max_delay_s / 2)
+        + wait_random_exponential(multiplier=first_delay_s, max=max_delay_s),
+        before_sleep=warn,
+        reraise=True,
+    )
+
+    async def attempt() -> T:
+        # tenacity awaits only what a coroutine function returns: ``call`` may be a lambda or a partial
+        return await call()
+
+    return await retrying(attempt)

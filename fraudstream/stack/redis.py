@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -42,8 +43,9 @@ def redis_command(port: int, data_dir: Path, log_file: Path, *, appendonly: bool
     ]
 
 
-def healthy(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+def healthy(url: str, **client_options: Any) -> bool:
+    """``client_options``: what else the client needs to get a PONG (credentials, TLS CA)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, **client_options)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -52,10 +54,12 @@ def healthy(url: str) -> bool:
         client.close()
 
 
-def wait_healthy(url: str, *, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+def wait_healthy(
+    url: str, *, timeout_s: float, alive: Callable[[], bool] | None = None, **client_options: Any
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if healthy(url):
+        if healthy(url, **client_options):
             return
         if alive is not None and not alive():
             msg = "redis-server exited during start-up; see its log under .fraudstream/logs/"
@@ -79,16 +83,25 @@ def purge_prefix(url: str, prefix: str) -> int:
 
 
 @contextmanager
-def scratch_redis(workdir: Path, *, timeout_s: float = 10.0) -> Iterator[str]:
+def scratch_redis(
+    workdir: Path, *, timeout_s: float = 10.0, server_args: Sequence[str] = (), tls: bool = False,
+    **client_options: Any,
+) -> Iterator[str]:
     """The URL of a redis-server of its own on a free port, without persistence, for tests and
-    benchmarks that must not share the stack's keyspace; stopped on exit."""
+    benchmarks that must not share the stack's keyspace; stopped on exit.
+
+    ``server_args`` are added to the command line (an ACL file, TLS certificates); with ``tls`` the port
+    speaks TLS only and the URL is ``rediss://``. ``client_options`` are what the start-up PING needs
+    (username, password, ``ssl_ca_certs``); the URL carries none of them."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = process.free_port()
-    pid = process.spawn(redis_command(port, workdir, workdir / "redis.log", appendonly=False),
-                        log_path=workdir / "redis.stdout.log")
-    url = f"redis://127.0.0.1:{port}/0"
+    command = redis_command(port, workdir, workdir / "redis.log", appendonly=False) + list(server_args)
+    if tls:
+        command += ["--port", "0", "--tls-port", str(port)]  # the last --port wins: no plain-text port
+    pid = process.spawn(command, log_path=workdir / "redis.stdout.log")
+    url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{port}/0"
     try:
-        wait_healthy(url, timeout_s=timeout_s, alive=lambda: process.is_alive(pid))
+        wait_healthy(url, timeout_s=timeout_s, alive=lambda: process.is_alive(pid), **client_options)
         yield url
     finally:
         process.stop(pid, timeout_s=timeout_s)

@@ -16,22 +16,10 @@ import orjson
 import pytest
 
 from fraudstream.stack import LocalStack
-from tests.chaos.harness import (
-    Collector,
-    History,
-    WorkerProcess,
-    create_topics,
-    launch,
-    max_rel_diff,
-    offline_probe_vectors,
-    online_probe_vectors,
-    produce,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
+from fraudstream.workers import WorkerProcess
+from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
+from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -43,9 +31,7 @@ RESTART_AFTER_SCORED = 300  # distinct ids scored when the broker is restarted
 async def test_broker_restart_mid_stream_loses_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("kafka")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "kafka")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=5)
     records = history.records(topics)
     head = int(len(records) * BACKLOG_SHARE)

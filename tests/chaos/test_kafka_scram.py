@@ -24,17 +24,9 @@ from pydantic import SecretStr
 from fraudstream.settings import Settings
 from fraudstream.stack import kafka, process
 from fraudstream.stack.errors import StackError
-from tests.chaos.harness import (
-    Collector,
-    History,
-    create_topics,
-    launch,
-    produce,
-    run_id,
-    run_topics,
-    wait_ready,
-    worker_env,
-)
+from tests.fixtures.history import History
+from tests.fixtures.topics import Collector, private_topics, produce
+from tests.fixtures.workers import launch, wait_ready, worker_env
 from training.topics import load_topics
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -96,9 +88,7 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory, local_stack: object) 
 async def test_worker_and_rebuild_authenticate_with_scram(
     scram_broker: ScramBroker, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("scram")
-    topics = run_topics(run)
-    await create_topics(scram_broker.plaintext, topics)
+    run, topics = await private_topics(scram_broker.plaintext, "scram")
     history = History.build(run, cards=20, per_card=10, seed=8)
     await produce(scram_broker.plaintext, history.records(topics))
     sasl = {"FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "FRAUD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

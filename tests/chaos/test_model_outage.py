@@ -17,19 +17,10 @@ import grpc
 import pytest
 
 from fraudstream.stack import LocalStack
-from tests.chaos.harness import (
-    Collected,
-    Collector,
-    History,
-    create_topics,
-    launch,
-    produce,
-    run_id,
-    run_topics,
-    wait_ready,
-    worker_env,
-)
-from tests.servicer import serving
+from tests.fixtures.history import History
+from tests.fixtures.models import serving
+from tests.fixtures.topics import Collected, Collector, private_topics, produce
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 CARDS, PER_CARD = 200, 30
@@ -51,9 +42,7 @@ def _count(out: Collected, since: float, until: float = float("inf"), *, degrade
 async def test_slow_then_down_model_server_degrades_then_recovers_losing_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, model_repo: Path, tmp_path: Path
 ) -> None:
-    run = run_id("model")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "model")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=4, label_share=0.0)
 
     async with serving(model_repo / "fraud_dnn") as server, Collector(kafka_bootstrap, topics) as collector:

@@ -14,21 +14,9 @@ from pathlib import Path
 import pytest
 
 from fraudstream.stack import LocalStack
-from tests.chaos.harness import (
-    Collector,
-    History,
-    create_topics,
-    launch,
-    max_rel_diff,
-    offline_probe_vectors,
-    online_probe_vectors,
-    produce,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
+from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
+from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 CARDS, PER_CARD = 200, 60
@@ -42,9 +30,7 @@ CONSUMED = re.compile(r"consumed [1-9][0-9]*, scored")
 async def test_a_worker_joins_and_another_leaves_mid_stream(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("rebalance")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "rebalance")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=6)
     env = worker_env(
         tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_BATCH_MAX_SIZE="64"
@@ -92,9 +78,7 @@ async def test_a_worker_joins_a_saturated_worker_on_a_backlog(
     `bench e2e` two-worker phase): a fetch held back during the revocation must be read again, not skipped
     (this lost one fetch's records in 2 of 5 such runs before `ChunkConductor` stopped waiting for the flow
     to resume)."""
-    run = run_id("backlog")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "backlog")
     history = History.build(run, cards=BACKLOG_CARDS, per_card=BACKLOG_PER_CARD, seed=7, label_share=0.0,
                             spacing_s=60.0)
     await produce(kafka_bootstrap, history.records(topics))  # all waiting before the workers start

@@ -18,21 +18,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from fraudstream.stack import LocalStack
-from tests.chaos.harness import (
-    Collector,
-    History,
-    create_topics,
-    launch,
-    max_rel_diff,
-    offline_probe_vectors,
-    online_probe_vectors,
-    produce,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
+from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
+from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -46,9 +34,7 @@ REBUILD_CARDS, REBUILD_PER_CARD = 100, 40
 async def test_redis_restart_mid_stream_loses_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("redis")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "redis")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=2)
     records = history.records(topics)
     head = int(len(records) * BACKLOG_SHARE)
@@ -94,9 +80,7 @@ async def test_rebuild_restores_the_state_after_redis_lost_its_data(
 ) -> None:
     """The topics hold the history; Redis is empty (a new instance): ``fraudstream features rebuild``
     replays the topics through the online engine and the state equals the offline engine's."""
-    run = run_id("rebuild")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "rebuild")
     history = History.build(run, cards=REBUILD_CARDS, per_card=REBUILD_PER_CARD, seed=3)
     bad = [(topics.transactions, b"bad", b"not json"), (topics.labels, b"bad", b'{"is_fraud": "maybe"}')]
     await produce(kafka_bootstrap, history.records(topics) + bad)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,9 +21,10 @@ import redis
 from features import RedisFeatureStore, TransactionEvent
 from features.errors import FeatureStoreUnavailable
 from fraudstream.settings import Settings, kafka_client_options
-from fraudstream.stack.process import free_port
+from fraudstream.stack.redis import scratch_redis
 from streams.app import _credentials
 from streams.runtime import redis_client
+from tests.fixtures.stack import require_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
@@ -77,32 +77,12 @@ def test_secrets_are_not_in_the_settings_repr() -> None:
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[str]:
     """A redis-server whose default user is off and whose only user may touch the feature keys."""
-    binary = shutil.which("redis-server")
-    if binary is None:  # `make setup` installs it: a missing one is a broken setup, not a reason to skip
-        pytest.fail("redis-server is not installed: run `make setup` (or apt-get install -y redis-server)")
-    port = free_port()
+    require_redis_server()
     acl = tmp_path / "users.acl"
     acl.write_text("user default off\nuser fraud on >worker-pw ~fs:* resetchannels +@all -@dangerous\n")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path), "--aclfile", str(acl)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis.from_url(url, username="fraud", password="worker-pw").ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    with scratch_redis(tmp_path / "redis", server_args=["--aclfile", str(acl)], timeout_s=20,
+                       username="fraud", password="worker-pw") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 @pytest.mark.integration
@@ -144,10 +124,9 @@ def _openssl(*args: str, cwd: Path) -> None:
 def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A redis-server that only speaks TLS (a throwaway CA; server certificate for 127.0.0.1) and has
     an ACL user; yields its port-only URL part and the CA file."""
-    binary = shutil.which("redis-server")
-    if binary is None or shutil.which("openssl") is None:  # both installed by `make setup`
-        pytest.fail("redis-server or openssl is not installed: run `make setup` "
-                    "(or apt-get install -y redis-server openssl)")
+    require_redis_server()
+    if shutil.which("openssl") is None:  # installed by `make setup`
+        pytest.fail("openssl is not installed: run `make setup` (or apt-get install -y openssl)")
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
              "-days", "1", "-subj", "/CN=fraudstream-test-ca", cwd=tmp_path)
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
@@ -157,30 +136,14 @@ def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
              "-out", "server.crt", "-days", "1", "-extfile", "san.ext", cwd=tmp_path)
     acl = tmp_path / "users.acl"
     acl.write_text("user default off\nuser fraud on >tls-pw ~fs:* resetchannels +@all -@dangerous\n")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path), "--aclfile", str(acl),
-         "--tls-cert-file", str(tmp_path / "server.crt"), "--tls-key-file", str(tmp_path / "server.key"),
-         "--tls-ca-cert-file", str(tmp_path / "ca.crt"), "--tls-auth-clients", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
     ca = tmp_path / "ca.crt"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(ca), username="fraud",
-                            password="tls-pw").ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}", ca
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with scratch_redis(
+        tmp_path / "redis", tls=True, timeout_s=20, username="fraud", password="tls-pw", ssl_ca_certs=str(ca),
+        server_args=["--aclfile", str(acl), "--tls-cert-file", str(tmp_path / "server.crt"),
+                     "--tls-key-file", str(tmp_path / "server.key"), "--tls-ca-cert-file", str(ca),
+                     "--tls-auth-clients", "no"],
+    ) as url:
+        yield url.removeprefix("rediss://").removesuffix("/0"), ca
 
 
 @pytest.mark.integration

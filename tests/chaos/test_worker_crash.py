@@ -15,24 +15,16 @@ import pytest
 
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import is_alive
-from tests.chaos.harness import (
-    CARD_SECRET,
-    Collector,
+from tests.fixtures.history import (
     History,
-    create_topics,
     explain_difference,
-    launch,
     max_rel_diff,
     offline_probe_vectors,
     online_probe_vectors,
-    produce,
     redis_contents,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
 )
+from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.workers import CARD_SECRET, launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -44,9 +36,7 @@ KILL_AFTER_SCORED = 800  # distinct ids scored when the worker is SIGKILLed
 async def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("crash")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "crash")
     history = History.build(run, cards=CARDS, per_card=PER_CARD)
     records = history.records(topics)
     # A rejected record holding a real card number: the dead letter must not carry it in clear.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.deploy.chart import PRODUCTION_VALUES, Rendered, render
+from tests.fixtures.chart import PRODUCTION_VALUES, Rendered, render
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy.chart import (
+from tests.fixtures.chart import (
     CHART,
     PRODUCTION_VALUES,
     RELEASE,

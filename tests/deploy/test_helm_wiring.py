@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from fraudstream.cli import build_parser
 from fraudstream.settings import Settings, load_settings
 from scoring.uri import parse_backend_uri
-from tests.deploy.chart import (
+from tests.fixtures.chart import (
     PRODUCTION_VALUES,
     RELEASE,
     Rendered,

@@ -1,24 +1,18 @@
 """Fixtures of the feature tests: a throw-away redis-server for the session (its own keyspace and no
-persistence, so property tests can purge and restart freely)."""
+persistence, so property tests can purge and restart freely) stands in for the stack's."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from fraudstream.stack.redis import scratch_redis
-
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:  # `make setup` installs it: a missing one is a broken setup
-        pytest.fail("redis-server is not installed: run `make setup` (or apt-get install -y redis-server)")
-    with scratch_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
+def redis_url(scratch_redis_url: str) -> str:
+    return scratch_redis_url
 
 
 @pytest.fixture

@@ -5,26 +5,11 @@ from __future__ import annotations
 import numpy as np
 import redis.asyncio as aioredis
 
-from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
+from features import FEATURE_LIST, LabelEvent, RedisFeatureStore
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.online import entity_keys
 from features.resp import classify
-
-T0 = 1_530_000_000.0  # 2018-06-26T08:00:00Z, a Tuesday
-DAY = 86_400.0
-IDX = {name: i for i, name in enumerate(FEATURE_LIST.names)}
-
-
-def tx(i: int, t: float, amount: float = 10.0, card: str = "c1", terminal: str = "t1") -> TransactionEvent:
-    return TransactionEvent(
-        transaction_id=f"tx{i}",
-        card_ref=card,
-        terminal_id=terminal,
-        event_time=t,
-        amount=amount,
-        latitude=50.0,
-        longitude=4.0 + 0.01 * i,
-    )
+from tests.fixtures.events import DAY, IDX, T0, tx
 
 
 async def snapshot(client: aioredis.Redis, prefix: str) -> dict[bytes, object]:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from features import RedisFeatureStore
 from features.resp import OrderedLane, ScriptReplyError, pack_commands
-from tests.features.test_online import IDX, T0, tx
+from tests.fixtures.events import IDX, T0, tx
 
 
 def _rpush(key: str, *values: str) -> tuple[bytes, int]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from schemas import Transaction, transaction_context
 from schemas.codec import Rejection, decode
-from tests.fuzz.test_fuzz_worker import CORPUS_COPIES, MAX_MESSAGE, _accounted, corpus_copies
+from tests.fixtures.corpus import CORPUS_COPIES, MAX_MESSAGE, corpus_copies, unaccounted
 
 
 def test_a_corpus_copy_that_was_never_scored_is_noticed() -> None:
@@ -24,5 +24,5 @@ def test_a_corpus_copy_that_was_never_scored_is_noticed() -> None:
     lost = range(2 * per_copy, 3 * per_copy)  # the third copy's scored records never arrived
     dead = {positions[i]: {} for i, p in enumerate(parsed) if isinstance(p, Rejection)}
     scored = {p.transaction_id: {} for i, p in enumerate(parsed) if not isinstance(p, Rejection) and i not in lost}
-    missing = _accounted(values, positions, scored, dead)
+    missing = unaccounted(values, positions, scored, dead)
     assert missing and set(missing) <= set(lost), missing

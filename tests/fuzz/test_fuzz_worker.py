@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import random
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -22,80 +21,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fraudstream.stack import LocalStack
-from schemas import Transaction, transaction_context
-from schemas.codec import Rejection, decode
 from schemas.common import CURRENCIES
-from tests.chaos.harness import (
-    Collector,
-    create_topics,
-    launch,
-    produce,
-    rss_mb,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
+from tests.fixtures.corpus import CORPUS_COPIES, MAX_MESSAGE, NOW, base, corpus_copies, nasty_corpus, unaccounted
+from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.workers import launch, rss_mb, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
 TOTAL = 10_000
 HYPOTHESIS_EXAMPLES = 2_500
-CORPUS_COPIES = 4  # the hand-written corpus again and again: the same bad input must never wear the worker down
-MAX_MESSAGE = 64 * 1024  # the worker's default limit; bigger records are dead-lettered unread
 RSS_GROWTH_LIMIT_MB = 40.0  # peak RSS (sampled through the run) above the RSS after the warm-up: 20-26 MB seen
 RSS_SAMPLE_S = 0.2
 SPECIFIC_REASON = re.compile(r"^(decode:(empty|oversized|utf8|json)|validation:[A-Za-z0-9_.]+:[a-z_]+"
                              r"|duplicate:transaction_id:conflict)$")
-NOW = datetime.now(UTC)
-
-
-def base(tx_id: str, **fields: Any) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "transaction_id": tx_id, "card_id": "4111111111111111", "terminal_id": "T-1", "amount": 12.5,
-        "currency": "EUR", "event_time": (NOW - timedelta(hours=1)).isoformat(),
-    }
-    record.update(fields)
-    return record
-
-
-def nasty_corpus(run: str) -> list[bytes]:
-    """Hand-written records, each aimed at one way a parser or validator can go wrong. Transaction ids
-    derive from ``run``: give each copy its own, so a lost copy cannot hide behind another's ids."""
-    def j(record: dict[str, Any] | list[Any]) -> bytes:
-        return json.dumps(record, allow_nan=True).encode()
-
-    t = f"{run}-n"
-    valid = j(base(f"{t}-ok"))
-    out = [
-        b"\xff\xfe\xfd", b'{"transaction_id": "\xc3\x28"}', valid[:-1] + b"\x80}",  # invalid UTF-8
-        j(base(f"{t}-1", amount=1e308 * 10)), valid.replace(b"12.5", b"9" * 5000),  # huge numbers
-        valid.replace(b"12.5", b"1e400"), valid.replace(b"12.5", b"-1e400"),
-        j(base(f"{t}-2", amount=math.nan)), j(base(f"{t}-3", amount=math.inf)),  # NaN, inf
-        j(base(f"{t}-4", latitude=math.nan)), j(base(f"{t}-5", amount=-5.0)), j(base(f"{t}-6", amount=0)),
-        j(base(f"{t}-7", amount=-0.0)), j(base(f"{t}-8", amount=1_000_000.01)),
-        j(base(f"{t}-9", card_id="x" * 1_000_000)), b'"' + b"y" * 1_500_000 + b'"',  # 1 MB strings
-        j(base(f"{t}-10", amount="12.5x")), j(base(f"{t}-11", amount=[1])), j(base(f"{t}-12", amount={})),
-        j(base(f"{t}-13", transaction_id=123)), j(base(f"{t}-14", card_id=None)),
-        j(base(f"{t}-15", event_time=12345)), j(base(f"{t}-16", event_time=True)),  # wrong types
-        j({"transaction_id": f"{t}-17"}), j({}), b"null", b"[]", b"42", b'""', b"", b" ",  # missing keys
-        j(base(f"{t}-18", event_time="1970-01-01T00:00:00Z")), j(base(f"{t}-19", event_time="2100-01-01T00:00:00Z")),
-        j(base(f"{t}-20", event_time="2026-01-01T00:00:00")),  # naive time
-        j(base(f"{t}-21", event_time="not a date")), j(base(f"{t}-22", event_time="9999-12-31T23:59:59Z")),
-        j(base(f"{t}-23", surprise=1)), j(base(f"{t}-24", __proto__={"admin": True})),  # unknown fields
-        j(base(f"{t}-25", currency="XXX")), j(base(f"{t}-26", schema_version=2)),
-        j(base(f"{t}-27", card_id="4111 1111 1111 1111")), j(base(f"{t}-28", terminal_id="T-1\u0000")),
-        j(base(f"{t}-29", transaction_id="ǅ-unicode")), j(base(f"{t}-30", transaction_id="a" * 65)),
-        b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000,  # JSON bombs
-        b"[" * 60_000, b'{"transaction_id": "' + t.encode() + b'-31", ' * 3, b"{'single': 'quotes'}",
-        b"\x00" * 100, b'{"transaction_id": "\\ud800", "card_id": "c"}', b"\xef\xbb\xbf" + valid,  # BOM
-        valid + b" trailing", valid + valid,
-    ]
-    dup = j(base(f"{t}-dup"))
-    out += [dup, dup, dup]  # an exact repeat: scored each time (the first result again)
-    out += [j(base(f"{t}-dup", amount=99.0))]  # the same id, other content: a conflict, dead-lettered
-    return out
 
 
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
@@ -183,11 +121,6 @@ def mutated(run: str, count: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def corpus_copies(run: str, count: int = CORPUS_COPIES, first: int = 0) -> list[bytes]:
-    """``count`` copies of the corpus, each with its own transaction ids."""
-    return [v for k in range(first, first + count) for v in nasty_corpus(f"{run}-c{k}")]
-
-
 def hostile_values(run: str) -> list[bytes]:
     """``TOTAL`` records: hypothesis records and seeded mutations, with the corpus copies spread over the
     run — the first at the start (in the warm-up), the others later on, after the memory baseline."""
@@ -216,9 +149,7 @@ async def sample_rss(pid: int, samples: list[float]) -> None:
 async def test_ten_thousand_hostile_records_are_each_scored_or_dead_lettered(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("fuzz")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "fuzz")
     corpus = nasty_corpus(f"{run}-labels")
     values = hostile_values(run)
     keys = [b"fuzz", None, b"\xff\xfe", b"k" * 1000]
@@ -249,7 +180,7 @@ async def test_ten_thousand_hostile_records_are_each_scored_or_dead_lettered(
             pid_alive = worker.alive()
             worker.stop()
         out = await collector.wait(
-            lambda o: _accounted(values, positions, o.scored, o.dead) == [] and set(label_positions) <= o.dead.keys(),
+            lambda o: unaccounted(values, positions, o.scored, o.dead) == [] and set(label_positions) <= o.dead.keys(),
             60, "every record accounted for",
         )
     assert pid_alive, worker.tail(60)
@@ -265,16 +196,3 @@ async def test_ten_thousand_hostile_records_are_each_scored_or_dead_lettered(
     assert peak - baseline <= RSS_GROWTH_LIMIT_MB, f"RSS grew from {baseline:.1f} MB to {peak:.1f} MB"
 
 
-def _accounted(
-    values: list[bytes], positions: list[tuple[str, int, int]], scored: dict[str, Any], dead: dict[Any, Any]
-) -> list[int]:
-    """Indexes of the records that are neither dead-lettered (by position) nor scored (by id)."""
-    context = transaction_context(datetime.now(UTC), 86_400.0)
-    missing = []
-    for i, (value, position) in enumerate(zip(values, positions, strict=True)):
-        if position in dead:
-            continue
-        parsed = decode(Transaction, value, max_bytes=MAX_MESSAGE, context=context)
-        if isinstance(parsed, Rejection) or parsed.transaction_id not in scored:
-            missing.append(i)
-    return missing

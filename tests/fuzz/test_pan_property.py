@@ -26,18 +26,9 @@ from hypothesis import strategies as st
 
 from fraudstream.stack import LocalStack
 from schemas.pan import luhn_valid
-from tests.chaos.harness import (
-    PARTITIONS,
-    create_topics,
-    iso,
-    launch,
-    redis_contents,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
+from tests.fixtures.history import iso, redis_contents
+from tests.fixtures.topics import PARTITIONS, private_topics, wait_caught_up
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 
@@ -163,9 +154,7 @@ async def read_outputs(bootstrap: str, topics: list[str]) -> list[bytes]:
 async def test_no_card_number_leaves_the_worker_in_clear(
     local_stack: LocalStack, kafka_bootstrap: str, redis_url: str, local_backend: str, tmp_path: Path
 ) -> None:
-    run = run_id("pan")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "pan")
     cases = generate(run, RECORDS)
     assert len(cases) == RECORDS
     pans = {p for case in cases for p in case["pans"]}

@@ -17,7 +17,7 @@ from fraudstream.cli.monitoring import _build_monitor
 from fraudstream.settings import load_settings
 from monitoring.sketch import bucket_key
 from monitoring.worker import WorkerMonitoring
-from tests.monitoring.fixtures import write_reference
+from tests.fixtures.drift import write_reference
 
 NAMES = ("amount", "card_count_1d")
 

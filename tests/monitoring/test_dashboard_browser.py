@@ -27,8 +27,9 @@ import pytest
 from fraudstream.settings import Topics
 from fraudstream.sources.topics import ensure_topics
 from fraudstream.workers import WorkerProcess
-from tests.monitoring.traffic import export_trained_model, simulate
-from tests.streams.helpers import start_worker, unique, worker_env
+from tests.fixtures.topics import run_id
+from tests.fixtures.traffic import export_trained_model, simulate
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -59,10 +60,10 @@ class Stack:
 def dash_stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str) -> Stack:
     end = datetime.now(UTC)
     # The same simulator and volume as the normal live traffic below: the reference describes it.
-    training = simulate(count=NORMAL, seed=21, end=end, prefix=unique("dash-train")).features
+    training = simulate(count=NORMAL, seed=21, end=end, prefix=run_id("dash-train")).features
     repo = tmp_path_factory.mktemp("dashboard-models")
     export_trained_model(repo, training, seed=3, review_share=0.03)
-    run = unique("dash")
+    run = run_id("dash")
     topics = Topics(transactions=f"{run}-tx", scored=f"{run}-scored", dead_letter=f"{run}-dlq",
                     labels=f"{run}-labels", retrain_requests=f"{run}-retrain", retrain_status=f"{run}-status",
                     drift_alerts=f"{run}-alerts")
@@ -74,9 +75,9 @@ def dash_stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, r
 @pytest.fixture(scope="module")
 def worker(dash_stack: Stack) -> Iterator[WorkerProcess]:
     env = worker_env(dash_stack.home, dash_stack.bootstrap, dash_stack.redis_url, f"local://{dash_stack.model_dir}",
-                     FRAUD_APP_ID=unique("dash-worker"), FRAUD_CARD_HASH_SECRET=unique("secret"),
+                     FRAUD_APP_ID=run_id("dash-worker"), FRAUD_CARD_HASH_SECRET=run_id("secret"),
                      **{f"FRAUD_TOPICS__{k.upper()}": v for k, v in dash_stack.topics.model_dump().items()})
-    process = start_worker(env, dash_stack.home / "worker.log")
+    process = launch(env, dash_stack.home / "worker.log")
     assert process.wait_ready(timeout_s=180), process.tail()
     yield process
     process.stop()
@@ -135,7 +136,7 @@ def _simulate(dash_stack: Stack, *args: str) -> None:
 @pytest.fixture(scope="module")
 def traffic(dash_stack: Stack, dashboard: str, worker: WorkerProcess) -> dict[str, Any]:
     """Normal traffic, then shifted traffic, then silence: the state the screenshots show."""
-    run = unique("d")
+    run = run_id("d")
     _simulate(dash_stack, "--count", str(NORMAL), "--seed", "31", "--invalid-share", "0.01", "--id-prefix", f"{run}a")
     # Labels of the shifted part arrive at once (analyst verdicts while the page is open); the normal part's
     # keep the simulator's 7-day delay, as the model's training history had no labels either.

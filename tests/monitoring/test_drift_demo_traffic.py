@@ -30,10 +30,11 @@ from fraudstream.sources.producer import OutboundRecord, first_transactions, pro
 from fraudstream.sources.simulator import Simulator, interleave_labels
 from fraudstream.sources.topics import ensure_topics
 from fraudstream.sources.warmup import take_history, warm_up, with_warm_up
-from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
+from fraudstream.workers import WorkerProcess
 from monitoring.reference import SCORE
 from monitoring.service import DriftMonitor
-from tests.streams.helpers import unique
+from tests.fixtures.topics import run_id
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = pytest.mark.integration
 N_NORMAL, N_SHIFTED = 20_000, 10_000
@@ -49,11 +50,11 @@ class DemoSetup:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str) -> DemoSetup:
     home = tmp_path_factory.mktemp("demo-drift-home")
-    run = unique("demo-drift")
+    run = run_id("demo-drift")
     topics = Topics(transactions=f"{run}-tx", scored=f"{run}-scored", dead_letter=f"{run}-dlq",
                     labels=f"{run}-labels", drift_alerts=f"{run}-alerts", retrain_requests=f"{run}-retrain")
     settings = load_settings(home=home, kafka_bootstrap=kafka_bootstrap, redis_url=redis_url, topics=topics,
-                             app_id=run, card_hash_secret=unique("secret"))
+                             app_id=run, card_hash_secret=run_id("secret"))
     model = train_first_model(settings, home / "logs" / "train-first-model.log", progress=print)
     asyncio.run(ensure_topics(kafka_bootstrap, {topics.transactions: 4, topics.scored: 1, topics.dead_letter: 1,
                                                 topics.labels: 1, topics.drift_alerts: 1,
@@ -64,10 +65,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_u
 @pytest.fixture(scope="module")
 def worker(demo: DemoSetup) -> Iterator[WorkerProcess]:
     s = demo.settings
-    env = worker_env(home=s.home, bootstrap=s.kafka_bootstrap, redis_url=s.redis_url,
-                     model_backend=s.effective_model_backend, topics=s.topics, FRAUD_APP_ID=s.app_id,
-                     FRAUD_CARD_HASH_SECRET=s.card_hash_secret.get_secret_value(), FRAUD_METRICS_PORT="0")
-    process = spawn_worker(env, s.home / "logs" / "worker.log")
+    env = worker_env(s.home, s.kafka_bootstrap, s.redis_url, s.effective_model_backend, s.topics, s.app_id,
+                     FRAUD_CARD_HASH_SECRET=s.card_hash_secret.get_secret_value())
+    process = launch(env, s.home / "logs" / "worker.log")
     assert process.wait_ready(180), process.tail()
     yield process
     process.stop()
@@ -95,7 +95,7 @@ async def test_normal_demo_traffic_raises_no_alert_and_a_shift_does(
 ) -> None:
     settings = demo.settings
     assert monitor.sketch is not None and monitor.state.config.bucket_s == settings.drift_bucket_s
-    run = unique("traffic")
+    run = run_id("traffic")
     config, warm = with_warm_up(replace(POPULATION, count=N_NORMAL + N_SHIFTED, shift_after=N_NORMAL, id_prefix=run,
                                         entity_prefix=f"{run}-"))
     stream = interleave_labels(Simulator(config), end=time.time())

@@ -30,8 +30,9 @@ from monitoring.dashboard import create_app, serve
 from monitoring.drift import DriftConfig
 from monitoring.service import DriftMonitor, MonitorOptions
 from monitoring.windows import WindowSpec
-from tests.monitoring.traffic import Traffic, export_trained_model, records, simulate
-from tests.streams.helpers import produce, start_worker, unique, worker_env
+from tests.fixtures.topics import produce, run_id
+from tests.fixtures.traffic import Traffic, export_trained_model, records, simulate
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()
@@ -55,10 +56,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Setup:
     end = datetime.now(UTC)
     total = N_NORMAL + N_SHIFTED + N_LATER
     training = simulate(count=total, seed=11, end=end).features[:N_NORMAL]
-    live = simulate(count=total, seed=12, end=end, shift_after=N_NORMAL, prefix=unique("drift"))
+    live = simulate(count=total, seed=12, end=end, shift_after=N_NORMAL, prefix=run_id("drift"))
     repo = tmp_path_factory.mktemp("drift-models")
     export_trained_model(repo, training)
-    return Setup(repo / "fraud_dnn", live, unique("drift-worker"))
+    return Setup(repo / "fraud_dnn", live, run_id("drift-worker"))
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def worker(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis
     home = tmp_path_factory.mktemp("drift-worker-home")
     # Its own card-hash secret gives this worker card state of its own in the shared Redis.
     env = worker_env(home, kafka_bootstrap, redis_url, f"local://{setup.model_dir}", FRAUD_APP_ID=setup.app_id,
-                     FRAUD_CARD_HASH_SECRET=unique("secret"), FRAUD_DRIFT_BUCKET_S=str(SETTINGS.drift_bucket_s))
-    process = start_worker(env, home / "worker.log")
+                     FRAUD_CARD_HASH_SECRET=run_id("secret"), FRAUD_DRIFT_BUCKET_S=str(SETTINGS.drift_bucket_s))
+    process = launch(env, home / "worker.log")
     assert process.wait_ready(timeout_s=120), process.tail()
     yield process
     process.stop()

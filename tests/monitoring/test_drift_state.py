@@ -12,7 +12,7 @@ import pytest
 from monitoring.drift import DriftConfig, MonitorState, snapshot
 from monitoring.reference import ReferenceCatalog
 from monitoring.windows import BucketSeries, WindowSpec
-from tests.monitoring.fixtures import write_reference
+from tests.fixtures.drift import write_reference
 
 T0 = 1_800_000_000.0
 

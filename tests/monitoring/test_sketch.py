@@ -15,7 +15,7 @@ from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import DEFAULT_NAMESPACE, FeatureSketchReader, bucket_key
 from monitoring.worker import WorkerMonitoring
 from streams.pipeline import BatchOutcome
-from tests.monitoring.fixtures import write_reference
+from tests.fixtures.drift import write_reference
 
 
 def test_key_layout_is_pinned() -> None:

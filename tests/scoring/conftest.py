@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from scoring_fixtures import MODEL, Harness
 
 from scoring.testing.model_factory import export_model, write_labels
 from scoring.testing.servicer import InProcessModelServer
+from tests.fixtures.scoring import MODEL, Harness
 
 
 @pytest.fixture(scope="session")

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 import tensorflow as tf
-from scoring_fixtures import BACKENDS, Harness
 
 from scoring.errors import FeatureHashMismatch
 from scoring.policy import reason_code
 from scoring.rollout import bucket
 from scoring.testing.model_factory import DEFAULT_FEATURES, PLANTED_FEATURE, sample_features, write_labels
+from tests.fixtures.scoring import BACKENDS, Harness
 
 pytestmark = pytest.mark.parametrize("harness", BACKENDS, indirect=True)
 N_FEATURES = len(DEFAULT_FEATURES)

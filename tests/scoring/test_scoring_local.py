@@ -6,7 +6,6 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from scoring_fixtures import FEATURE_HASH, MODEL
 
 from scoring.errors import BadBackendUri, LabelNotFound
 from scoring.factory import open_backend
@@ -14,6 +13,7 @@ from scoring.local import LocalBackend
 from scoring.testing.model_factory import export_model, sample_features, write_labels
 from scoring.tfserving import TFServingBackend
 from scoring.uri import parse_backend_uri
+from tests.fixtures.scoring import FEATURE_HASH, MODEL
 
 
 async def test_refuses_incompatible_new_version_and_keeps_serving(model_dir: Path) -> None:

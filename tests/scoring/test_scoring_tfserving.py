@@ -8,7 +8,6 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from scoring_fixtures import FEATURE_HASH, MODEL
 
 from scoring.breaker import CircuitBreaker
 from scoring.errors import BackendUnavailable, CircuitOpen, InvalidRequest, LabelNotFound, ModelNotFound
@@ -17,6 +16,7 @@ from scoring.tensors import float_tensor, to_float_array
 from scoring.testing.model_factory import DEFAULT_FEATURES, export_model, sample_features, write_labels
 from scoring.testing.servicer import InProcessModelServer
 from scoring.tfserving import TFServingBackend
+from tests.fixtures.scoring import FEATURE_HASH, MODEL
 
 
 @pytest.fixture
@@ -40,6 +40,19 @@ async def test_retries_retryable_codes_then_succeeds(server: InProcessModelServe
     server.fail_with(grpc.StatusCode.UNAVAILABLE, times=2)
     prediction = await backend.predict(sample_features(4))
     assert prediction.scores.shape == (4,)
+    assert server.predict_calls - before == 3
+    await backend.close()
+
+
+async def test_a_batch_larger_than_grpcs_default_retry_buffer_is_retried_too(server: InProcessModelServer) -> None:
+    backend = client(server)
+    await backend.start()
+    features = sample_features(6000)
+    assert features.nbytes > 256 * 1024  # gRPC's default per-call retry buffer
+    before = server.predict_calls
+    server.fail_with(grpc.StatusCode.UNAVAILABLE, times=2)
+    prediction = await backend.predict(features)
+    assert prediction.scores.shape == (6000,)
     assert server.predict_calls - before == 3
     await backend.close()
 

@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from scoring.backend import Prediction
 from scoring.batcher import MicroBatcher
 from scoring.breaker import CircuitBreaker
-from scoring.errors import BackendUnavailable, CircuitOpen
+from scoring.errors import BackendUnavailable, CircuitOpen, FeatureHashMismatch
 from scoring.policy import Policy, PolicyConfig, PolicyStore, reason_code, top_reasons
 from scoring.resilience import ModelOutage, ResilientPredictor
 from scoring.rollout import bucket, canary_mask
+from scoring.scorer import Scorer
 
 
 def test_reason_codes_are_stable_names() -> None:
@@ -220,3 +221,45 @@ def test_batcher_returns_every_caller_exactly_its_rows(sizes: list[int], max_siz
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+class SlowToStart:
+    """A backend whose ``start`` fails with ``errors`` (one per attempt) before it succeeds."""
+
+    def __init__(self, *errors: Exception) -> None:
+        self.errors = list(errors)
+        self.attempts = 0
+
+    async def start(self) -> None:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+    async def close(self) -> None: ...
+
+    async def predict(self, features: np.ndarray, *, label: str | None = None) -> Prediction:
+        raise AssertionError("not called")
+
+
+async def test_scorer_start_waits_for_a_backend_that_is_not_up_yet() -> None:
+    backend = SlowToStart(BackendUnavailable("down"), BackendUnavailable("still down"))
+    scorer = Scorer(backend, model_name="m", feature_names=["a"], feature_hash="h", grace_s=5.0)
+    started = time.monotonic()
+    await scorer.start()
+    assert backend.attempts == 3
+    assert 0.3 <= time.monotonic() - started < 3.0  # waited 0.1 s, then 0.2 s
+    await scorer.close()
+
+
+async def test_scorer_start_gives_up_after_its_wait_and_never_retries_a_refusal() -> None:
+    backend = SlowToStart(*[BackendUnavailable(f"down {i}") for i in range(100)])
+    scorer = Scorer(backend, model_name="m", feature_names=["a"], feature_hash="h")
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable):
+        await scorer.start(wait_s=0.5)
+    assert time.monotonic() - started < 0.5 and backend.attempts == 3  # 0.1 + 0.2 s waited; 0.4 s more is too long
+    refused = SlowToStart(FeatureHashMismatch(model="m v1", model_hash="x", expected_hash="h"))
+    with pytest.raises(FeatureHashMismatch):
+        await Scorer(refused, model_name="m", feature_names=["a"], feature_hash="h").start()
+    assert refused.attempts == 1
+    await scorer.close()

@@ -10,8 +10,8 @@ import pytest
 
 from features import FEATURE_LIST
 from fraudstream.stack import StackState
-from tests.evaluation_recompute import assert_recomputed, read_scores, run_evaluate
-from tests.simulated_history import fold_starts, simulated_fdh
+from tests.fixtures.evaluation import assert_recomputed, read_scores, run_evaluate
+from tests.fixtures.simulated import fold_starts, simulated_fdh
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

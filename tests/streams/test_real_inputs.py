@@ -20,31 +20,22 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from features import FEATURE_LIST, RedisFeatureStore
+from features import RedisFeatureStore
 from features.ids import TransactionIds
 from features.online import entity_keys
 from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
-from scoring.testing.model_factory import export_model
 from streams.outputs import decode_result
-from tests.chaos.harness import (
-    HASHER,
-    Collector,
+from tests.fixtures.history import (
     History,
-    create_topics,
     iso,
-    launch,
     max_rel_diff,
     offline_probe_vectors,
     online_probe_vectors,
-    produce,
     redis_contents,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
 )
+from tests.fixtures.topics import Collector, private_topics, produce, run_id, wait_caught_up
+from tests.fixtures.workers import HASHER, launch, wait_ready, worker_env
 
 pytestmark = pytest.mark.integration
 FDH_ENV = "FRAUDSTREAM_TEST_FDH"
@@ -63,21 +54,12 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def model_backend(tmp_path_factory: pytest.TempPathFactory) -> str:
-    repo = tmp_path_factory.mktemp("models")
-    export_model(repo, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
-    return f"local://{repo / 'fraud_dnn'}"
-
-
-@pytest.fixture(scope="module")
 async def running(
-    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str, model_backend: str
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str, local_backend: str
 ) -> AsyncIterator[Running]:
-    run = run_id("inputs")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "inputs")
     home = tmp_path_factory.mktemp("inputs-home")
-    env = worker_env(home, kafka_bootstrap, redis_url, model_backend, topics, run, FRAUD_METRICS_PORT="0")
+    env = worker_env(home, kafka_bootstrap, redis_url, local_backend, topics, run, FRAUD_METRICS_PORT="0")
     worker = launch(env, home / "worker.log")
     async with Collector(kafka_bootstrap, topics, keep_raw=True) as collector:
         try:

@@ -17,8 +17,10 @@ import pytest
 
 from features import FEATURE_LIST
 from fraudstream.settings import Topics
+from fraudstream.workers import WorkerProcess
 from scoring.testing.model_factory import export_model, write_labels
-from tests.streams.helpers import OutputReader, WorkerProcess, produce, start_worker, unique, worker_env
+from tests.fixtures.topics import OutputReader, produce, run_id
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()
@@ -37,8 +39,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker(home: Path, kafka_bootstrap: str, redis_url: str) -> Iterator[WorkerProcess]:
     env = worker_env(home, kafka_bootstrap, redis_url, f"local://{home / 'models' / 'fraud_dnn'}",
-                     FRAUD_APP_ID=unique("retrain"))
-    process = start_worker(env, home / "worker.log")
+                     FRAUD_APP_ID=run_id("retrain"))
+    process = launch(env, home / "worker.log")
     assert process.wait_ready(timeout_s=120), process.tail()
     yield process
     process.stop()
@@ -68,7 +70,7 @@ async def score_some(kafka_bootstrap: str, run: str, count: int = 20) -> set[int
 async def test_retrained_version_is_picked_up_through_the_promotion_path(
     home: Path, worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    assert await score_some(kafka_bootstrap, unique("before")) == {1}
+    assert await score_some(kafka_bootstrap, run_id("before")) == {1}
 
     retrain = cli(home, "retrain", "--input", HISTORY, "--quick", "--days", "5", "--threads", "2", "--json")
     assert retrain.returncode == 0, retrain.stderr[-3000:]
@@ -77,7 +79,7 @@ async def test_retrained_version_is_picked_up_through_the_promotion_path(
     assert status["model_version"] == 2 and status["promoted_to"] == "canary", status
     assert json.loads((home / "models" / "fraud_dnn" / "labels.json").read_text()) == {"stable": 1, "canary": 2}
     # A canary takes no traffic at the default canary share of 0: still version 1.
-    assert await score_some(kafka_bootstrap, unique("canary")) == {1}
+    assert await score_some(kafka_bootstrap, run_id("canary")) == {1}
 
     promote = cli(home, "models", "promote")
     assert promote.returncode == 0, promote.stderr[-2000:]
@@ -85,7 +87,7 @@ async def test_retrained_version_is_picked_up_through_the_promotion_path(
     versions: set[int] = set()
     deadline = time.monotonic() + 60  # the local backend polls the repository every 2 s
     while time.monotonic() < deadline:
-        versions = await score_some(kafka_bootstrap, unique("after"), count=5)
+        versions = await score_some(kafka_bootstrap, run_id("after"), count=5)
         if versions == {2}:
             break
         await asyncio.sleep(1.0)

@@ -11,7 +11,7 @@ from fraudstream.settings import Topics
 from fraudstream.sources import prefix_problem, run_prefix
 from fraudstream.sources.replay import replay_records
 from schemas.pan import has_pan
-from tests.simulated_history import simulated_fdh
+from tests.fixtures.simulated import simulated_fdh
 
 
 def test_run_prefixes_differ_and_end_in_a_letter() -> None:

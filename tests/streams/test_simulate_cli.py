@@ -13,14 +13,14 @@ import redis
 
 from features import FEATURE_LIST
 from features.online import state_tag
-from tests.streams.helpers import unique
+from tests.fixtures.topics import run_id
 
 pytestmark = pytest.mark.integration
 
 
 def test_simulate_warms_the_features_of_its_own_population(tmp_path: Path, kafka_bootstrap: str,
                                                             redis_url: str) -> None:
-    prefix = unique("simcli")
+    prefix = run_id("simcli")
     env = {**os.environ, "FRAUD_HOME": str(tmp_path), "FRAUD_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "FRAUD_REDIS_URL": redis_url}
     result = subprocess.run(

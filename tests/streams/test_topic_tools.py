@@ -28,7 +28,8 @@ from fraudstream.sources.topics import ensure_topics
 from fraudstream.stack import kafka
 from fraudstream.workers import WorkerProcess
 from scoring.testing.model_factory import export_model
-from tests.streams.helpers import produce, start_worker, unique, worker_env
+from tests.fixtures.topics import produce, run_id
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +53,7 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str) -> Env:
-    run = unique("tools")
+    run = run_id("tools")
     topics = Topics(transactions=f"{run}-tx", scored=f"{run}-scored", dead_letter=f"{run}-dlq",
                     labels=f"{run}-labels", retrain_requests=f"{run}-retrain", retrain_status=f"{run}-status",
                     drift_alerts=f"{run}-alerts")
@@ -66,9 +67,9 @@ def worker(env: Env, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worke
 
     repo = tmp_path_factory.mktemp("tools-models")
     export_model(repo, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
-    process = start_worker(
+    process = launch(
         worker_env(env.home, env.bootstrap, env.redis_url, f"local://{repo / 'fraud_dnn'}", topics=env.topics,
-                   FRAUD_APP_ID=unique("tools-worker"), FRAUD_CARD_HASH_SECRET=unique("secret")),
+                   FRAUD_APP_ID=run_id("tools-worker"), FRAUD_CARD_HASH_SECRET=run_id("secret")),
         env.home / "worker.log")
     assert process.wait_ready(timeout_s=180), process.tail()
     yield process
@@ -104,7 +105,7 @@ def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
 
 # --- tail ------------------------------------------------------------------------------------------
 def test_tail_prints_each_kind_of_record_as_a_json_line(env: Env) -> None:
-    topic = unique("tail-kinds")
+    topic = run_id("tail-kinds")
     asyncio.run(ensure_topics(env.bootstrap, {topic: 1}))
     binary = bytes(range(256))
     asyncio.run(produce(env.bootstrap, [
@@ -132,7 +133,7 @@ def test_tail_prints_each_kind_of_record_as_a_json_line(env: Env) -> None:
 
 
 def test_tail_from_the_end_shows_only_new_records_and_stops_on_ctrl_c(env: Env) -> None:
-    topic = unique("tail-follow")
+    topic = run_id("tail-follow")
     asyncio.run(ensure_topics(env.bootstrap, {topic: 2}))
     asyncio.run(produce(env.bootstrap, [(topic, b"old", b'{"old": true}')]))
     process = subprocess.Popen([sys.executable, "-m", "fraudstream", "tail", topic], env=env.vars(), text=True,
@@ -153,7 +154,7 @@ def test_tail_from_the_end_shows_only_new_records_and_stops_on_ctrl_c(env: Env) 
 
 
 def test_kafka_console_consumer_from_the_cached_jars_reads_a_record(env: Env) -> None:
-    topic = unique("console")
+    topic = run_id("console")
     asyncio.run(ensure_topics(env.bootstrap, {topic: 1}))
     asyncio.run(produce(env.bootstrap, [(topic, b"card-1", b'{"transaction_id": "console-1"}')]))
     libs = kafka.ensure_jars(kafka.default_jar_cache())
@@ -172,7 +173,7 @@ def test_kafka_console_consumer_from_the_cached_jars_reads_a_record(env: Env) ->
 def test_exported_schemas_validate_the_records_the_system_produces(env: Env, worker: WorkerProcess,
                                                                    tmp_path: Path) -> None:
     sim = env.run("simulate", "--count", "300", "--invalid-share", "0.05", "--label-delay-hours", "0",
-                  "--id-prefix", unique("schema"))
+                  "--id-prefix", run_id("schema"))
     assert sim.returncode == 0, sim.stderr
     produced = json.loads(sim.stdout.splitlines()[-1])
     asyncio.run(_publish_alert_retrain_request_and_status(env))
@@ -246,7 +247,7 @@ async def _publish_alert_retrain_request_and_status(env: Env) -> None:
 # --- dlq -------------------------------------------------------------------------------------------
 def test_dlq_counts_exports_and_resubmits_fixed_records_which_are_then_scored(env: Env, worker: WorkerProcess,
                                                                             tmp_path: Path) -> None:
-    t, run = env.topics, unique("dlq")
+    t, run = env.topics, run_id("dlq")
     now = datetime.now(UTC).isoformat()
     refunds = [{"transaction_id": f"{run}-neg-{i}", "card_id": "4111111111111111", "terminal_id": f"{run}-term",
                 "amount": -12.5 - i, "currency": "EUR", "event_time": now} for i in range(3)]

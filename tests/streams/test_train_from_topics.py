@@ -13,7 +13,7 @@ from fraudstream.settings import Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
 from fraudstream.sources.topics import ensure_topics
-from tests.streams.helpers import unique
+from tests.fixtures.topics import run_id
 from training.simulated import load_simulated
 from training.topics import load_topics
 
@@ -31,7 +31,7 @@ async def test_topic_replay_gives_the_file_history(kafka_bootstrap: str) -> None
                            available_at=np.round(labels["available_at"] * 1e6) / 1e6)
     transactions = transactions.sort_values(["event_time", "transaction_id"], kind="stable").reset_index(drop=True)
     labels = labels[labels["transaction_id"].isin(set(transactions["transaction_id"]))]
-    run = unique("train-topics")
+    run = run_id("train-topics")
     topics = Topics(transactions=f"{run}-tx", labels=f"{run}-labels")
     await ensure_topics(kafka_bootstrap, {topics.transactions: 3, topics.labels: 2})
     await produce(kafka_bootstrap, transaction_records(transactions, topics.transactions), quiet=True)

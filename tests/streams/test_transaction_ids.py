@@ -18,35 +18,20 @@ from features import FEATURE_LIST, TransactionEvent
 from fraudstream.settings import Topics
 from fraudstream.sources.topics import ensure_topics
 from fraudstream.workers import WorkerProcess
-from scoring.testing.model_factory import export_model
 from streams.partitioner import partitions_for
-from tests.chaos.harness import (
-    HASHER,
+from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
+from tests.fixtures.topics import (
     PARTITIONS,
     Collector,
-    History,
-    create_topics,
-    launch,
-    max_rel_diff,
-    offline_probe_vectors,
-    online_probe_vectors,
+    private_topics,
     produce,
     run_id,
-    run_topics,
     wait_caught_up,
-    wait_ready,
-    worker_env,
 )
+from tests.fixtures.workers import HASHER, launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PER_DELIVERY = {"latencies", "scored_at"}
-
-
-@pytest.fixture(scope="module")
-def local_backend(tmp_path_factory: pytest.TempPathFactory) -> str:
-    repo = tmp_path_factory.mktemp("models")
-    export_model(repo, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
-    return f"local://{repo / 'fraud_dnn'}"
 
 
 def first_result(record: dict[str, Any]) -> dict[str, Any]:
@@ -63,9 +48,7 @@ async def test_repeats_and_conflicts_across_a_worker_restart(
     """Worker A scores a history and stops; worker B (same group, same Redis) gets the same records again
     (a producer resending them) and the same ids with other amounts: the repeats get A's results, the
     conflicts are dead-lettered, and the state equals the offline engine's on the history applied once."""
-    run = run_id("restart")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "restart")
     history = History.build(run, cards=20, per_card=15)
     env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run)
     async with Collector(kafka_bootstrap, topics) as collector:
@@ -124,9 +107,7 @@ async def test_two_workers_let_the_first_content_of_an_id_win(
     """Two workers share the partitions; each id is sent twice with different cards (so different
     partitions, usually different workers, at about the same time). Every id gets exactly one scored
     record, the other content is dead-lettered naming it, and the loser's card state never saw it."""
-    run = run_id("two")
-    topics = run_topics(run)
-    await create_topics(kafka_bootstrap, topics)
+    run, topics = await private_topics(kafka_bootstrap, "two")
     env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run)
     workers: list[WorkerProcess] = []
     pairs = _two_partition_cards(run, 150)

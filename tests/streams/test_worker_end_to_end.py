@@ -15,28 +15,22 @@ from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
 from features.online import entity_keys
 from fraudstream.settings import Topics
+from fraudstream.workers import WorkerProcess
 from schemas import ScoredTransaction
-from scoring.testing.model_factory import export_model
-from tests.streams.helpers import OutputReader, WorkerProcess, produce, start_worker, unique, worker_env
+from tests.fixtures.topics import OutputReader, produce, run_id
+from tests.fixtures.workers import launch, worker_env
 
 pytestmark = pytest.mark.integration
 TOPICS = Topics()
 
 
 @pytest.fixture(scope="module")
-def model_backend(tmp_path_factory: pytest.TempPathFactory) -> str:
-    repo = tmp_path_factory.mktemp("models")
-    export_model(repo, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
-    return f"local://{repo / 'fraud_dnn'}"
-
-
-@pytest.fixture(scope="module")
 def worker(
-    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str, model_backend: str
+    tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, redis_url: str, local_backend: str
 ) -> Iterator[WorkerProcess]:
     home = tmp_path_factory.mktemp("worker-home")
-    env = worker_env(home, kafka_bootstrap, redis_url, model_backend, FRAUD_APP_ID=unique("e2e"))
-    process = start_worker(env, home / "worker.log")
+    env = worker_env(home, kafka_bootstrap, redis_url, local_backend, FRAUD_APP_ID=run_id("e2e"))
+    process = launch(env, home / "worker.log")
     assert process.wait_ready(timeout_s=120), process.tail()
     yield process
     process.stop()
@@ -56,7 +50,7 @@ def transaction(tx_id: str, card: str, amount: float, at_minute: int = 0, termin
 async def test_transactions_are_scored_and_bad_records_dead_lettered(
     worker: WorkerProcess, kafka_bootstrap: str
 ) -> None:
-    run = unique("e2e")
+    run = run_id("e2e")
     good = [(TOPICS.transactions, f"card-{i % 7}".encode(), transaction(f"{run}-{i}", f"card-{i % 7}", 10.0 + i, i))
             for i in range(300)]
     bad = [
@@ -92,7 +86,7 @@ async def test_a_redelivered_transaction_does_not_change_its_features(
     """The same transaction again (as a redelivery would bring it) leaves the card's and the terminal's
     feature state in Redis byte for byte as it was, and the next transaction's features equal the offline
     engine's on the history counted once. (Scores alone cannot show this: the test model saturates.)"""
-    run = unique("redeliver")
+    run = run_id("redeliver")
     card, terminal = f"{run}-card", f"{run}-term"
     first = [(TOPICS.transactions, card.encode(), transaction(f"{run}-{i}", card, 20.0 + i, i, terminal))
              for i in range(5)]

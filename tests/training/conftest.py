@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_fixtures import STAND_IN_SPEC, START, TINY, synthetic_history
 
+from tests.fixtures.training import STAND_IN_SPEC, START, TINY, synthetic_history
 from training.dataset import History, build_history, make_fold
 from training.model import TrainedModel, train_model
 

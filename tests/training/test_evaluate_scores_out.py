@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from features import FEATURE_LIST
-from tests.evaluation_recompute import assert_recomputed, read_scores, run_evaluate
-from tests.simulated_history import fold_starts, simulated_fdh
+from tests.fixtures.evaluation import assert_recomputed, read_scores, run_evaluate
+from tests.fixtures.simulated import fold_starts, simulated_fdh
 
 FDH_ENV = "FRAUDSTREAM_TEST_FDH"
 """Path of the fdh Parquet file for the tests whose subject it is; unset = those tests skip."""

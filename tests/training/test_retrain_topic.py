@@ -23,11 +23,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from training_fixtures import START, TINY, synthetic_history
 
 from fraudstream.sources.topics import ensure_topics
 from schemas.retrain import RetrainRequest
-from tests.streams.helpers import produce
+from tests.fixtures.topics import produce
+from tests.fixtures.training import START, TINY, synthetic_history
 from training.dataset import ColumnMapping
 from training.pipeline import TrainJob, make_job_runner
 from training.registry import ModelRegistry

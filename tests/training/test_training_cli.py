@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from training_fixtures import synthetic_history
 
 from fraudstream.cli import main
+from tests.fixtures.training import synthetic_history
 
 
 @pytest.fixture()

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
-from training_fixtures import START
 
+from tests.fixtures.training import START
 from training.dataset import History, make_fold
 from training.export import METADATA_FILE, TFLITE_FILE, WARMUP_FILE, Holdout, export_version
 from training.model import TrainedModel, log_mask, signed_log1p
@@ -128,8 +128,7 @@ def test_existing_version_is_never_overwritten(exported: Path, trained: TrainedM
 def test_ensemble_is_one_model_averaging_its_members(history: History, tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from training_fixtures import TINY
-
+    from tests.fixtures.training import TINY
     from training.model import train_model
 
     fold = make_fold(history, START)

@@ -133,8 +133,7 @@ def test_app_refuses_to_run_without_a_token() -> None:
 
 def test_pipeline_job_runner_end_to_end(tmp_path: Path, history: Any) -> None:
     """The real pipeline on the tiny history: exports version 1 (stable), then 2 goes through the gate."""
-    from training_fixtures import START, TINY
-
+    from tests.fixtures.training import START, TINY
     from training.pipeline import TrainJob, run_training_job
 
     job = TrainJob(input_path=tmp_path / "unused.parquet", train_start=START.date(), config=TINY, tflite=False)

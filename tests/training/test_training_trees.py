@@ -8,10 +8,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from conftest import TINY
 from sklearn.ensemble import HistGradientBoostingClassifier
-from training_fixtures import START
 
+from tests.fixtures.training import START, TINY
 from training.dataset import History, make_fold
 from training.export import Holdout, export_version
 from training.model import train_model
