@@ -26,7 +26,8 @@ from fraudstream.sources.topics import ensure_topics
 from fraudstream.workers import READY_MARKER
 from fraudstream.workers import worker_env as fraud_worker_env
 from scoring.testing.model_factory import export_model
-from tests.streams.helpers import OutputReader, produce, unique
+from tests.fixtures.topics import OutputReader, produce
+from tests.fixtures.topics import run_id as unique
 
 pytestmark = pytest.mark.integration
 TRANSACTIONS = 300

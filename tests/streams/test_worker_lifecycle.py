@@ -31,7 +31,8 @@ from fraudstream.workers import READY_MARKER
 from fraudstream.workers import worker_env as fraud_worker_env
 from monitoring.sketch import KEY_PREFIX, ROWS_FIELD
 from scoring.testing.model_factory import export_model
-from tests.streams.helpers import OutputReader, Outputs, produce, unique
+from tests.fixtures.topics import OutputReader, Outputs, produce
+from tests.fixtures.topics import run_id as unique
 
 pytestmark = pytest.mark.integration
 
