@@ -154,8 +154,8 @@ def tf_rows_per_s(rows: int) -> dict[str, float]:
 
 
 async def kafka_figures(bootstrap: str, count: int) -> dict[str, Any]:
+    from config.kafka import delete_topics, ensure_topics
     from fraudstream.bench_e2e import payloads
-    from fraudstream.sources.topics import delete_topics, ensure_topics
 
     topic = f"bench-ref-{uuid.uuid4().hex[:6]}"
     await ensure_topics(bootstrap, {topic: 4, **{f"{topic}-out-{m}": 4 for m in FAUST_MODES}})
@@ -191,7 +191,7 @@ def main() -> int:
         faust_worker(args.faust_worker, args.bootstrap, args.topic, args.messages, args.result)
         return 0
 
-    from fraudstream.settings import load_settings
+    from config.settings import load_settings
     from fraudstream.stack import LocalStack
 
     settings = load_settings()

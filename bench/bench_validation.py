@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 import orjson
 
 from features.events import TransactionEvent
+from features.simulator import SimulationConfig, Simulator
 from fraudstream.sources import run_prefix
-from fraudstream.sources.simulator import SimulationConfig, Simulator
 from schemas import Transaction, transaction_context
 from schemas.codec import CARD_FIELDS, _pan_in_record, decode
 from schemas.pan import PAN_MAX, PAN_MIN, has_pan, luhn_valid

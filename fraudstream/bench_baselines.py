@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import AIOKafkaProducer
 
+from config.settings import Settings, kafka_client_options
 from features.events import TransactionEvent
 from features.ids import Claim, ClaimResult, TransactionIds
 from features.store import OnlineFeatureStore
-from fraudstream.settings import Settings, kafka_client_options
 from schemas import Transaction
 from streams.messages import OutboundMessage, Publisher
 from streams.pipeline import RecordPath

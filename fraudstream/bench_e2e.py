@@ -42,10 +42,10 @@ import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from config.kafka import assign_at_end, delete_topics, ensure_topics
+from config.settings import Settings, Topics
+from features.simulator import SimulationConfig, Simulator
 from fraudstream.demo import has_model
-from fraudstream.settings import Settings, Topics
-from fraudstream.sources.simulator import SimulationConfig, Simulator
-from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics
 from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import WorkerProcess, spawn_worker, worker_env

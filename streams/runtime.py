@@ -7,30 +7,27 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import faust
-import redis.asyncio as aioredis
 
+from config.settings import Settings
 from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
-from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
-from streams.pipeline import BatchOutcome, PipelineConfig, TransactionPipeline
+from streams.pipeline import BatchOutcome, PipelineConfig, RecordPath, TransactionPipeline
 from streams.publisher import KafkaBatchPublisher
 
 log = logging.getLogger(__name__)
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return aioredis.Redis.from_url(
-        settings.redis_url, username=settings.redis_username, password=password,
-        socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
-    )
+PathFactory = Callable[[], Awaitable[RecordPath]]
+"""Builds the pipeline's ``RecordPath`` in the worker's event loop; the shell passes one for a benchmark
+baseline (``fraudstream/bench/baselines.py``), production runs the batched default."""
 
 
 @dataclass
@@ -43,8 +40,9 @@ class Totals:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, path_factory: PathFactory | None = None) -> None:
         self.settings = settings
+        self._path_factory = path_factory
         self.totals = Totals()
         self._app: faust.App | None = None
         self._lock = asyncio.Lock()
@@ -66,7 +64,7 @@ class WorkerRuntime:
             with contextlib.suppress(KeyError):
                 self._app.sensors.remove(self._app.monitor)
             settings = self.settings
-            client = redis_client(settings)
+            client = settings.redis.client()
             features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
                                          dedup_horizon_s=settings.dedup_horizon_s)
             ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
@@ -75,19 +73,15 @@ class WorkerRuntime:
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
             )
             await scorer.start()
-            publisher = KafkaBatchPublisher(settings.kafka_bootstrap, **kafka_client_options(settings))
+            publisher = KafkaBatchPublisher(settings.kafka)
             await publisher.start()
-            hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+            hasher = CardHasher(settings.card_hash_key())
             config = PipelineConfig(
                 scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
                 feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
                 max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
             )
-            path = None
-            if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e)
-                from fraudstream.bench_baselines import baseline_path
-
-                path = await baseline_path(settings.pipeline_mode, settings)
+            path = await self._path_factory() if self._path_factory is not None else None
             self._pipeline = TransactionPipeline(
                 config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher, path=path
             )

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from fraudstream.settings import Settings
+from config.settings import Settings
+
+if TYPE_CHECKING:
+    from streams.runtime import PathFactory
 
 
-def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
+def run_worker(settings: Settings, *, loglevel: str = "info", path_factory: PathFactory | None = None) -> int:
+    """``path_factory``: the pipeline's record path, for a benchmark baseline (default: the batched path)."""
     # Imported here so that `fraudstream --help` stays fast (faust and TensorFlow are heavy).
     import uvloop
     from faust.worker import Worker
@@ -17,7 +22,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> int:
 
     uvloop.install()
     logging.getLogger("faust").setLevel(logging.WARNING)
-    runtime = WorkerRuntime(settings)
+    runtime = WorkerRuntime(settings, path_factory=path_factory)
     app = create_app(settings, runtime)
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fraudstream.sources.simulator import SimulationConfig, Simulator
+from features.simulator import SimulationConfig, Simulator
 
 END = datetime(2026, 3, 1, tzinfo=UTC)
 

@@ -65,8 +65,8 @@ def _e2e(args: argparse.Namespace) -> int:
     import json
     import sys
 
+    from config.settings import load_settings
     from fraudstream.bench_e2e import BenchOptions, run_bench
-    from fraudstream.settings import load_settings
     from fraudstream.stack import LocalStack
 
     settings = load_settings()

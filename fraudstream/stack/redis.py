@@ -10,6 +10,7 @@ from pathlib import Path
 
 import redis
 
+from config.redis import RedisConnection
 from fraudstream.stack import process
 from fraudstream.stack.errors import StackError
 
@@ -43,7 +44,7 @@ def redis_command(port: int, data_dir: Path, log_file: Path, *, appendonly: bool
 
 
 def healthy(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    client = RedisConnection(url=url).sync_client(socket_connect_timeout=1, socket_timeout=1)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -65,9 +66,10 @@ def wait_healthy(url: str, *, timeout_s: float, alive: Callable[[], bool] | None
     raise StackError(msg)
 
 
-def purge_prefix(url: str, prefix: str) -> int:
+def purge_prefix(redis_at: RedisConnection | str, prefix: str) -> int:
     """Delete every key under ``prefix:`` (a benchmark's or an evaluation's private keyspace)."""
-    client = redis.Redis.from_url(url)
+    connection = redis_at if isinstance(redis_at, RedisConnection) else RedisConnection(url=redis_at)
+    client = connection.sync_client()
     deleted = 0
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))

@@ -29,10 +29,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from config.kafka import ensure_topics
+from config.settings import Topics
 from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
 from fraudstream.stack.process import is_alive
 from fraudstream.workers import WorkerProcess, spawn_worker
 from fraudstream.workers import worker_env as fraud_worker_env

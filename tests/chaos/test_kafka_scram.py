@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 from fraudstream.stack import kafka, process
 from fraudstream.stack.errors import StackError
 from tests.chaos.harness import (

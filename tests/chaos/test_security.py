@@ -19,12 +19,11 @@ import faust
 import pytest
 import redis
 
+from config.settings import Settings, kafka_client_options, redis_client
+from config.settings import faust_credentials as _credentials
 from features import RedisFeatureStore, TransactionEvent
 from features.errors import FeatureStoreUnavailable
-from fraudstream.settings import Settings, kafka_client_options
 from fraudstream.stack.process import free_port
-from streams.app import _credentials
-from streams.runtime import redis_client
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]

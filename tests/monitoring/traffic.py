@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from features import FEATURE_LIST
 from features.offline import compute_offline
-from fraudstream.sources.simulator import SimulatedTransaction, SimulationConfig, Simulator
+from features.simulator import SimulatedTransaction, SimulationConfig, Simulator
 
 # Private helpers of the shared test model factory: the same module and warm-up file, only with the
 # normalisation set from data.

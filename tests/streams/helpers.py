@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import assign_at_end
+from config.kafka import assign_at_end
+from config.settings import Topics
 from fraudstream.workers import WorkerProcess, spawn_worker
 from fraudstream.workers import worker_env as fraud_worker_env
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Topics
 from features import FEATURE_LIST
-from fraudstream.settings import Topics
 from scoring.testing.model_factory import export_model, write_labels
 from tests.streams.helpers import OutputReader, WorkerProcess, produce, start_worker, unique, worker_env
 

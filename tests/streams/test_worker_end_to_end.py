@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import Topics
 from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
 from features.online import entity_keys
-from fraudstream.settings import Topics
 from schemas import ScoredTransaction
 from scoring.testing.model_factory import export_model
 from tests.streams.helpers import OutputReader, WorkerProcess, produce, start_worker, unique, worker_env

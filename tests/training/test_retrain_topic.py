@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from training_fixtures import START, TINY, synthetic_history
 
-from fraudstream.sources.topics import ensure_topics
+from config.kafka import ensure_topics
 from schemas.retrain import RetrainRequest
 from tests.streams.helpers import produce
 from training.dataset import ColumnMapping
