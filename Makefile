@@ -89,9 +89,9 @@ lint: venv helm
 	"$(HELM)" lint --strict $(CHART) --values $(CHART)/ci/production-values.yaml
 
 bench: setup
-	$(BIN)/python bench/bench_reference.py --json
-	$(BIN)/python bench/bench_features.py --json
-	$(BIN)/python bench/bench_validation.py --json
+	$(BIN)/python -m fraudstream.bench.reference --json
+	$(BIN)/python -m fraudstream.bench.features --json
+	$(BIN)/python -m fraudstream.bench.validation --json
 	$(BIN)/fraudstream bench scoring --json
 	$(BIN)/fraudstream bench e2e --json
 

@@ -1,7 +1,7 @@
 """Feature platform benchmark: online apply_and_read vs a trivial EVALSHA, the transaction-id rule's cost,
 and the offline engine.
 
-    .venv/bin/python bench/bench_features.py --json [--redis-url URL] [--online-rows N] [--input FDH]
+    .venv/bin/python -m fraudstream.bench.features --json [--redis-url URL] [--online-rows N] [--input FDH]
 
 The id rule (features/ids.py: a claim before the feature update, the result stored after publication) is
 measured as alternating rounds over consecutive slices of the same history: without (apply_and_read
@@ -32,6 +32,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from config.redis import RedisConnection
 from features.history import load_fdh
 from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
@@ -42,7 +43,7 @@ from fraudstream.stack.redis import scratch_redis
 from streams.identity import content_hash
 from streams.outputs import encode_result
 
-FDH = Path(__file__).resolve().parents[2] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
+FDH = Path(__file__).resolve().parents[3] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
 
 
 def log(msg: str) -> None:
@@ -266,7 +267,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
-    client = aioredis.Redis.from_url(url)
+    client = RedisConnection(url=url).client()
     try:
         await wait_ready(client)
         load_before = os.getloadavg()

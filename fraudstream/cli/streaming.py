@@ -54,7 +54,7 @@ def _worker(args: argparse.Namespace) -> int:
     if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e), resolved here
         from functools import partial
 
-        from fraudstream.bench_baselines import baseline_path
+        from fraudstream.bench.baselines import baseline_path
 
         path_factory = partial(baseline_path, settings.pipeline_mode, settings)
     return run_worker(settings, loglevel=args.loglevel, path_factory=path_factory)
