@@ -226,7 +226,7 @@ def _card_hash(settings: Settings) -> Any:
     """The worker's keyed card hash: a scores file names cards as scored-transactions does, never in clear."""
     from streams.identity import CardHasher
 
-    return CardHasher(settings.card_hash_secret.get_secret_value().encode()).reference
+    return CardHasher(settings.card_hash_key()).reference
 
 
 def _retrain(args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ from features.errors import FeatureStoreUnavailable
 from fraudstream.stack.process import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
+PACKAGES = ["config", "fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
 # Formats and calls that can run code while loading bytes. SavedModels are loaded only from the model
 # repository an operator controls (never from a topic or a data file), so tf.saved_model.load is not here.
 UNSAFE = re.compile(
