@@ -17,9 +17,9 @@ help:
 	@echo "make demo        set everything up, then run the main job (fraudstream demo)"
 	@echo "make test        set up what the tests need, then run them"
 	@echo "make test-chaos  the longer fault-injection suite"
-	@echo "make lint        ruff + mypy + helm lint --strict"
+	@echo "make lint        ruff + mypy + import contracts (lint-imports) + helm lint --strict"
 	@echo "make helm        build helm $(HELM_VERSION) once (Go module proxy) into $(HELM)"
-	@echo "make bench       the benchmarks under bench/"
+	@echo "make bench       the benchmarks (fraudstream/bench/)"
 
 setup: system-deps venv kafka-jars
 
@@ -85,13 +85,14 @@ test-chaos: setup
 lint: venv helm
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	"$(HELM)" lint --strict $(CHART)
 	"$(HELM)" lint --strict $(CHART) --values $(CHART)/ci/production-values.yaml
 
 bench: setup
-	$(BIN)/python bench/bench_reference.py --json
-	$(BIN)/python bench/bench_features.py --json
-	$(BIN)/python bench/bench_validation.py --json
+	$(BIN)/python -m fraudstream.bench.reference --json
+	$(BIN)/python -m fraudstream.bench.features --json
+	$(BIN)/python -m fraudstream.bench.validation --json
 	$(BIN)/fraudstream bench scoring --json
 	$(BIN)/fraudstream bench e2e --json
 

@@ -210,7 +210,7 @@ class Wire(Protocol):
 
 WireFactory = Callable[[Any], Wire]
 """Makes the ``Wire`` of a connected redis-py connection: ``hiredis_wire`` (the default) or ``public_wire``
-(public redis-py APIs only; 2-3x the client CPU). ``bench/bench_features.py --transport-rounds`` measures
+(public redis-py APIs only; 2-3x the client CPU). ``python -m fraudstream.bench.features --transport-rounds`` measures
 them, and the hand-written parser this module had before, against each other in one run."""
 
 

@@ -24,12 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
-import redis.asyncio as aioredis
 from mode import Service
 
+from config.settings import Settings
 from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
-from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
 from streams.errors import WorkerFailed, WorkerStartFailed
@@ -37,7 +36,14 @@ from streams.faust_patches import ack_messages, drop_monitor_sensor
 from streams.flow import BatchFlow
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
-from streams.pipeline import BatchOutcome, CheckedMessage, PipelineConfig, PreparedBatch, TransactionPipeline
+from streams.pipeline import (
+    BatchOutcome,
+    CheckedMessage,
+    PipelineConfig,
+    PreparedBatch,
+    RecordPath,
+    TransactionPipeline,
+)
 from streams.publisher import KafkaBatchPublisher
 
 log = logging.getLogger(__name__)
@@ -47,12 +53,9 @@ DRAIN_TIMEOUT_S = 30.0
 redelivered to the next worker."""
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    return aioredis.Redis.from_url(
-        settings.redis_url, username=settings.redis_username, password=password,
-        socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
-    )
+PathFactory = Callable[[], Awaitable[RecordPath]]
+"""Builds the pipeline's ``RecordPath`` in the worker's event loop; the shell passes one for a benchmark
+baseline (``fraudstream/bench/baselines.py``), production runs the batched default."""
 
 
 @dataclass
@@ -76,9 +79,10 @@ def one_line(exc: BaseException) -> str:
 
 
 class WorkerRuntime(Service):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, path_factory: PathFactory | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self._path_factory = path_factory
         self.totals = Totals()
         self.failure: BaseException | None = None
         """The error that stopped the worker (at start or in a batch), if any."""
@@ -140,7 +144,7 @@ class WorkerRuntime(Service):
 
     async def _build(self) -> None:
         settings = self.settings
-        client = redis_client(settings)
+        client = settings.redis.client()
         await self._opened("Redis client", client.aclose, client.ping())
         features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
                                      dedup_horizon_s=settings.dedup_horizon_s)
@@ -151,19 +155,15 @@ class WorkerRuntime(Service):
         self._closers.append(("monitoring (drift sketch flush, /metrics)", self.monitoring.close))
         scorer = Scorer.from_settings(settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
         await self._opened("scorer", scorer.close, scorer.start())
-        publisher = KafkaBatchPublisher(settings.kafka_bootstrap, **kafka_client_options(settings))
+        publisher = KafkaBatchPublisher(settings.kafka)
         await self._opened("publisher", publisher.close, publisher.start())
-        hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+        hasher = CardHasher(settings.card_hash_key())
         config = PipelineConfig(
             scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
             feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
             max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
         )
-        path = None
-        if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e)
-            from fraudstream.bench_baselines import baseline_path
-
-            path = await baseline_path(settings.pipeline_mode, settings)
+        path = await self._path_factory() if self._path_factory is not None else None
         self._pipeline = TransactionPipeline(
             config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher, path=path
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 
 STACK_HINT = "is the stack up? run: fraudstream stack up"
 EXIT_FAILURE = 1

@@ -48,23 +48,19 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 async def _parity_async(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-
+    from config.redis import RedisConnection
     from features.history import load_fdh
     from features.parity import run_parity
 
-    username: str | None = None
-    password: str | None = None
-    url: str | None = args.redis_url
-    if url is None:
+    if args.redis_url is not None:
+        connection = RedisConnection(url=args.redis_url)
+    else:
+        from config.settings import load_settings
         from fraudstream.cli.services import require_redis
-        from fraudstream.settings import load_settings
 
         settings = load_settings()
         require_redis(settings)
-        url = settings.redis_url
-        username = settings.redis_username
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        connection = settings.redis
     started = time.perf_counter()
     print(f"loading {args.input} (mapping {args.mapping}) …", file=sys.stderr)
     transactions, labels = load_fdh(args.input, limit=args.limit)
@@ -78,7 +74,8 @@ async def _parity_async(args: argparse.Namespace) -> int:
             rate = done / max(time.perf_counter() - started, 1e-9)
             print(f"online: {done:,}/{total:,} ({rate:,.0f} tx/s incl. loading)", file=sys.stderr)
 
-    client = aioredis.Redis.from_url(url, username=username, password=password)
+    # No socket timeouts, as before: a parity run's batches are large and nothing else waits on them.
+    client = connection.client(socket_connect_timeout=None, socket_timeout=None, health_check_interval=0)
     try:
         result = await run_parity(client, transactions, labels, batch_size=args.batch_size, progress=progress)
     finally:

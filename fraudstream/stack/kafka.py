@@ -20,9 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from fraudstream.sources import topics as topics_admin
+from config import kafka as topics_admin
+from config.kafka import KafkaConnection
 from fraudstream.stack.errors import StackError
 
 KAFKA_VERSION = "4.1.1"
@@ -161,7 +160,7 @@ def format_storage(libs: Path, layout: KafkaLayout) -> None:
 async def _probe(bootstrap: str) -> bool:
     # aiokafka logs every refused connection at ERROR; while waiting for start-up that is just noise.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=3000)  # the stack's own broker: plaintext
     try:
         await admin.start()
         await admin.list_topics()

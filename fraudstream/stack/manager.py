@@ -11,7 +11,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fraudstream.settings import Topics
+from config.settings import Topics
 from fraudstream.stack import kafka, process
 from fraudstream.stack import redis as redis_service
 from fraudstream.stack.errors import StackError

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
+from config.kafka import ensure_topics
+from config.settings import Topics
 from fraudstream.workers import WorkerProcess
 from tests.fixtures.topics import run_id
 from tests.fixtures.traffic import export_trained_model, simulate
