@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import redis.exceptions
 from aiokafka.errors import KafkaError
+
+from streams import failures
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,14 +40,23 @@ async def retry_forever(
     not stop the worker)."""
     delay = first_delay_s
     attempt = 0
+    failing_since = 0.0
     while True:
         try:
-            return await call()
+            result = await call()
         except Exception as exc:
             if not (isinstance(exc, TRANSIENT) or getattr(exc, "retryable", False) is True):
                 raise
+            if attempt == 0:
+                failing_since = time.monotonic()
             attempt += 1
+            failures.report(what, exc)  # fraudstream_backend_errors_total (streams/failures.py)
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("%s failed (%s: %s); retrying, attempt %d", what, type(exc).__name__, exc, attempt)
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(max_delay_s, delay * 2)
+        else:
+            if attempt:  # the pause is over: say so, and how long it lasted
+                log.warning("%s recovered after %d failed attempts (%.1fs)", what, attempt,
+                            time.monotonic() - failing_since)
+            return result

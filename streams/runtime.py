@@ -17,6 +17,7 @@ from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
+from streams import failures
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
 from streams.pipeline import BatchOutcome, PipelineConfig, RecordPath, TransactionPipeline
@@ -69,6 +70,7 @@ class WorkerRuntime:
                                          dedup_horizon_s=settings.dedup_horizon_s)
             ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
             self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
+            failures.on_failure(self.monitoring.metrics.backend_error)  # retried Redis / Kafka failures
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
             )

@@ -2,9 +2,9 @@
 typed client of its HTTP API.
 
 The server binary is built once from the Go module proxy (``make toxiproxy``: Toxiproxy v2.12.0, installed
-into Go's bin directory as ``server``, the way ``make helm`` installs helm). A proxy listens on a loopback port and forwards to one
-upstream (Kafka, Redis, the model server); toxics added to it act on the traffic of every connection,
-new and existing: latency with jitter, a bandwidth limit, a black hole (``timeout``), a TCP reset
+into Go's bin directory as ``server``, the way ``make helm`` installs helm). A proxy listens on a loopback port
+and forwards to one upstream (Kafka, Redis, the model server); toxics added to it act on the traffic of every
+connection, new and existing: latency with jitter, a bandwidth limit, a black hole (``timeout``), a TCP reset
 (``reset_peer``). Disabling a proxy closes its connections and refuses new ones: a partition.
 
 API reference: https://github.com/Shopify/toxiproxy#http-api (``/proxies``, ``/proxies/{name}/toxics``).

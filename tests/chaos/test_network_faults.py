@@ -1,0 +1,182 @@
+"""Network faults between the worker and Redis, through a real Toxiproxy, mid-stream.
+
+The worker reaches Redis only through a Toxiproxy proxy (tests/chaos/proxied.py); a card history streams at
+a steady rate while the test applies one fault after another and heals it: 200 ms latency with ±100 ms
+jitter, ``reset_peer`` on Redis's replies (every connection reset in the middle of a pipelined batch that
+Redis already executed), a black hole (Toxiproxy's ``timeout`` toxic in both directions: bytes dropped, no
+FIN, no RST) and a 30 s partition (the proxy disabled: connections closed, new ones refused).
+
+Promises (docs/reliability.md), checked for each:
+
+- nothing is lost: every produced id is scored, none dead-lettered, the group commits to the end;
+- nothing is counted twice: the feature state equals the offline engine's on the history applied once,
+  although Redis executed some batches twice (INFO commandstats shows the extra calls);
+- a slow link slows the stream, a dead one pauses it (nothing scored while it lasts), and it moves again by
+  itself once the link is back;
+- the worker says what happened: "… in Redis failed" / "… recovered after" in its log, and
+  ``fraudstream_backend_errors_total{backend="redis"}`` on ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from fraudstream.stack import StackState
+from fraudstream.stack.process import free_port
+from fraudstream.stack.toxiproxy import Toxic, ToxiproxyClient
+from fraudstream.workers import WorkerProcess
+from tests.chaos.harness import (
+    Collector,
+    History,
+    create_topics,
+    launch,
+    max_rel_diff,
+    offline_probe_vectors,
+    online_probe_vectors,
+    produce,
+    run_id,
+    run_topics,
+    wait_caught_up,
+    wait_ready,
+    worker_env,
+)
+from tests.chaos.proxied import Phase, Proxies, backend_errors, fcall_calls, scrape, start_proxies, wait_recovered
+
+pytestmark = [pytest.mark.chaos, pytest.mark.integration]
+RATE = 60.0  # transactions per second: every phase sees traffic
+PARTITION_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def proxies(tmp_path_factory: pytest.TempPathFactory, stack: StackState) -> Iterator[Proxies]:
+    assert stack.redis.port is not None
+    yield from start_proxies(tmp_path_factory.mktemp("toxiproxy"), stack.redis.port)
+
+
+@contextlib.contextmanager
+def black_hole(toxiproxy: ToxiproxyClient, proxy: str) -> Iterator[None]:
+    """Both directions dropped, the connections left open: a dead link, or a firewall that lost their state."""
+    with toxiproxy.toxic(proxy, Toxic.black_hole(stream="upstream")), \
+            toxiproxy.toxic(proxy, Toxic.black_hole(stream="downstream")):
+        yield
+
+
+async def fault(collector: Collector, worker: WorkerProcess, name: str, toxic: AbstractContextManager[object],
+                seconds: float, *, recover_s: float = 60.0) -> Phase:
+    """``toxic`` for ``seconds``, then healed; waits until the stream moves again. Keeps the worker's log of the
+    fault and of the recovery."""
+    before = len(worker.output())
+    with toxic:
+        started = time.time()
+        await asyncio.sleep(seconds)
+        healed = time.time()
+    phase = Phase(name, started, healed)
+    await wait_recovered(collector, phase, timeout_s=recover_s)
+    phase.log = worker.output()[before:]
+    return phase
+
+
+async def check_state(history: History, redis_url: str, key_prefix: str) -> None:
+    probes = history.probes()
+    online = await online_probe_vectors(redis_url, probes, key_prefix=key_prefix)
+    diff, worst = max_rel_diff(online, offline_probe_vectors(history, probes))
+    assert diff <= 1e-6, f"the feature state differs from the offline engine on {worst}: {diff}"
+
+
+async def stream_with_faults(
+    proxies: Proxies, direct_redis_url: str, kafka: str, backend: str, tmp_path: Path, name: str,
+    history: History, faults: list[tuple[str, AbstractContextManager[object], float]],
+) -> tuple[list[Phase], dict[str, float], int]:
+    """Runs a worker through ``faults``; returns the phases, its last metrics and the FCALLs Redis executed
+    beyond one per transaction and label."""
+    run = history.run
+    topics = run_topics(run)
+    await create_topics(kafka, topics)
+    port = free_port()
+    prefix = f"fs-{run}"
+    env = worker_env(tmp_path, kafka, proxies.redis_url, backend, topics, run, FRAUD_METRICS_PORT=str(port),
+                     FRAUD_FEATURE_KEY_PREFIX=prefix)
+    calls_before = fcall_calls(direct_redis_url)
+    phases: list[Phase] = []
+    async with Collector(kafka, topics) as collector:
+        worker = launch(env, tmp_path / f"worker-{name}.log")
+        try:
+            await wait_ready(worker)
+            producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= 200, 120, "200 scored before the faults", worker=worker)
+            for fault_name, toxic, seconds in faults:
+                phases.append(await fault(collector, worker, fault_name, toxic, seconds))
+            await producing
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
+                                       worker=worker)
+            await wait_caught_up(kafka, run, topics.transactions, timeout_s=60)
+            await wait_caught_up(kafka, run, topics.labels, timeout_s=60)
+            metrics = scrape(port)
+            assert worker.alive(), worker.tail(40)
+        finally:
+            worker.stop()
+    for phase in phases:
+        print(phase.summary())
+    assert set(out.scored) == history.ids, "transactions lost"
+    assert not out.dead, out.dead_reasons()
+    for phase in phases:
+        phase.notes["scored_during"] = len(phase.scored_during(out))
+    await check_state(history, direct_redis_url, prefix)
+    # every transaction is one FCALL to apply it (labels too); claims and outcomes are other commands
+    extra = fcall_calls(direct_redis_url) - calls_before - len(history.tx) - len(history.labels)
+    return phases, metrics, extra
+
+
+async def test_redis_slow_reset_and_black_holed(
+    proxies: Proxies, redis_url: str, kafka_bootstrap: str, local_backend: str, tmp_path: Path
+) -> None:
+    tp = proxies.toxiproxy
+    tp.reset()
+    history = History.build(run_id("net-redis"), cards=100, per_card=30, seed=21)
+    phases, metrics, extra = await stream_with_faults(proxies, redis_url, kafka_bootstrap, local_backend, tmp_path,
+                                                      "faults", history, [
+        ("latency", tp.toxic("redis", Toxic.latency(200, jitter_ms=100)), 6.0),
+        ("reset", tp.toxic("redis", Toxic.reset_peer()), 2.0),
+        ("black hole", black_hole(tp, "redis"), 10.0),
+    ])
+    latency, reset, hole = phases
+    errors = backend_errors(metrics, "redis")
+    print(f"redis errors by kind: {errors}; FCALLs executed again: {extra}")
+
+    assert latency.notes["scored_during"] > 0, "a slow link must not stop the stream"
+    assert "in Redis failed" not in latency.log, "200 ms is well within the client's 5 s timeout"
+    for dead in (reset, hole):
+        assert dead.notes["scored_during"] == 0, f"records scored while Redis was unreachable ({dead.name})"
+        assert "in Redis failed" in dead.log, dead.log[-3000:]
+        assert "in Redis recovered after" in dead.log, dead.log[-3000:]
+        assert dead.recovered is not None and dead.recovered - dead.healed < 15.0, dead.summary()
+    assert sum(errors.values()) >= 2, errors
+    # replies lost to the reset: Redis had executed those batches, the worker sent them again
+    assert extra > 0, "no batch was executed twice: the reset did not hit a batch in flight"
+
+
+async def test_redis_partition_30s_heals(
+    proxies: Proxies, redis_url: str, kafka_bootstrap: str, local_backend: str, tmp_path: Path
+) -> None:
+    tp = proxies.toxiproxy
+    tp.reset()
+    history = History.build(run_id("net-part"), cards=60, per_card=40, seed=22)
+    phases, metrics, _ = await stream_with_faults(proxies, redis_url, kafka_bootstrap, local_backend, tmp_path,
+                                                  "partition", history, [
+        ("partition", tp.disabled("redis"), PARTITION_S),
+    ])
+    (partition,) = phases
+    errors = backend_errors(metrics, "redis")
+    print(f"redis errors by kind: {errors}")
+    assert partition.notes["scored_during"] == 0, "records scored while Redis was partitioned away"
+    assert "in Redis failed" in partition.log and "Connection" in partition.log, partition.log[-3000:]
+    assert "in Redis recovered after" in partition.log, partition.log[-3000:]
+    assert partition.recovered is not None and partition.recovered - partition.healed < 15.0, partition.summary()
+    assert errors.get("ConnectionError", 0) >= 3, errors  # refused again and again while it lasted
