@@ -53,6 +53,7 @@ class RespChannel:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._timeout_s = reply_timeout(client)
 
     async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
         return await self.call_packed(pack_commands(commands), len(commands))
@@ -71,7 +72,7 @@ class RespChannel:
                 raise ConnectionError(msg)
             writer.write(payload)
             await writer.drain()
-            replies, errors, _ = await _read_replies(reader, count, b"")
+            replies, errors, _ = await _read_replies(reader, count, b"", self._timeout_s)
         except BaseException:
             # The stream may hold half a reply: never hand it back to the pool in that state.
             await conn.disconnect(nowait=True)
@@ -131,6 +132,7 @@ class OrderedLane:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._timeout_s = reply_timeout(client)
         self._conn: Any = None
         self._buffer = b""
         self._unread: deque[SentBatch] = deque()
@@ -165,7 +167,9 @@ class OrderedLane:
                 async with self._lock:
                     if self._conn is None:
                         await self._connect()
-                replies, errors, self._buffer = await _read_replies(self._conn._reader, head.count, self._buffer)
+                replies, errors, self._buffer = await _read_replies(
+                    self._conn._reader, head.count, self._buffer, self._timeout_s
+                )
             except BaseException:
                 await self._drop()  # half-read replies: the next connection starts again from ``head``
                 raise
@@ -196,8 +200,20 @@ class OrderedLane:
         await self._drop()
 
 
+def reply_timeout(client: aioredis.Redis) -> float | None:
+    """The client's ``socket_timeout`` (config/redis.py: 5 s): the longest a batch waits for Redis's next bytes.
+
+    These channels read the connection's stream themselves, where redis-py's own timeout does not apply.
+    Without it a black-holed connection (bytes dropped, no FIN, no RST: a dead link, a proxy or firewall
+    that lost the connection) stalled the worker silently for as long as it lasted, with no log line and no
+    reconnect (found with a Toxiproxy ``timeout`` toxic, tests/chaos/test_network_faults.py). It bounds the
+    wait for the next bytes, not a whole batch: a slow link that keeps delivering is never cut off."""
+    timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    return float(timeout) if timeout else None
+
+
 async def _read_replies(
-    reader: asyncio.StreamReader, count: int, buf: bytes
+    reader: asyncio.StreamReader, count: int, buf: bytes, timeout_s: float | None = None
 ) -> tuple[list[bytes | int], list[bytes], bytes]:
     """``count`` replies from ``buf`` and then the stream; also returns the bytes read past them (the next
     batch's replies, on an ``OrderedLane``)."""
@@ -240,7 +256,12 @@ async def _read_replies(
                 raise ConnectionError(msg)
         if len(replies) >= count:
             return replies, errors, buf[pos:]
-        chunk = await reader.read(1 << 20)
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await reader.read(1 << 20)
+        except TimeoutError:
+            msg = f"no reply from redis for {timeout_s:g}s ({len(replies)} of {count} replies read)"
+            raise TimeoutError(msg) from None
         if not chunk:
             msg = "redis closed the connection mid-batch"
             raise ConnectionError(msg)

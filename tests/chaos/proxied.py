@@ -88,7 +88,10 @@ class Phase:
     name: str
     started: float
     healed: float
+    during: str = ""
+    """The worker's log while the fault lasted."""
     log: str = ""
+    """Its log from the fault's start until the stream moved again."""
     recovered: float | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
