@@ -130,8 +130,9 @@ async def stream_with_faults(
     for phase in phases:
         phase.notes["scored_during"] = len(phase.scored_during(out))
     await check_state(history, direct_redis_url, prefix)
-    # every transaction is one FCALL to apply it (labels too); claims and outcomes are other commands
-    extra = fcall_calls(direct_redis_url) - calls_before - len(history.tx) - len(history.labels)
+    # once each: a transaction is four FCALLs (its id claimed, its card and its terminal updated, its outcome
+    # recorded; features/ids.py, features/online.py), a fraud label one (its terminal)
+    extra = fcall_calls(direct_redis_url) - calls_before - 4 * len(history.tx) - len(history.labels)
     return phases, metrics, extra
 
 
