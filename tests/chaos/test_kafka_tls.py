@@ -96,7 +96,7 @@ async def test_worker_and_cli_over_tls(tls_stack: TlsStack, local_backend: str, 
 async def test_client_without_the_ca_is_refused(tls_stack: TlsStack, tmp_path: Path) -> None:
     """TLS with the system's CAs only: the broker's certificate does not verify; one line says so."""
     env = {"FRAUD_HOME": str(tmp_path), "FRAUD_KAFKA_BOOTSTRAP": tls_stack.ssl,
-           "FRAUD_KAFKA_SECURITY_PROTOCOL": "SSL", "FRAUD_KAFKA_SSL_CAFILE": ""}
+           "FRAUD_KAFKA_SECURITY_PROTOCOL": "SSL"}
     result = await asyncio.to_thread(cli, env, "tail", "transactions", "--max", "1", timeout_s=120)
     print(result.stderr)
     assert result.returncode == 1, result.stderr[-3000:]
