@@ -19,6 +19,8 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraudstream.stack import LocalStack
+from fraudstream.stack.kafka import Listener
 from fraudstream.stack.process import free_port
 from fraudstream.stack.toxiproxy import ToxiproxyClient, ToxiproxyServer
 from tests.chaos.harness import Collected, Collector
@@ -46,6 +48,35 @@ def start_proxies(workdir: Path, redis_port: int) -> Iterator[Proxies]:
         client.create_proxy("redis", listen=listen, upstream=f"127.0.0.1:{redis_port}")
         yield Proxies(client, f"redis://{listen}/0")
     finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class KafkaBehindProxy:
+    toxiproxy: ToxiproxyClient
+    direct_bootstrap: str
+    """The broker's own listener: the test's producer, collector and lag checks."""
+    proxied_bootstrap: str
+    """The proxy named ``kafka``: the worker's only way to the broker."""
+    redis_url: str
+
+
+def start_kafka_behind_proxy(workdir: Path) -> Iterator[KafkaBehindProxy]:
+    """Generator for a module fixture: Toxiproxy, then a stack of its own whose broker has a second listener
+    *advertised* at the proxy's port. After bootstrap a Kafka client connects to the addresses the broker's
+    metadata names; with only the bootstrap address proxied, the worker would bypass the proxy for every real
+    request."""
+    server = ToxiproxyServer(workdir / "toxiproxy")
+    client = server.start()
+    proxy_port, listener_port = free_port(), free_port()
+    stack = LocalStack(workdir / "stack",
+                       kafka_listeners=[Listener("PROXIED", listener_port, advertised_port=proxy_port)])
+    try:
+        state = stack.up(timeout_s=180)
+        client.create_proxy("kafka", listen=f"127.0.0.1:{proxy_port}", upstream=f"127.0.0.1:{listener_port}")
+        yield KafkaBehindProxy(client, state.bootstrap, f"127.0.0.1:{proxy_port}", state.redis_url)
+    finally:
+        stack.down()
         server.stop()
 
 

@@ -47,7 +47,17 @@ from tests.chaos.harness import (
     wait_ready,
     worker_env,
 )
-from tests.chaos.proxied import Phase, Proxies, backend_errors, fcall_calls, scrape, start_proxies, wait_recovered
+from tests.chaos.proxied import (
+    KafkaBehindProxy,
+    Phase,
+    Proxies,
+    backend_errors,
+    fcall_calls,
+    scrape,
+    start_kafka_behind_proxy,
+    start_proxies,
+    wait_recovered,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 RATE = 60.0  # transactions per second: every phase sees traffic
@@ -185,3 +195,63 @@ async def test_redis_partition_30s_heals(
     assert "in Redis recovered after" in partition.log, partition.log[-3000:]
     assert partition.recovered is not None and partition.recovered - partition.healed < 15.0, partition.summary()
     assert errors.get("ConnectionError", 0) >= 3, errors  # refused again and again while it lasted
+
+
+@pytest.fixture(scope="module")
+def kafka_proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBehindProxy]:
+    yield from start_kafka_behind_proxy(tmp_path_factory.mktemp("kafka-proxied"))
+
+
+async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_backend: str, tmp_path: Path) -> None:
+    """The worker's only way to the broker is cut for 30 s (the proxy disabled: fetches, commits and produce
+    requests all fail) and restored. The group's session (60 s) outlives it: no rebalance is needed."""
+    tp, kafka = kafka_proxied.toxiproxy, kafka_proxied.direct_bootstrap
+    tp.reset()
+    history = History.build(run_id("net-kafka"), cards=60, per_card=40, seed=23)
+    run, topics = history.run, run_topics(history.run)
+    await create_topics(kafka, topics)
+    port = free_port()
+    prefix = f"fs-{run}"
+    env = worker_env(tmp_path, kafka_proxied.proxied_bootstrap, kafka_proxied.redis_url, local_backend, topics, run,
+                     FRAUD_METRICS_PORT=str(port), FRAUD_FEATURE_KEY_PREFIX=prefix)
+    async with Collector(kafka, topics) as collector:
+        worker = launch(env, tmp_path / "worker-kafka.log")
+        try:
+            await wait_ready(worker)
+            producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= 200, 120, "200 scored before the fault", worker=worker)
+            before = len(worker.output())
+            with tp.disabled("kafka"):
+                started = time.time()
+                await asyncio.sleep(3.0)  # what was in flight lands (or not) by now
+                arrived_early = collector.out.scored_total
+                await asyncio.sleep(PARTITION_S - 3.0)
+                arrived_late = collector.out.scored_total
+                during = worker.output()[before:]
+                healed = time.time()
+            partition = Phase("kafka partition", started, healed, during=during)
+            await wait_recovered(collector, partition, timeout_s=120)
+            partition.log = worker.output()[before:]
+            await producing
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
+                                       worker=worker)
+            await wait_caught_up(kafka, run, topics.transactions, timeout_s=90)
+            await wait_caught_up(kafka, run, topics.labels, timeout_s=90)
+            metrics = scrape(port)
+            assert worker.alive(), worker.tail(40)
+        finally:
+            worker.stop()
+    print(partition.summary())
+    print(f"kafka errors by kind: {backend_errors(metrics, 'kafka')}; "
+          f"{out.scored_total - len(out.scored)} records scored twice (at-least-once)")
+    print("worker log during the partition:\n" + "\n".join(partition.during.splitlines()[:25]))
+    assert set(out.scored) == history.ids, "transactions lost"
+    assert not out.dead, out.dead_reasons()
+    assert arrived_late == arrived_early, "records reached the broker while the worker was cut off from it"
+    # what the worker says is aiokafka's own: every refused reconnect (thousands of lines for 30 s; see
+    # docs/reliability.md), and the consumer-lag gauge stops moving
+    assert "Unable connect to node" in partition.during and "Connection refused" in partition.during
+    assert partition.recovered is not None and partition.recovered - partition.healed < 60.0, partition.summary()
+    # a record scored twice (redelivered after the heal) changed no state: the features equal the offline
+    # engine's on the history applied once
+    await check_state(history, kafka_proxied.redis_url, prefix)
