@@ -61,7 +61,13 @@ from tests.chaos.proxied import (
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 RATE = 60.0  # transactions per second: every phase sees traffic
+START_AFTER_SCORED = 200  # ids scored before the first fault
+LATENCY_MS, JITTER_MS, LATENCY_S = 200, 100, 6.0
+RESET_S = 2.0
+BLACK_HOLE_S = 12.0  # longer than the Redis client's 5 s socket timeout (config/redis.py)
 PARTITION_S = 30.0
+FAULTS_CARDS, FAULTS_PER_CARD = 100, 30
+PARTITION_CARDS, PARTITION_PER_CARD = 60, 40
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +127,8 @@ async def stream_with_faults(
         try:
             await wait_ready(worker)
             producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
-            await collector.wait(lambda o: len(o.scored) >= 200, 120, "200 scored before the faults", worker=worker)
+            await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scored before the faults",
+                                 worker=worker)
             for fault_name, toxic, seconds in faults:
                 phases.append(await fault(collector, worker, fault_name, toxic, seconds))
             await producing
@@ -151,14 +158,14 @@ async def test_redis_slow_reset_and_black_holed(
 ) -> None:
     tp = proxies.toxiproxy
     tp.reset()
-    history = History.build(run_id("net-redis"), cards=100, per_card=30, seed=21)
+    history = History.build(run_id("net-redis"), cards=FAULTS_CARDS, per_card=FAULTS_PER_CARD, seed=21)
     phases, metrics, extra = await stream_with_faults(proxies, redis_url, kafka_bootstrap, local_backend, tmp_path,
                                                       "faults", history, [
-        ("latency", tp.toxic("redis", Toxic.latency(200, jitter_ms=100)), 6.0),
-        ("reset", tp.toxic("redis", Toxic.reset_peer()), 2.0),
+        ("latency", tp.toxic("redis", Toxic.latency(LATENCY_MS, jitter_ms=JITTER_MS)), LATENCY_S),
+        ("reset", tp.toxic("redis", Toxic.reset_peer()), RESET_S),
         # longer than the client's 5 s socket timeout: the worker must notice by itself (Toxiproxy closes the
         # connections when the toxic is removed, which would hide a worker that waits forever)
-        ("black hole", black_hole(tp, "redis"), 12.0),
+        ("black hole", black_hole(tp, "redis"), BLACK_HOLE_S),
     ])
     latency, reset, hole = phases
     errors = backend_errors(metrics, "redis")
@@ -182,7 +189,7 @@ async def test_redis_partition_30s_heals(
 ) -> None:
     tp = proxies.toxiproxy
     tp.reset()
-    history = History.build(run_id("net-part"), cards=60, per_card=40, seed=22)
+    history = History.build(run_id("net-part"), cards=PARTITION_CARDS, per_card=PARTITION_PER_CARD, seed=22)
     phases, metrics, _ = await stream_with_faults(proxies, redis_url, kafka_bootstrap, local_backend, tmp_path,
                                                   "partition", history, [
         ("partition", tp.disabled("redis"), PARTITION_S),
@@ -207,7 +214,7 @@ async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_
     requests all fail) and restored. The group's session (60 s) outlives it: no rebalance is needed."""
     tp, kafka = kafka_proxied.toxiproxy, kafka_proxied.direct_bootstrap
     tp.reset()
-    history = History.build(run_id("net-kafka"), cards=60, per_card=40, seed=23)
+    history = History.build(run_id("net-kafka"), cards=PARTITION_CARDS, per_card=PARTITION_PER_CARD, seed=23)
     run, topics = history.run, run_topics(history.run)
     await create_topics(kafka, topics)
     port = free_port()
@@ -219,7 +226,8 @@ async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_
         try:
             await wait_ready(worker)
             producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
-            await collector.wait(lambda o: len(o.scored) >= 200, 120, "200 scored before the fault", worker=worker)
+            await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scored before the fault",
+                                 worker=worker)
             before = len(worker.output())
             with tp.disabled("kafka"):
                 started = time.time()
