@@ -28,18 +28,18 @@ async def test_ordered_lane_gives_up_after_the_socket_timeout_then_replays(
     lane = OrderedLane(client)
     key = f"{key_prefix}:paused"
     try:
-        await redis_client.execute_command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
+        await redis_client.client_pause(PAUSE_MS, all=False)  # WRITE: connecting still works
         batch = await lane.send(*_rpush(key))
         began = time.monotonic()
         with pytest.raises(TimeoutError, match=f"no reply from redis for {TIMEOUT_S:g}s"):
             await lane.receive(batch)
         waited = time.monotonic() - began
         assert TIMEOUT_S * 0.9 <= waited < PAUSE_MS / 1000, waited
-        await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await redis_client.client_unpause()
         # the batch is still the lane's head: received again, it is sent again on a new connection
         assert await lane.receive(batch) in ([1], [2])  # [2]: the first send ran once Redis resumed
     finally:
-        await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await redis_client.client_unpause()
         await lane.close()
         await redis_client.delete(key)
         await client.aclose()
@@ -51,10 +51,10 @@ async def test_resp_channel_gives_up_after_the_socket_timeout(
     client = aioredis.Redis.from_url(redis_url, socket_timeout=TIMEOUT_S)
     channel = RespChannel(client)
     try:
-        await redis_client.execute_command("CLIENT", "PAUSE", str(PAUSE_MS), "WRITE")
+        await redis_client.client_pause(PAUSE_MS, all=False)  # WRITE: connecting still works
         with pytest.raises(TimeoutError, match="no reply from redis"):
             await channel.call_packed(*_rpush(f"{key_prefix}:paused"))
     finally:
-        await redis_client.execute_command("CLIENT", "UNPAUSE")
+        await redis_client.client_unpause()
         await redis_client.delete(f"{key_prefix}:paused")
         await client.aclose()
