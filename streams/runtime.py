@@ -70,10 +70,12 @@ class WorkerRuntime:
                                          dedup_horizon_s=settings.dedup_horizon_s)
             ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
             self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
-            failures.on_failure(self.monitoring.metrics.backend_error)  # retried Redis / Kafka failures
+            metrics = self.monitoring.metrics
+            failures.on_failure(metrics.backend_error)  # retried Redis / Kafka failures
             scorer = Scorer.from_settings(
                 settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash
             )
+            scorer.on_backend_error = lambda exc: metrics.backend_error("model", type(exc).__name__)
             await scorer.start()
             publisher = KafkaBatchPublisher(settings.kafka)
             await publisher.start()

@@ -53,11 +53,13 @@ from tests.chaos.proxied import (
     Proxies,
     backend_errors,
     fcall_calls,
+    scored_at,
     scrape,
     start_kafka_behind_proxy,
     start_proxies,
     wait_recovered,
 )
+from tests.servicer import serving
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 RATE = 60.0  # transactions per second: every phase sees traffic
@@ -67,6 +69,8 @@ RESET_S = 2.0
 BLACK_HOLE_S = 12.0  # longer than the Redis client's 5 s socket timeout (config/redis.py)
 PARTITION_S = 30.0
 FAULTS_CARDS, FAULTS_PER_CARD = 100, 30
+MODEL_CARDS, MODEL_PER_CARD = 60, 40
+MODEL_GRACE_S, MODEL_DEADLINE_S, MODEL_PARTITION_S = 3.0, 1.0, 12.0
 PARTITION_CARDS, PARTITION_PER_CARD = 60, 40
 
 
@@ -263,3 +267,59 @@ async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_
     # a record scored twice (redelivered after the heal) changed no state: the features equal the offline
     # engine's on the history applied once
     await check_state(history, kafka_proxied.redis_url, prefix)
+
+
+async def test_model_server_link_slow_and_partitioned(
+    proxies: Proxies, redis_url: str, kafka_bootstrap: str, model_repo: Path, tmp_path: Path
+) -> None:
+    """The worker reaches the TF Serving servicer (in-process, real TensorFlow) through Toxiproxy: 200 ms ±
+    100 ms is within the deadline (model scores, none degraded); a partition longer than the grace period
+    degrades to rules-only scores after the grace, and the model scores again after the heal."""
+    tp = proxies.toxiproxy
+    tp.reset()
+    history = History.build(run_id("net-model"), cards=MODEL_CARDS, per_card=MODEL_PER_CARD, seed=24,
+                            label_share=0.0)
+    run, topics, kafka = history.run, run_topics(history.run), kafka_bootstrap
+    await create_topics(kafka, topics)
+    port = free_port()
+    async with serving(model_repo / "fraud_dnn") as server, Collector(kafka, topics) as collector:
+        with contextlib.suppress(Exception):
+            tp.delete_proxy("model")
+        model = proxies.proxy_to("model", server.target)
+        env = worker_env(tmp_path, kafka, redis_url, f"tfserving://{model}/fraud_dnn?label=stable", topics, run,
+                         FRAUD_METRICS_PORT=str(port), FRAUD_FEATURE_KEY_PREFIX=f"fs-{run}",
+                         FRAUD_MODEL_OUTAGE_GRACE_S=str(MODEL_GRACE_S), FRAUD_MODEL_DEADLINE_S=str(MODEL_DEADLINE_S))
+        worker = launch(env, tmp_path / "worker-model.log")
+        try:
+            await wait_ready(worker)
+            producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scored before the faults",
+                                 worker=worker)
+            latency = await fault(collector, worker, "model latency",
+                                  tp.toxic("model", Toxic.latency(LATENCY_MS, jitter_ms=JITTER_MS)), LATENCY_S)
+            partition = await fault(collector, worker, "model partition", tp.disabled("model"), MODEL_PARTITION_S)
+            await collector.wait(lambda o: any(not r["degraded"] and scored_at(r) > partition.healed
+                                               for r in o.scored.values()), 60, "model scores after the heal")
+            await producing
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
+                                       worker=worker)
+            metrics = scrape(port)
+            assert worker.alive(), worker.tail(40)
+        finally:
+            worker.stop()
+    print(latency.summary())
+    print(partition.summary())
+    assert set(out.scored) == history.ids and not out.dead
+    slow = latency.scored_during(out)
+    assert slow and not any(r["degraded"] for r in slow), "200 ms ± 100 ms is within the deadline: not degraded"
+    scored = partition.scored_during(out, offset_s=0.0)
+    early = [r for r in scored if r["degraded"] and scored_at(r) < partition.started + MODEL_GRACE_S * 0.9]
+    assert not early, "degraded before the grace period ended"
+    degraded = [r for r in scored if r["degraded"]]
+    assert degraded, "no rules-only scores during the partition"
+    assert all(r["model_version"] is None for r in degraded)
+    assert "model backend failing" in partition.during and "rules-only scoring" in partition.during
+    assert "model backend recovered" in partition.log
+    errors = backend_errors(metrics, "model")
+    print(f"{len(degraded)} degraded records during the partition; model errors by kind: {errors}")
+    assert sum(errors.values()) > 0, errors
