@@ -213,9 +213,14 @@ def kafka_proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBeh
     yield from start_kafka_behind_proxy(tmp_path_factory.mktemp("kafka-proxied"))
 
 
-async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_backend: str, tmp_path: Path) -> None:
-    """The worker's only way to the broker is cut for 30 s (the proxy disabled: fetches, commits and produce
-    requests all fail) and restored. The group's session (60 s) outlives it: no rebalance is needed."""
+async def test_kafka_slow_reset_and_partitioned(
+    kafka_proxied: KafkaBehindProxy, local_backend: str, tmp_path: Path
+) -> None:
+    """The worker's only way to the broker: 200 ms ± 100 ms on the broker's answers, then ``reset_peer`` on
+    them (each connection reset as its next answer comes back: in the measured runs a fetch and a heartbeat,
+    after which nothing was left to publish, so this is not a reset in the middle of a produce request), then
+    cut for 30 s (the proxy disabled: fetches, commits and produce requests all fail) and restored. The
+    group's session (60 s) outlives the partition: no rebalance is needed."""
     tp, kafka = kafka_proxied.toxiproxy, kafka_proxied.direct_bootstrap
     tp.reset()
     history = History.build(run_id("net-kafka"), cards=PARTITION_CARDS, per_card=PARTITION_PER_CARD, seed=23)
@@ -232,6 +237,9 @@ async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_
             producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
             await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scored before the fault",
                                  worker=worker)
+            slow = await fault(collector, worker, "kafka latency",
+                               tp.toxic("kafka", Toxic.latency(LATENCY_MS, jitter_ms=JITTER_MS)), LATENCY_S)
+            reset = await fault(collector, worker, "kafka reset", tp.toxic("kafka", Toxic.reset_peer()), RESET_S)
             before = len(worker.output())
             with tp.disabled("kafka"):
                 started = time.time()
@@ -253,12 +261,15 @@ async def test_kafka_partition_30s_heals(kafka_proxied: KafkaBehindProxy, local_
             assert worker.alive(), worker.tail(40)
         finally:
             worker.stop()
-    print(partition.summary())
+    for phase in (slow, reset, partition):
+        print(phase.summary())
     print(f"kafka errors by kind: {backend_errors(metrics, 'kafka')}; "
           f"{out.scored_total - len(out.scored)} records scored twice (at-least-once)")
-    print("worker log during the partition:\n" + "\n".join(partition.during.splitlines()[:25]))
+    print("worker log during the partition:\n" + "\n".join(partition.during.splitlines()[:8]))
     assert set(out.scored) == history.ids, "transactions lost"
     assert not out.dead, out.dead_reasons()
+    assert slow.scored_during(out), "a slow link must not stop the stream"
+    assert "KafkaConnectionError: Connection at" in reset.log, reset.log[-3000:]  # aiokafka saw the resets
     assert arrived_late == arrived_early, "records reached the broker while the worker was cut off from it"
     # what the worker says is aiokafka's own: every refused reconnect (thousands of lines for 30 s; see
     # docs/reliability.md), and the consumer-lag gauge stops moving
