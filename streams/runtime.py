@@ -31,6 +31,7 @@ from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
+from streams import failures
 from streams.errors import WorkerFailed, WorkerStartFailed
 from streams.faust_patches import ack_messages, drop_monitor_sensor
 from streams.flow import BatchFlow
@@ -76,6 +77,13 @@ def one_line(exc: BaseException) -> str:
         parts.append(f"{type(seen).__name__}: {text}" if text else type(seen).__name__)
         seen = seen.__cause__ or seen.__context__
     return " <- ".join(parts)
+
+
+def _awaitable(call: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        call()
+
+    return run
 
 
 class WorkerRuntime(Service):
@@ -153,7 +161,11 @@ class WorkerRuntime(Service):
         await ids.load_scripts()
         self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
         self._closers.append(("monitoring (drift sketch flush, /metrics)", self.monitoring.close))
+        metrics = self.monitoring.metrics
+        remove_hook = failures.on_failure(metrics.backend_error)  # retried Redis / Kafka failures on /metrics
+        self._closers.append(("failure hook", _awaitable(remove_hook)))
         scorer = Scorer.from_settings(settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
+        scorer.on_backend_error = lambda exc: metrics.backend_error("model", type(exc).__name__)
         await self._opened("scorer", scorer.close, scorer.start())
         publisher = KafkaBatchPublisher(settings.kafka)
         await self._opened("publisher", publisher.close, publisher.start())

@@ -9,6 +9,7 @@ import logging
 
 from config.settings import Settings
 from fraudstream.cli.errors import CommandError, ServiceUnreachable, redis_address
+from fraudstream.cli.tlscheck import certificate_problem
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -21,6 +22,9 @@ async def _kafka_answers(settings: Settings, timeout_s: float) -> None:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.list_topics(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
+        problem = await asyncio.to_thread(certificate_problem, settings.kafka, timeout_s)
+        if problem is not None:  # up and answering, but not trusted: say that, not "is the stack up?"
+            raise CommandError(problem) from exc
         detail = "" if "Unable to bootstrap" in str(exc) or isinstance(exc, TimeoutError) else str(exc)
         raise ServiceUnreachable.kafka(settings.kafka_bootstrap, detail) from exc
     finally:
