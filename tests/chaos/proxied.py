@@ -23,7 +23,7 @@ from fraudstream.stack import LocalStack
 from fraudstream.stack.kafka import Listener
 from fraudstream.stack.process import free_port
 from fraudstream.stack.toxiproxy import ToxiproxyClient, ToxiproxyServer
-from tests.chaos.harness import Collected, Collector
+from tests.fixtures.topics import Collected, Collector
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ import pytest
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import free_port
 from fraudstream.stack.tls import BrokerTls, ensure_broker_tls
-from tests.chaos.harness import Collector, create_topics, launch, run_id, run_topics, wait_ready, worker_env
+from tests.fixtures.topics import Collector, create_topics, run_id, run_topics
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 COUNT = 300

@@ -32,21 +32,6 @@ from fraudstream.stack import StackState
 from fraudstream.stack.process import free_port
 from fraudstream.stack.toxiproxy import Toxic, ToxiproxyClient
 from fraudstream.workers import WorkerProcess
-from tests.chaos.harness import (
-    Collector,
-    History,
-    create_topics,
-    launch,
-    max_rel_diff,
-    offline_probe_vectors,
-    online_probe_vectors,
-    produce,
-    run_id,
-    run_topics,
-    wait_caught_up,
-    wait_ready,
-    worker_env,
-)
 from tests.chaos.proxied import (
     KafkaBehindProxy,
     Phase,
@@ -59,7 +44,10 @@ from tests.chaos.proxied import (
     start_proxies,
     wait_recovered,
 )
-from tests.servicer import serving
+from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
+from tests.fixtures.models import serving
+from tests.fixtures.topics import Collector, create_topics, produce, run_id, run_topics, wait_caught_up
+from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 RATE = 60.0  # transactions per second: every phase sees traffic
