@@ -20,7 +20,7 @@ import numpy.typing as npt
 from scoring.errors import ModelRejected, NonFiniteOutput, ScoringError, WarmupFailed
 
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
-MAX_DETAIL = 200
+MAX_DETAIL = 300
 
 
 def rejection_reason(exc: ScoringError) -> str:
