@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ from fraudstream.stack import process
 from fraudstream.stack.redis import redis_command, wait_healthy
 from tests.chaos.proxied import backend_errors, scored_at, scrape
 from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
-from tests.fixtures.topics import Collector, private_topics, produce, wait_caught_up
+from tests.fixtures.topics import Collected, Collector, private_topics, produce, run_topics, wait_caught_up
 from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -95,61 +96,87 @@ def aof_write_status(url: str) -> str:
         client.close()
 
 
+@dataclass
+class Run:
+    out: Collected
+    metrics: dict[str, float]
+    during: str
+    """The worker's log while the disk was full."""
+    filled_at: float
+    refused_at: float | None
+    freed_at: float
+    resumed_at: float
+
+
+async def stream_through_a_full_disk(
+    kafka: str, redis_url: str, data_dir: Path, backend: str, tmp_path: Path, history: History, prefix: str
+) -> Run:
+    run = history.run
+    topics = run_topics(run)
+    port = process.free_port()
+    env = worker_env(tmp_path, kafka, redis_url, backend, topics, run, FRAUD_METRICS_PORT=str(port),
+                     FRAUD_FEATURE_KEY_PREFIX=prefix)
+    async with Collector(kafka, topics) as collector:
+        worker = launch(env, tmp_path / "worker.log")
+        try:
+            await wait_ready(worker)
+            producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scores before the fill",
+                                 worker=worker)
+            log_before = len(worker.output())
+            filled_at = time.time()
+            filler = fill(data_dir)
+            refused_at = None
+            while time.time() < filled_at + FULL_S:
+                if refused_at is None and aof_write_status(redis_url) == "err":
+                    refused_at = time.time()
+                await asyncio.sleep(0.2)
+            during = worker.output()[log_before:]
+            filler.unlink()
+            freed_at = time.time()
+            await collector.wait(lambda o: any(scored_at(r) > freed_at for r in o.scored.values()), 60,
+                                 "the stream to move again after the disk was freed", worker=worker)
+            resumed_at = min(scored_at(r) for r in collector.out.scored.values() if scored_at(r) > freed_at)
+            await producing
+            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
+                                       worker=worker)
+            await wait_caught_up(kafka, run, topics.transactions, timeout_s=60)
+            await wait_caught_up(kafka, run, topics.labels, timeout_s=60)
+            metrics = scrape(port)
+            assert worker.alive(), worker.tail(40)
+        finally:
+            worker.stop()
+    return Run(out, metrics, during, filled_at, refused_at, freed_at, resumed_at)
+
+
 async def test_redis_disk_full_mid_stream_pauses_and_resumes_losing_nothing(
     kafka_bootstrap: str, local_backend: str, tmp_path: Path
 ) -> None:
     if shutil.which("mount") is None:
         pytest.fail("mount(8) is missing")
-    run, topics = await private_topics(kafka_bootstrap, "fulldisk")
+    run, _ = await private_topics(kafka_bootstrap, "fulldisk")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=11, label_share=0.05)
     prefix = f"fs-{run}"
-    with small_tmpfs(tmp_path / "aof", TMPFS_MB) as data_dir, aof_redis(data_dir, tmp_path) as redis_url:
-        port = process.free_port()
-        env = worker_env(tmp_path, kafka_bootstrap, redis_url, local_backend, topics, run,
-                         FRAUD_METRICS_PORT=str(port), FRAUD_FEATURE_KEY_PREFIX=prefix)
-        async with Collector(kafka_bootstrap, topics) as collector:
-            worker = launch(env, tmp_path / "worker.log")
-            try:
-                await wait_ready(worker)
-                producing = asyncio.create_task(produce(kafka_bootstrap, history.records(topics), rate=RATE))
-                await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scores before the fill",
-                                     worker=worker)
-                log_before = len(worker.output())
-                filled_at = time.time()
-                filler = fill(data_dir)
-                refused_at = None
-                while time.time() < filled_at + FULL_S:
-                    if refused_at is None and aof_write_status(redis_url) == "err":
-                        refused_at = time.time()
-                    await asyncio.sleep(0.2)
-                during = worker.output()[log_before:]
-                filler.unlink()
-                freed_at = time.time()
-                await collector.wait(lambda o: any(scored_at(r) > freed_at for r in o.scored.values()), 60,
-                                     "the stream to move again after the disk was freed", worker=worker)
-                resumed_at = min(scored_at(r) for r in collector.out.scored.values() if scored_at(r) > freed_at)
-                await producing
-                out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
-                                           worker=worker)
-                await wait_caught_up(kafka_bootstrap, run, topics.transactions, timeout_s=60)
-                await wait_caught_up(kafka_bootstrap, run, topics.labels, timeout_s=60)
-                metrics = scrape(port)
-                assert worker.alive(), worker.tail(40)
-            finally:
-                worker.stop()
-        assert aof_write_status(redis_url) == "ok"
-        probes = history.probes()
-        online = await online_probe_vectors(redis_url, probes, key_prefix=prefix)
+    probes = history.probes()
+    with small_tmpfs(tmp_path / "aof", TMPFS_MB) as data_dir:
+        with aof_redis(data_dir, tmp_path) as redis_url:
+            r = await stream_through_a_full_disk(kafka_bootstrap, redis_url, data_dir, local_backend, tmp_path,
+                                                 history, prefix)
+            assert aof_write_status(redis_url) == "ok"
+        # What the worker acked must be on disk, not only in Redis's memory: a new redis-server on the same
+        # directory rebuilds the state from the AOF alone, and that state is compared with the offline one.
+        with aof_redis(data_dir, tmp_path / "restarted") as reloaded_url:
+            online = await online_probe_vectors(reloaded_url, probes, key_prefix=prefix)
 
-    assert refused_at is not None, "Redis never failed an AOF write: the disk was not full"
-    assert set(out.scored) == history.ids, "transactions lost"
-    assert not out.dead, out.dead_reasons()
-    paused = [r for r in out.scored.values() if refused_at + 1.0 <= scored_at(r) < freed_at]
+    assert r.refused_at is not None, "Redis never failed an AOF write: the disk was not full"
+    assert set(r.out.scored) == history.ids, "transactions lost"
+    assert not r.out.dead, r.out.dead_reasons()
+    paused = [x for x in r.out.scored.values() if r.refused_at + 1.0 <= scored_at(x) < r.freed_at]
     assert not paused, f"{len(paused)} records scored while Redis refused writes"
-    assert "MISCONF" in during and "retrying" in during, during[-3000:]
-    assert sum(backend_errors(metrics, "redis").values()) > 0, metrics
+    assert "MISCONF" in r.during and "retrying" in r.during, r.during[-3000:]
+    errors = backend_errors(r.metrics, "redis")
+    assert sum(errors.values()) > 0, r.metrics
     diff, worst = max_rel_diff(online, offline_probe_vectors(history, probes))
-    assert diff <= 1e-6, f"the feature state differs from the offline engine on {worst}: {diff}"
-    print(f"AOF write refused {refused_at - filled_at:.1f}s after the fill; stream moving again "
-          f"{resumed_at - freed_at:.1f}s after the filler was removed; redis errors "
-          f"{backend_errors(metrics, 'redis')}")
+    assert diff <= 1e-6, f"the state rebuilt from the AOF differs from the offline engine on {worst}: {diff}"
+    print(f"AOF write refused {r.refused_at - r.filled_at:.1f}s after the fill; stream moving again "
+          f"{r.resumed_at - r.freed_at:.1f}s after the filler was removed; redis errors {errors}")
