@@ -25,8 +25,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
-# or cluster in transition, memory pressure).
-TRANSIENT_PREFIXES = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"READONLY", b"CLUSTERDOWN", b"OOM")
+# or cluster in transition, memory pressure, MISCONF while Redis cannot write its AOF or RDB — a full
+# disk: Redis refuses every write until a write succeeds again, tests/chaos/test_full_disk.py).
+TRANSIENT_PREFIXES = (
+    b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"READONLY", b"CLUSTERDOWN", b"OOM", b"MISCONF",
+)
 
 
 class ScriptReplyError(Exception):

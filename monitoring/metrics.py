@@ -71,6 +71,9 @@ class WorkerMetrics:
                                         registry=r)
         self.backend_errors = Counter(f"{PREFIX}_backend_errors", "Errors talking to a backend",
                                       ["backend", "kind"], registry=r)
+        self.model_rejections = Counter(f"{PREFIX}_model_rejected",
+                                        "Model versions the hot reload refused, by reason (load, feature_hash, "
+                                        "warmup, non_finite)", ["model", "version", "reason"], registry=r)
         self.consumer_lag = Gauge(f"{PREFIX}_consumer_lag", "Messages behind the partition end",
                                   ["topic", "partition"], registry=r)
         self._models: set[tuple[str, str, str]] = set()
@@ -114,6 +117,10 @@ class WorkerMetrics:
     def backend_error(self, backend: str, kind: str) -> None:
         """One failed call to ``backend`` (``redis``, ``kafka``, ``model``); ``kind``: a short class name."""
         self.backend_errors.labels(backend=backend, kind=kind).inc()
+
+    def model_rejected(self, model: str, version: int, reason: str) -> None:
+        """A model version refused before it served (``LocalBackend.on_rejected``)."""
+        self.model_rejections.labels(model=model, version=str(version), reason=reason).inc()
 
     def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic=topic, partition=str(partition)).set(max(0, lag))

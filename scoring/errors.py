@@ -38,8 +38,28 @@ class LabelNotFound(ModelNotFound):
     """The requested version label (e.g. ``canary``) is not assigned to any loaded version."""
 
 
-class FeatureHashMismatch(ScoringError):
+class ModelRejected(ScoringError):
+    """A model version failed a check before it could serve; ``reason`` is a short metric label."""
+
+    reason: str = "invalid"
+
+
+class WarmupFailed(ModelRejected):
+    """The version's own warm-up requests fail on it (e.g. an input width its metadata does not declare)."""
+
+    reason = "warmup"
+
+
+class NonFiniteOutput(ModelRejected):
+    """The version answers its warm-up requests with NaN or infinite scores (e.g. weights gone NaN)."""
+
+    reason = "non_finite"
+
+
+class FeatureHashMismatch(ModelRejected):
     """The model was trained on a different feature list than the worker computes: refusing to score."""
+
+    reason = "feature_hash"
 
     def __init__(self, *, model: str, model_hash: str | None, expected_hash: str) -> None:
         self.model = model

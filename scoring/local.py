@@ -4,13 +4,17 @@ Hot swap: a background task polls the model directory (``labels.json`` and versi
 ``poll_interval_s``. New versions are loaded off the event loop and verified (feature-list hash) before a
 single attribute assignment publishes the new label → model view. A ``predict`` call takes the view once at
 its start, so an in-flight batch finishes on the model it started with: nothing is dropped and nothing is
-scored twice. A new version whose feature-list hash does not match is refused and the old one keeps serving.
+scored twice. A new version that cannot load, has a different feature-list hash or fails its warm-up
+(scoring/vetting.py: an error, or NaN scores) is refused: logged at ERROR, reported to ``on_rejected`` (the
+worker counts it on ``/metrics``), remembered so it is not loaded again, and the label keeps the version it
+served before. A refused ``canary`` is an unassigned label: its share of traffic goes to ``stable``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +27,8 @@ import numpy.typing as npt
 
 from scoring import repository
 from scoring.backend import Prediction
-from scoring.errors import FeatureHashMismatch, InvalidRequest, ModelNotFound, ScoringError
+from scoring.errors import FeatureHashMismatch, InvalidRequest, LabelNotFound, ModelNotFound, ScoringError
+from scoring.vetting import one_line, rejection_reason, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,33 @@ def load_version(version_dir: Path, signature_name: str) -> LoadedModel:
     return LoadedModel(int(version_dir.name), signatures[signature_name], fhash, names, handle)
 
 
+def vet_version(version_dir: Path, *, expected_feature_hash: str | None,
+                signature_name: str = "serving_default") -> LoadedModel:
+    """Load one version and check that it may serve (blocking): its feature-list hash, then its warm-up.
+
+    Raises ``ModelNotFound``/``InvalidRequest`` (cannot load), ``FeatureHashMismatch``, ``WarmupFailed``
+    or ``NonFiniteOutput``; ``scoring.vetting.rejection_reason`` names which for a metric.
+    """
+    model = load_version(version_dir, signature_name)
+    if expected_feature_hash is not None and model.feature_list_hash != expected_feature_hash:
+        raise FeatureHashMismatch(
+            model=f"{version_dir.parent.name} v{model.version}",
+            model_hash=model.feature_list_hash,
+            expected_hash=expected_feature_hash,
+        )
+    warm_up(model.signature, version_dir, len(model.feature_names) or _input_width(model))
+    return model
+
+
+def _input_width(model: LoadedModel) -> int:
+    spec = model.signature.structured_input_signature[1]["features"]  # type: ignore[attr-defined]
+    return int(spec.shape[-1])
+
+
+RejectionHook = Callable[[str, int, str], None]
+"""``(model_name, version, reason)`` of a refused version; must not raise."""
+
+
 class LocalBackend:
     """``ModelBackend`` over a local model directory ``<repo>/<model_name>``."""
 
@@ -94,6 +126,10 @@ class LocalBackend:
         self._view: dict[str, LoadedModel] = {}
         self._poller: asyncio.Task[None] | None = None
         self._reload_lock = asyncio.Lock()
+        self._rejected: dict[int, str] = {}
+        """Refused versions and why: a published version directory never changes, so it is not loaded
+        (nor reported) again at every later change of the repository."""
+        self.on_rejected: RejectionHook | None = None
 
     @property
     def labels(self) -> dict[str, int]:
@@ -126,9 +162,12 @@ class LocalBackend:
             if state is None:
                 msg = "local backend not started"
                 raise ScoringError(msg)
-            state.resolve(wanted)  # raises LabelNotFound with the known labels
-            msg = f"label {wanted!r} resolves to a version that was refused or failed to load"
-            raise ModelNotFound(msg)
+            version = state.resolve(wanted)  # raises LabelNotFound with the known labels
+            # A label whose only version was refused is not assigned as far as serving goes: the scorer
+            # sends its share to stable (LabelNotFound), rather than deciding it by rules only.
+            why = self._rejected.get(version, "not loaded")
+            msg = f"label {wanted!r} resolves to version {version}, which was refused ({why})"
+            raise LabelNotFound(msg)
         features = _check_features(features, len(model.feature_names) or None)
         if features.shape[0] == 0:
             return _empty(features.shape[1], self.model_name, model.version, wanted)
@@ -153,16 +192,17 @@ class LocalBackend:
             models = {v: m for v, m in self._models.items() if v in label_map.values()}
             view: dict[str, LoadedModel] = {}
             for lbl, version in label_map.items():
-                if version not in models:
+                if version not in models and version not in self._rejected:
                     try:
                         models[version] = await self._load_checked(version)
                     except ScoringError as exc:
                         if strict and lbl == self.default_label:
                             raise
-                        log.error("model %s v%d (%s) not loaded: %s", self.model_name, version, lbl, exc)
-                        if lbl in self._view:  # keep serving what this label served before
-                            view[lbl] = self._view[lbl]
-                        continue
+                        self._reject(version, lbl, exc)
+                if version not in models:
+                    if lbl in self._view:  # keep serving what this label served before
+                        view[lbl] = self._view[lbl]
+                    continue
                 view[lbl] = models[version]
             for kept in view.values():
                 models.setdefault(kept.version, kept)
@@ -170,15 +210,25 @@ class LocalBackend:
             log.info("model %s labels now %s", self.model_name, self.labels)
             return True
 
+    def _reject(self, version: int, label: str, exc: ScoringError) -> None:
+        reason = rejection_reason(exc)
+        self._rejected[version] = reason
+        kept = self._view.get(label)
+        log.error("model %s v%d refused for label %r (%s): %s; %s", self.model_name, version, label, reason,
+                  one_line(exc), f"v{kept.version} keeps serving it" if kept else "the label stays unassigned")
+        if self.on_rejected is not None:
+            try:
+                self.on_rejected(self.model_name, version, reason)
+            except Exception:  # a metrics hook must never stop a reload
+                log.exception("on_rejected hook failed")
+
     async def _load_checked(self, version: int) -> LoadedModel:
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._loader, load_version, self.model_dir / str(version), self.signature)
-        if self.expected_feature_hash is not None and model.feature_list_hash != self.expected_feature_hash:
-            raise FeatureHashMismatch(
-                model=f"{self.model_name} v{version}",
-                model_hash=model.feature_list_hash,
-                expected_hash=self.expected_feature_hash,
-            )
+        model = await loop.run_in_executor(
+            self._loader,
+            functools.partial(vet_version, self.model_dir / str(version),
+                              expected_feature_hash=self.expected_feature_hash, signature_name=self.signature),
+        )
         if self.feature_list_hash is None:
             self.feature_list_hash = model.feature_list_hash
         return model

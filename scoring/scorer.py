@@ -118,6 +118,18 @@ class Scorer:
     def on_backend_error(self, hook: Callable[[ScoringError], None] | None) -> None:
         self.predictor.on_error = hook
 
+    @property
+    def on_model_rejected(self) -> Callable[[str, int, str], None] | None:
+        """Hook called with ``(model_name, version, reason)`` of each version the backend's hot reload
+        refused (only the embedded backend reloads; TF Serving loads versions itself)."""
+        hook: Callable[[str, int, str], None] | None = getattr(self.backend, "on_rejected", None)
+        return hook
+
+    @on_model_rejected.setter
+    def on_model_rejected(self, hook: Callable[[str, int, str], None] | None) -> None:
+        if hasattr(self.backend, "on_rejected"):
+            self.backend.on_rejected = hook
+
     @classmethod
     def from_settings(cls, settings: Settings, feature_names: Sequence[str], feature_hash: str) -> Scorer:
         uri = settings.effective_model_backend

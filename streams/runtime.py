@@ -166,6 +166,7 @@ class WorkerRuntime(Service):
         self._closers.append(("failure hook", _awaitable(remove_hook)))
         scorer = Scorer.from_settings(settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
         scorer.on_backend_error = lambda exc: metrics.backend_error("model", type(exc).__name__)
+        scorer.on_model_rejected = metrics.model_rejected  # a refused model version on /metrics
         await self._opened("scorer", scorer.close, scorer.start())
         publisher = KafkaBatchPublisher(settings.kafka)
         await self._opened("publisher", publisher.close, publisher.start())

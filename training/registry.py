@@ -141,14 +141,36 @@ class ModelRegistry:
         )
         return labels
 
-    def promote(self, version: int | None = None, label: Label = "stable") -> dict[str, int]:
-        """Move ``label`` to ``version`` (default: the current canary, to stable)."""
+    def promote(
+        self, version: int | None = None, label: Label = "stable", *, verify: bool = False,
+        expected_feature_hash: str | None = None,
+    ) -> dict[str, int]:
+        """Move ``label`` to ``version`` (default: the current canary, to stable).
+
+        ``verify``: first load the version and run the checks the worker's hot reload runs (``verify``);
+        a version that fails them is refused with ``RegistryError`` and the labels stay as they are.
+        """
         if version is None:
             version = self.labels().get("canary")
             if version is None:
                 msg = "no canary to promote; pass --version"
                 raise RegistryError(msg)
+        if verify:
+            self.verify(version, expected_feature_hash=expected_feature_hash)
         return self.set_label(label, version, reason="promote")
+
+    def verify(self, version: int, *, expected_feature_hash: str | None) -> None:
+        """Raise ``RegistryError`` (one line, with the reason) unless ``version`` loads, was trained on
+        ``expected_feature_hash`` and passes its warm-up with finite scores (scoring/vetting.py)."""
+        from scoring.errors import ScoringError
+        from scoring.local import vet_version
+        from scoring.vetting import one_line, rejection_reason
+
+        try:
+            vet_version(self.version_dir(version), expected_feature_hash=expected_feature_hash)
+        except ScoringError as exc:
+            msg = f"version {version} refused ({rejection_reason(exc)}): {one_line(exc)}"
+            raise RegistryError(msg) from exc
 
     def rollback(self, label: Label = "stable") -> dict[str, int]:
         """``canary``: drop the canary label. ``stable``: back to the stable version before this one."""

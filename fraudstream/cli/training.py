@@ -398,7 +398,10 @@ def _models(args: argparse.Namespace) -> int:
                              serving_base_path=settings.tfserving_model_base_path)
     try:
         if args.models_command == "promote":
-            registry.promote(args.version, args.label)
+            # The checks the workers' hot reload runs: a version they would refuse is never labelled.
+            from features import FEATURE_LIST
+
+            registry.promote(args.version, args.label, verify=True, expected_feature_hash=FEATURE_LIST.hash)
         elif args.models_command == "rollback":
             registry.rollback(args.label)
     except RegistryError as exc:

@@ -52,15 +52,17 @@ def feature_list_hash(names: Sequence[str]) -> str:
 
 
 class _FraudDnn(tf.Module):  # type: ignore[misc]
-    def __init__(self, *, names: Sequence[str], feature_hash: str, seed: int, hidden: int) -> None:
+    def __init__(
+        self, *, names: Sequence[str], feature_hash: str, seed: int, hidden: int, width: int | None = None
+    ) -> None:
         super().__init__()
         rng = np.random.default_rng(seed)
-        n = len(names)
+        n = len(names) if width is None else width
         # The "Normalization step": mean and variance as a Keras Normalization layer would adapt them.
         self.mean = tf.Variable(rng.normal(0.0, 1.0, n).astype(np.float32), trainable=False)
         self.std = tf.Variable(rng.uniform(0.5, 2.0, n).astype(np.float32), trainable=False)
         w1 = rng.normal(0.0, 0.4, (n, hidden)).astype(np.float32)
-        if PLANTED_FEATURE in names:
+        if PLANTED_FEATURE in names[:n]:
             w1[list(names).index(PLANTED_FEATURE)] = np.abs(w1[list(names).index(PLANTED_FEATURE)]) + 0.1
         self.w1 = tf.Variable(w1)
         self.b1 = tf.Variable(rng.normal(0.0, 0.1, hidden).astype(np.float32))
@@ -95,12 +97,23 @@ def export_model(
     feature_hash: str | None = None,
     seed: int | None = None,
     hidden: int = 32,
+    nan_weights: bool = False,
+    input_width: int | None = None,
 ) -> Path:
-    """Export one version atomically (temp directory, then rename) and return its directory."""
+    """Export one version atomically (temp directory, then rename) and return its directory.
+
+    Broken versions for the refusal tests: ``nan_weights`` sets the output layer's weights to NaN (the
+    version loads and answers, with NaN scores); ``input_width`` gives the network that many inputs while
+    its metadata and warm-up requests declare ``feature_names`` (an export bug: the warm-up fails).
+    """
     names = tuple(feature_names)
     fhash = feature_hash or feature_list_hash(names)
-    module = _FraudDnn(names=names, feature_hash=fhash, seed=version if seed is None else seed, hidden=hidden)
-    spec = tf.TensorSpec([None, len(names)], tf.float32, "features")
+    module = _FraudDnn(names=names, feature_hash=fhash, seed=version if seed is None else seed, hidden=hidden,
+                       width=input_width)
+    if nan_weights:
+        module.w2.assign(tf.fill(module.w2.shape, np.float32("nan")))
+    n_inputs = len(names) if input_width is None else input_width
+    spec = tf.TensorSpec([None, n_inputs], tf.float32, "features")
     serve = tf.function(module.serve, input_signature=[spec])
     metadata = tf.function(module.metadata, input_signature=[])
     model_dir = repo / model_name

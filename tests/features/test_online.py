@@ -115,6 +115,7 @@ async def test_lost_functions_are_reloaded(redis_client: aioredis.Redis, key_pre
 
 def test_error_replies_are_classified() -> None:
     assert classify([b"LOADING Redis is loading the dataset in memory"]) == (False, True)
+    assert classify([b"MISCONF Errors writing to the AOF file: No space left on device"]) == (False, True)
     assert classify([b"ERR Function not found"]) == (True, False)
     assert classify([b"NOSCRIPT No matching script."]) == (True, False)
     assert classify([b"ERR user_script:1: bad argument"]) == (False, False)

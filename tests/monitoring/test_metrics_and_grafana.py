@@ -41,6 +41,7 @@ def test_worker_metrics_endpoint_exposes_every_family() -> None:
     metrics.set_degraded(False)
     metrics.backend_error("redis", "ConnectionError")
     metrics.set_consumer_lag("transactions", 0, 17)
+    metrics.model_rejected("fraud_dnn", 5, "non_finite")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     expected = [
@@ -57,6 +58,7 @@ def test_worker_metrics_endpoint_exposes_every_family() -> None:
         "fraudstream_degraded 0.0",
         'fraudstream_backend_errors_total{backend="redis",kind="ConnectionError"} 1.0',
         'fraudstream_consumer_lag{partition="0",topic="transactions"} 17.0',
+        'fraudstream_model_rejected_total{model="fraud_dnn",reason="non_finite",version="5"} 1.0',
     ]
     missing = [line for line in expected if line not in text]
     assert not missing, text

@@ -90,6 +90,14 @@ def test_warmup_records_are_prediction_logs(exported: Path) -> None:
         assert tensor.dtype == np.float32 and tensor.shape[1] == 3
 
 
+def test_an_exported_version_passes_the_serving_checks(exported: Path) -> None:
+    """What the trainer writes passes the warm-up and hash checks of the hot reload and ``models promote``."""
+    from scoring.local import vet_version
+
+    model = vet_version(exported, expected_feature_hash="stand-in-hash")
+    assert model.version == 1 and model.feature_list_hash == "stand-in-hash"
+
+
 def test_metadata_and_tflite(exported: Path) -> None:
     meta = json.loads((exported / "assets.extra" / METADATA_FILE).read_text())
     assert meta["model_name"] == "fraud_dnn" and meta["version"] == 1 and meta["version_tag"] == "v1"

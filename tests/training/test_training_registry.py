@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from config.settings import load_settings
+from features import FEATURE_LIST
 from fraudstream.cli import main
 from fraudstream.cli.training import resolve_provider
+from scoring.testing.model_factory import export_model
+from tests.fixtures.models import BAD_KINDS, BadKind, export_bad_version
 from training.errors import RegistryError, StreamPathUnavailable
 from training.evaluate import OfflineScores
 from training.registry import GateConfig, ModelRegistry
@@ -96,8 +99,8 @@ def test_models_cli_lists_and_promotes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
-    for v in (1, 2):
-        (tmp_path / "models" / "fraud_dnn" / str(v)).mkdir(parents=True)
+    for v in (1, 2):  # real versions: promote loads and warms up each one first
+        export_model(tmp_path / "models", version=v, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
     assert main(["models", "promote", "--version", "1", "--json"]) == 0
     assert main(["models", "promote", "--version", "2", "--label", "canary", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -115,3 +118,23 @@ def test_models_config_names_the_repository_as_tf_serving_mounts_it(repo: Path) 
     local = ModelRegistry(repo, "fraud_dnn")
     local.set_label("stable", 1)
     assert f'base_path: "{(repo / "fraud_dnn").resolve()}"' in (repo / "models.config").read_text()
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_models_promote_refuses_a_bad_version_and_keeps_the_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, kind: BadKind
+) -> None:
+    monkeypatch.setenv("FRAUD_HOME", str(tmp_path))
+    model_dir = tmp_path / "models" / "fraud_dnn"
+    export_model(tmp_path / "models", version=1, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
+    assert main(["models", "promote", "--version", "1"]) == 0
+    export_bad_version(model_dir, kind, 2)
+    labels, config = (model_dir / "labels.json").read_text(), (tmp_path / "models" / "models.config").read_text()
+    capsys.readouterr()
+    for label in ("stable", "canary"):
+        assert main(["models", "promote", "--version", "2", "--label", label]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: version 2 refused ({kind}): ") and "\n" not in err, err
+    assert (model_dir / "labels.json").read_text() == labels
+    assert (tmp_path / "models" / "models.config").read_text() == config
+    assert ModelRegistry(tmp_path / "models", "fraud_dnn").labels() == {"stable": 1}
