@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_username: str | None = None
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url is one node of a Redis Cluster (`stack up --redis-cluster N` sets it): the client "
+        "discovers the others and routes each call to its slot's primary",
+    )
     feature_key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]+$", description="Redis key prefix")
     dedup_horizon_s: float = Field(
         default=86_400.0, ge=60.0,
