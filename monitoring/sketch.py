@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from monitoring.reference import Reference, ReferenceCatalog
@@ -54,7 +55,7 @@ class FeatureDriftSketch:
     """
 
     def __init__(
-        self, redis: Redis, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
+        self, redis: Redis | RedisCluster, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
         bucket_s: float, namespace: str = DEFAULT_NAMESPACE, flush_every_s: float = 2.0,
         ttl_s: float = 2 * 86_400.0, clock: Callable[[], float] = time.time,
     ) -> None:

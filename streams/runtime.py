@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import faust
 import redis.asyncio as aioredis
 from mode import Service
+from redis.asyncio.cluster import RedisCluster
 
 from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
@@ -47,8 +48,13 @@ DRAIN_TIMEOUT_S = 30.0
 redelivered to the next worker."""
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
+def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    if settings.redis_cluster:  # redis_url is one node; the client discovers the others (features/cluster.py)
+        return RedisCluster.from_url(
+            settings.redis_url, username=settings.redis_username, password=password,
+            socket_connect_timeout=2.0, socket_timeout=5.0,
+        )
     return aioredis.Redis.from_url(
         settings.redis_url, username=settings.redis_username, password=password,
         socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,

@@ -28,6 +28,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parity.add_argument("--mapping", choices=["fdh"], default="fdh", help="how to read the file")
     parity.add_argument("--limit", type=positive_int, default=None, help="only the first N transactions")
     parity.add_argument("--redis-url", default=None, help="default: settings (FRAUD_REDIS_URL / stack.env)")
+    parity.add_argument("--redis-cluster", action=argparse.BooleanOptionalAction, default=None,
+                        help="the Redis URL is a node of a Redis Cluster (default: settings, FRAUD_REDIS_CLUSTER)")
     parity.add_argument("--batch-size", type=positive_int, default=2000, help="transactions per pipelined round trip")
     parity.set_defaults(handler=_parity)
 
@@ -49,6 +51,7 @@ def _parity(args: argparse.Namespace) -> int:
 
 async def _parity_async(args: argparse.Namespace) -> int:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
     from features.history import load_fdh
     from features.parity import run_parity
@@ -56,6 +59,7 @@ async def _parity_async(args: argparse.Namespace) -> int:
     username: str | None = None
     password: str | None = None
     url: str | None = args.redis_url
+    cluster: bool = bool(args.redis_cluster)
     if url is None:
         from fraudstream.cli.services import require_redis
         from fraudstream.settings import load_settings
@@ -63,6 +67,7 @@ async def _parity_async(args: argparse.Namespace) -> int:
         settings = load_settings()
         require_redis(settings)
         url = settings.redis_url
+        cluster = settings.redis_cluster if args.redis_cluster is None else args.redis_cluster
         username = settings.redis_username
         password = settings.redis_password.get_secret_value() if settings.redis_password else None
     started = time.perf_counter()
@@ -78,7 +83,11 @@ async def _parity_async(args: argparse.Namespace) -> int:
             rate = done / max(time.perf_counter() - started, 1e-9)
             print(f"online: {done:,}/{total:,} ({rate:,.0f} tx/s incl. loading)", file=sys.stderr)
 
-    client = aioredis.Redis.from_url(url, username=username, password=password)
+    client: aioredis.Redis | RedisCluster
+    if cluster:  # each call to its slot's primary (features/cluster.py)
+        client = RedisCluster.from_url(url, username=username, password=password)
+    else:
+        client = aioredis.Redis.from_url(url, username=username, password=password)
     try:
         result = await run_parity(client, transactions, labels, batch_size=args.batch_size, progress=progress)
     finally:
