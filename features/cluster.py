@@ -121,6 +121,8 @@ class ClusterChannel:
         self.retry_window_s = retry_window_s
         self._libraries: dict[bytes, Command] = {}  # FUNCTION LOAD commands, loaded again after a refresh
         self.refreshes = 0
+        self.resent_after_loss = 0
+        """Calls sent again because their node's connection was lost (observability, and the failover test)."""
 
     async def _ready(self) -> None:
         if self._client.nodes_manager.default_node is None:
@@ -206,6 +208,7 @@ class ClusterChannel:
                 if isinstance(result, _LOST):
                     # Some of these calls may have run: all are sent again (idempotent per transaction id).
                     retry += idxs
+                    self.resent_after_loss += len(idxs)
                     refresh = True
                     last_problem = f"{name}: {result}"
                     continue

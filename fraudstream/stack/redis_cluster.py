@@ -9,9 +9,12 @@ otherwise what is left is stopped and its data removed (a half-created cluster c
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -234,7 +237,9 @@ class LocalRedisCluster:
         state = self.load()
         for node in state.nodes:
             if node.port == port and node.pid:
-                process.stop(node.pid, timeout_s=0)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(node.pid, signal.SIGKILL)  # no SIGTERM: a graceful shutdown is not a crash
+                process.stop(node.pid, timeout_s=5)  # reaps it
                 node.pid = None
         self._save(state)
 
