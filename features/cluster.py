@@ -122,6 +122,8 @@ class ClusterChannel:
         self._libraries: dict[bytes, Command] = {}  # FUNCTION LOAD commands, loaded again after a refresh
         self.refreshes = 0
         self.resent_after_loss = 0
+        self.asked = 0
+        """Calls sent again with ASKING to a slot's importing node."""
         """Calls sent again because their node's connection was lost (observability, and the failover test)."""
 
     async def _ready(self) -> None:
@@ -222,6 +224,7 @@ class ClusterChannel:
                     if text.startswith(b"ASK "):
                         asking[i] = text.split()[2].decode()
                         retry.append(i)
+                        self.asked += 1
                     elif text.startswith(RETRYABLE):
                         retry.append(i)
                         refresh = True

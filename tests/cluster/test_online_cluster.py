@@ -108,6 +108,49 @@ async def test_a_migrated_slot_answers_moved_and_the_calls_follow_it(
     assert np.allclose(online, offline, rtol=TOLERANCE, atol=TOLERANCE, equal_nan=False)
 
 
+async def test_claims_in_a_slot_being_migrated_follow_ask(
+    cluster_client: RedisCluster, redis_cluster: tuple[LocalRedisCluster, ClusterState]
+) -> None:
+    """Mid-migration (slot MIGRATING on its owner, IMPORTING on another) one id's record has moved and
+    another id of the same slot is new: the owner answers ASK for both, the channel sends them with ASKING
+    to the importing node, and the claim rules hold (a repeat stays a repeat, the new id is created there)."""
+    ids = TransactionIds(cluster_client, key_prefix=prefix())
+    await ids.load_scripts()
+    by_slot: dict[int, str] = {}
+    for n in range(100_000):  # two ids whose records share a slot
+        slot = cluster_client.keyslot(ids.key(f"a{n}"))
+        if slot in by_slot:
+            moved, fresh = by_slot[slot], f"a{n}"
+            break
+        by_slot[slot] = f"a{n}"
+    (first,) = await ids.claim([Claim(moved, "aa", "transactions", 0, 1)])
+    assert first.status == "new"
+    source = cluster_client.get_node_from_key(ids.key(moved).decode())
+    assert source is not None
+    target = next(n for n in cluster_client.get_primaries() if n.name != source.name)
+    src: Any = redis.Redis(port=int(source.port))
+    dst: Any = redis.Redis(port=int(target.port))
+    try:
+        src_id, dst_id = src.execute_command("CLUSTER MYID").decode(), dst.execute_command("CLUSTER MYID").decode()
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", dst_id)
+        src.execute_command("MIGRATE", "127.0.0.1", int(target.port), "", 0, 5000, "KEYS", ids.key(moved))
+        assert isinstance(ids._channel, ClusterChannel)
+        results = await ids.claim([Claim(moved, "aa", "transactions", 0, 2), Claim(fresh, "bb", "transactions", 0, 3),
+                                   Claim(moved, "zz", "transactions", 0, 4)])
+        assert [r.status for r in results] == ["repeat", "new", "conflict"]
+        assert ids._channel.asked == 3
+        for node in (dst, src):
+            node.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
+        assert dst.exists(ids.key(moved), ids.key(fresh)) == 2  # both records on the importing node
+        again = await ids.claim([Claim(fresh, "bb", "transactions", 0, 5)])
+        assert again[0].status == "repeat"
+    finally:
+        src.close()
+        dst.close()
+    await ids.purge()
+
+
 def _migrate_slot(slot: int, source_port: int, target_port: int) -> None:
     """What ``redis-cli --cluster reshard`` does for one slot: IMPORTING/MIGRATING, MIGRATE every key, NODE."""
     src: Any = redis.Redis(port=source_port)  # Any: redis-py's execute_command is untyped
