@@ -3,6 +3,7 @@ FROM python:3.11-slim-bookworm AS base
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 TF_CPP_MIN_LOG_LEVEL=2
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY config ./config
 COPY fraudstream ./fraudstream
 COPY streams ./streams
 COPY features ./features

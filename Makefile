@@ -10,16 +10,21 @@ PYTEST_ARGS ?=
 HELM_VERSION := v4.3.2
 HELM := $(shell go env GOPATH 2>/dev/null || echo $(HOME)/go)/bin/helm
 CHART := deploy/helm/fraudstream
+# Toxiproxy (Shopify's TCP fault proxy) for the chaos suite's network faults, built once from the Go module
+# proxy into Go's bin directory as `server` (fraudstream/stack/toxiproxy.py finds it there)
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(dir $(HELM))server
 
-.PHONY: help setup system-deps venv kafka-jars helm demo test test-chaos lint bench clean stack-down
+.PHONY: help setup system-deps venv kafka-jars helm toxiproxy demo test test-chaos lint bench clean stack-down
 
 help:
 	@echo "make demo        set everything up, then run the main job (fraudstream demo)"
 	@echo "make test        set up what the tests need, then run them"
 	@echo "make test-chaos  the longer fault-injection suite"
-	@echo "make lint        ruff + mypy + helm lint --strict"
+	@echo "make lint        ruff + mypy + import contracts (lint-imports) + helm lint --strict"
 	@echo "make helm        build helm $(HELM_VERSION) once (Go module proxy) into $(HELM)"
-	@echo "make bench       the benchmarks under bench/"
+	@echo "make toxiproxy   build Toxiproxy $(TOXIPROXY_VERSION) once (Go module proxy) into $(TOXIPROXY)"
+	@echo "make bench       the benchmarks (fraudstream/bench/)"
 
 setup: system-deps venv kafka-jars
 
@@ -73,25 +78,38 @@ helm:
 	  GOBIN="$(dir $(HELM))" go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION); \
 	fi
 
+# Once, under a minute of compiling. Without Go, setup goes on (only the network fault tests need it, and they
+# fail saying to run this); `make toxiproxy` itself then fails.
+toxiproxy:
+	@if ! "$(TOXIPROXY)" -version 2>/dev/null | grep -q toxiproxy-server; then \
+	  if ! command -v go >/dev/null; then \
+	    echo "Go is needed once to build Toxiproxy $(TOXIPROXY_VERSION) (network fault tests): install Go 1.21 or newer, then run make toxiproxy"; \
+	    case "$(MAKECMDGOALS)" in *toxiproxy*) exit 1;; esac; exit 0; \
+	  fi; \
+	  echo "building Toxiproxy $(TOXIPROXY_VERSION) from the Go module proxy into $(TOXIPROXY) (once)…"; \
+	  GOBIN="$(dir $(TOXIPROXY))" go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION); \
+	fi
+
 demo: setup
 	$(BIN)/fraudstream demo --transactions $(DEMO_TRANSACTIONS) --summary-json .fraudstream/demo-summary.json
 
 test: setup helm
 	$(BIN)/pytest -q -m "not chaos" $(PYTEST_ARGS)
 
-test-chaos: setup
+test-chaos: setup toxiproxy
 	$(BIN)/pytest -q -m chaos $(PYTEST_ARGS)
 
 lint: venv helm
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	"$(HELM)" lint --strict $(CHART)
 	"$(HELM)" lint --strict $(CHART) --values $(CHART)/ci/production-values.yaml
 
 bench: setup
-	$(BIN)/python bench/bench_reference.py --json
-	$(BIN)/python bench/bench_features.py --json
-	$(BIN)/python bench/bench_validation.py --json
+	$(BIN)/python -m fraudstream.bench.reference --json
+	$(BIN)/python -m fraudstream.bench.features --json
+	$(BIN)/python -m fraudstream.bench.validation --json
 	$(BIN)/fraudstream bench scoring --json
 	$(BIN)/fraudstream bench e2e --json
 

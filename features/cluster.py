@@ -88,12 +88,17 @@ async def _node_round(node: ClusterNode, commands: Sequence[Command], asking: bo
         await conn.connect()
         await conn.send_packed_command(pack_commands(framed), check_health=False)
         stream = connection_stream(conn)
+        timeout = getattr(conn, "socket_timeout", None)
+        timeout_s = float(timeout) if timeout else None
         reader = hiredis.Reader()
         replies: list[Reply] = []
         while len(replies) < len(framed):
             reply = reader.gets()
             if reply is False:
-                chunk = await stream.read(1 << 20)
+                # as features/resp.py: the socket timeout bounds the wait for the next bytes (a black-holed
+                # node); a TimeoutError counts as a lost connection and the node's calls are sent again
+                async with asyncio.timeout(timeout_s):
+                    chunk = await stream.read(1 << 20)
                 if not chunk:
                     msg = f"{node.name} closed the connection mid-batch"
                     raise ConnectionError(msg)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import FraudstreamError
 
-class FeatureError(Exception):
+
+class FeatureError(FraudstreamError):
     """Base class of every error raised by ``features``."""
 
     retryable: bool = False

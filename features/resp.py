@@ -210,7 +210,7 @@ class Wire(Protocol):
 
 WireFactory = Callable[[Any], Wire]
 """Makes the ``Wire`` of a connected redis-py connection: ``hiredis_wire`` (the default) or ``public_wire``
-(public redis-py APIs only; 2-3x the client CPU). ``bench/bench_features.py --transport-rounds`` measures
+(public redis-py APIs only; 2-3x the client CPU). ``python -m fraudstream.bench.features --transport-rounds`` measures
 them, and the hand-written parser this module had before, against each other in one run."""
 
 
@@ -253,6 +253,9 @@ class _HiredisWire:
         self._conn = conn
         self._stream = stream
         self._reader = hiredis.Reader()  # bytes out; an error reply comes back as a hiredis.ReplyError
+        # the client's socket_timeout (config/redis.py: 5 s): the longest a batch waits for Redis's next bytes
+        timeout = getattr(conn, "socket_timeout", None)
+        self._timeout_s: float | None = float(timeout) if timeout else None
 
     async def write(self, payload: bytes) -> None:
         await _send(self._conn, payload)
@@ -266,7 +269,16 @@ class _HiredisWire:
             if reply.__class__ is bytes or reply.__class__ is int:  # nearly every reply (not False: a bool)
                 replies.append(reply)
             elif reply is False:  # nothing complete in the buffer
-                chunk = await self._stream.read(1 << 20)
+                # redis-py's socket timeout does not apply to a stream read here: bound the wait for the next
+                # bytes ourselves, or a black-holed connection (no FIN, no RST) stalls the worker silently for
+                # as long as it lasts (found with a Toxiproxy ``timeout`` toxic, tests/chaos/test_network_faults.py).
+                # It bounds the wait for the next bytes, not a whole batch: a slow link is never cut off.
+                try:
+                    async with asyncio.timeout(self._timeout_s):
+                        chunk = await self._stream.read(1 << 20)
+                except TimeoutError:
+                    msg = f"no reply from redis for {self._timeout_s:g}s ({len(replies)} of {count} replies read)"
+                    raise TimeoutError(msg) from None
                 if not chunk:
                     msg = "redis closed the connection mid-batch"
                     raise ConnectionError(msg)

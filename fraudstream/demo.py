@@ -31,20 +31,22 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer
 
+from config.kafka import assign_at_end
+from config.settings import Settings, load_settings
+from features.simulator import SimulatedTransaction, SimulationConfig, Simulator, interleave_labels
 from fraudstream.demo_report import DemoReport, PhaseReport
-from fraudstream.settings import Settings, load_settings
 from fraudstream.sources.producer import OutboundRecord, first_transactions, produce
-from fraudstream.sources.simulator import SimulatedTransaction, SimulationConfig, Simulator, interleave_labels
-from fraudstream.sources.topics import assign_at_end
 from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
 from fraudstream.stack import LocalStack
 from fraudstream.stack.process import stop
 from fraudstream.workers import spawn_worker
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
 
 POPULATION = SimulationConfig(count=0)
 """The demo's population: the simulator's defaults (seed 0, 2,000 cards, 4,000 terminals), which are the
@@ -206,11 +208,11 @@ async def stream_demo(settings: Settings, transactions: int, *, invalid_share: f
               "label": settings.topics.labels}
     records = (OutboundRecord(topics[k], key, value, counts_as_transaction=k != "label") for k, key, value in stream)
     deadline = time.monotonic() + timeout_s
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     collector: asyncio.Task[None] | None = None
     try:
-        await assign_at_end(consumer, settings.kafka_bootstrap, [settings.topics.scored, settings.topics.dead_letter])
+        await assign_at_end(consumer, settings.kafka, [settings.topics.scored, settings.topics.dead_letter])
         collector = asyncio.create_task(traffic.collect(consumer))
         for phase in phases:
             traffic.phase = phase
@@ -219,7 +221,7 @@ async def stream_demo(settings: Settings, transactions: int, *, invalid_share: f
                 phase.offered_rate_tps = round(STEADY_SHARE * phases[0].throughput_tps, 1) or None
             offered = f"at {phase.offered_rate_tps:,.0f} tx/s" if phase.offered_rate_tps else "at once"
             progress(f"{phase.name}: offering {count:,} transactions {offered}…")
-            sent = await produce(settings.kafka_bootstrap, first_transactions(records, count),
+            sent = await produce(settings.kafka, first_transactions(records, count),
                                  rate=phase.offered_rate_tps, label=f"demo {phase.name}", on_sent=traffic.sent)
             phase.produced = sent.transactions
             report.produced += sent.transactions

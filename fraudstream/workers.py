@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fraudstream.settings import Topics
+from config.settings import Topics
 from fraudstream.stack.process import is_alive, stop
 
 READY_MARKER = "worker ready"

@@ -21,12 +21,13 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from fraudstream.settings import Topics
+from config.kafka import KafkaConnection
+from config.settings import Topics
 from monitoring.drift import DriftConfig, MonitorState, snapshot
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import DEFAULT_NAMESPACE, FeatureSketchReader
@@ -48,7 +49,12 @@ class MonitorOptions:
     """The worker's consumer group (its faust app id), whose lag on ``transactions`` is exported; also the
     namespace of the workers' feature sketches in Redis."""
     lag_every_s: float = 10.0
-    security: tuple[tuple[str, Any], ...] = ()
+    kafka: KafkaConnection | None = None
+    """The cluster's connection (TLS / SASL); None: ``bootstrap`` in plaintext."""
+
+    @property
+    def connection(self) -> KafkaConnection:
+        return self.kafka or KafkaConnection(bootstrap=self.bootstrap)
 
 
 class MonitorMetrics:
@@ -71,7 +77,7 @@ class MonitorMetrics:
 
 
 class DriftMonitor:
-    def __init__(self, options: MonitorOptions, *, redis: Redis | None = None,
+    def __init__(self, options: MonitorOptions, *, redis: Redis | RedisCluster | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.options = options
         self.catalog = ReferenceCatalog(options.model_dir) if options.model_dir else None
@@ -89,8 +95,7 @@ class DriftMonitor:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        security = dict(self.options.security)
-        self._producer = AIOKafkaProducer(bootstrap_servers=self.options.bootstrap, acks="all", **security)
+        self._producer = self.options.connection.producer(acks="all")
         await self._producer.start()
         self._tasks = [asyncio.create_task(self._supervised(self._consume), name="drift-consume"),
                        asyncio.create_task(self._evaluate_forever(), name="drift-evaluate")]
@@ -134,8 +139,7 @@ class DriftMonitor:
 
     async def _consume(self) -> None:
         t = self.options.topics
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.options.bootstrap, enable_auto_commit=False,
-                                    auto_offset_reset="latest", **dict(self.options.security))
+        consumer = self.options.connection.consumer(enable_auto_commit=False, auto_offset_reset="latest")
         await consumer.start()
         try:
             await self._assign(consumer, [t.scored, t.dead_letter, t.labels])
@@ -154,7 +158,7 @@ class DriftMonitor:
     async def _assign(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
         parts: list[TopicPartition] = []
         deadline = time.monotonic() + 60.0
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.options.bootstrap, **dict(self.options.security))
+        admin = self.options.connection.admin()
         await admin.start()
         try:
             while True:
@@ -273,9 +277,8 @@ class DriftMonitor:
     async def _lag_forever(self) -> None:
         group = self.options.lag_group
         assert group is not None
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.options.bootstrap, **dict(self.options.security))
-        probe = AIOKafkaConsumer(bootstrap_servers=self.options.bootstrap, enable_auto_commit=False,
-                                 **dict(self.options.security))
+        admin = self.options.connection.admin()
+        probe = self.options.connection.consumer(enable_auto_commit=False)
         await admin.start()
         await probe.start()
         try:

@@ -126,8 +126,8 @@ class FeatureDriftSketch:
 class FeatureSketchReader:
     """The monitor's copy of the sketch buckets of one reference, as ``BucketSeries`` per feature."""
 
-    def __init__(self, redis: Redis, *, bucket_s: float, namespace: str = DEFAULT_NAMESPACE, settle_s: float = 30.0,
-                 horizon_s: float = 86_400.0) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, bucket_s: float, namespace: str = DEFAULT_NAMESPACE,
+                 settle_s: float = 30.0, horizon_s: float = 86_400.0) -> None:
         self.redis = redis
         self.namespace = namespace
         self.bucket_s = bucket_s

@@ -3,7 +3,7 @@ drift sketch, fed once per micro-batch.
 
 Wiring (streams/ owns the calls; see docs/monitoring.md)::
 
-    monitoring = WorkerMonitoring.start(settings, redis=redis_client(settings), feature_names=FEATURE_LIST.names)
+    monitoring = WorkerMonitoring.start(settings, redis=settings.redis.client(), feature_names=FEATURE_LIST.names)
     ...
     outcome = await pipeline.handle(batch)               # after the batch is published and acked
     await monitoring.after_batch(outcome, features=vectors, models=model_counts, degraded=n_degraded,
@@ -28,7 +28,7 @@ import numpy.typing as npt
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureDriftSketch

@@ -7,8 +7,10 @@ decides from the type, never from a message. Foreign errors (gRPC, TensorFlow, O
 
 from __future__ import annotations
 
+from config.errors import FraudstreamError
 
-class ScoringError(Exception):
+
+class ScoringError(FraudstreamError):
     """Base of all scoring errors."""
 
     retryable: bool = False

@@ -30,7 +30,7 @@ from scoring.rollout import RolloutConfig, canary_mask
 from scoring.uri import parse_backend_uri
 
 if TYPE_CHECKING:
-    from fraudstream.settings import Settings
+    from config.settings import Settings
 
 log = logging.getLogger(__name__)
 LABEL_RECHECK_S = 10.0

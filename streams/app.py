@@ -11,13 +11,12 @@ stops without acking the batch, so it is redelivered to the next worker.
 from __future__ import annotations
 
 import logging
-import ssl
 from pathlib import Path
 from typing import Any
 
 import faust
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 from streams import faust_patches
 from streams.faust_patches import Chunk, RawSchema
 from streams.messages import InboundMessage
@@ -25,19 +24,6 @@ from streams.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 CONSUMER_LAG_INTERVAL_S = 5.0
-
-
-def _credentials(settings: Settings) -> Any:
-    if settings.kafka_security_protocol == "PLAINTEXT":
-        return None
-    context = ssl.create_default_context(cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
-    if settings.kafka_security_protocol == "SSL":
-        return faust.SSLCredentials(context)
-    password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-    return faust.SASLCredentials(
-        username=settings.kafka_sasl_username, password=password, mechanism=settings.kafka_sasl_mechanism,
-        ssl_context=context if settings.kafka_security_protocol == "SASL_SSL" else None,
-    )
 
 
 def inbound(events: Any) -> list[InboundMessage]:
@@ -63,8 +49,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         # these settings; fraudstream's configuration is its own Settings object only.
         env={},
         broker_session_timeout=settings.kafka_session_timeout_s,
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        broker_credentials=_credentials(settings),
+        broker=settings.kafka.faust_broker,
+        broker_credentials=settings.kafka.faust_credentials(),  # TLS / SASL: config/kafka.py
         value_serializer="raw",
         key_serializer="raw",
         processing_guarantee="at_least_once",

@@ -124,7 +124,7 @@ class PreparedBatch:
 
 class RecordPath(Protocol):
     """How a micro-batch's transactions meet Redis, the model and the broker. The worker's is
-    ``BatchedPath``; the benchmark's per-record baselines (``fraudstream/bench_baselines.py``) are others.
+    ``BatchedPath``; the benchmark's per-record baselines (``fraudstream/bench/baselines.py``) are others.
     Each step retries infrastructure failures itself (the stream pauses, nothing is skipped)."""
 
     async def claim(self, ids: TransactionIds, claims: list[Claim]) -> list[ClaimResult]:

@@ -11,20 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
+from config.kafka import KafkaConnection, as_connection
 from streams.messages import OutboundMessage
 from streams.partitioner import partitions_for
 
 
 class KafkaBatchPublisher:
-    def __init__(self, bootstrap: str, **client_options: Any) -> None:
+    def __init__(self, kafka: KafkaConnection | str) -> None:
         # acks=all + idempotence: a retried batch is neither duplicated nor reordered by the broker.
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
-            max_batch_size=1024 * 1024, max_request_size=4 * 1024 * 1024, **client_options,
+        self._producer = as_connection(kafka).producer(
+            acks="all", enable_idempotence=True, linger_ms=0, max_batch_size=1024 * 1024,
+            max_request_size=4 * 1024 * 1024,
         )
         self._partitions: dict[str, list[int]] = {}
 

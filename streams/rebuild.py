@@ -35,15 +35,15 @@ import pandas as pd
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
+from config.kafka import KafkaConnection, as_connection
+from config.settings import Settings
 from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
 from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
 from features.parity import compare
-from fraudstream.settings import Settings, kafka_client_options
 from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from streams.identity import CardHasher, content_hash
-from streams.runtime import redis_client
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -78,14 +78,13 @@ class RebuildReport:
         }
 
 
-async def read_topic(bootstrap: str, topic: str, *, security: dict[str, object] | None = None) -> tuple[
+async def read_topic(kafka: KafkaConnection | str, topic: str) -> tuple[
     list[ConsumerRecord[bytes, bytes]], dict[int, int]
 ]:
     """Every record of ``topic`` up to the end offsets at the start, merged across partitions by record
     timestamp (stable within a partition); plus those end offsets."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 << 20, **(security or {}),
+    consumer = as_connection(kafka).consumer(
+        enable_auto_commit=False, auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20,
     )
     await consumer.start()
     try:
@@ -201,7 +200,7 @@ async def rebuild(
     engine on the same ordered history (``max_rel_diff`` in the report)."""
     started = time.perf_counter()
     report = RebuildReport()
-    client = redis_client(settings)
+    client = settings.redis.client()
     store = RedisFeatureStore(client, key_prefix=key_prefix, dedup_horizon_s=settings.dedup_horizon_s)
     try:
         # The store's own prefix carries the state-layout tag: state of another feature layout is not
@@ -215,12 +214,9 @@ async def rebuild(
         if existing:
             report.purged_keys = await store.purge()
         await store.load_scripts()
-        hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
-        security = kafka_client_options(settings)
-        tx_records, tx_ends = await read_topic(settings.kafka_bootstrap, settings.topics.transactions,
-                                               security=security)
-        label_records, label_ends = await read_topic(settings.kafka_bootstrap, settings.topics.labels,
-                                                     security=security)
+        hasher = CardHasher(settings.card_hash_key())
+        tx_records, tx_ends = await read_topic(settings.kafka, settings.topics.transactions)
+        label_records, label_ends = await read_topic(settings.kafka, settings.topics.labels)
         report.offsets = {settings.topics.transactions: tx_ends, settings.topics.labels: label_ends}
         ids = TransactionIds(client, key_prefix=key_prefix, horizon_s=settings.dedup_horizon_s)
         candidates = list(transaction_events(tx_records, hasher, settings, report))

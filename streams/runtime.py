@@ -24,21 +24,27 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import faust
-import redis.asyncio as aioredis
 from mode import Service
-from redis.asyncio.cluster import RedisCluster
 
+from config.settings import Settings
 from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
-from fraudstream.settings import Settings, kafka_client_options
 from monitoring.worker import WorkerMonitoring
 from scoring import Scorer
+from streams import failures
 from streams.errors import WorkerFailed, WorkerStartFailed
 from streams.faust_patches import ack_messages, drop_monitor_sensor
 from streams.flow import BatchFlow
 from streams.identity import CardHasher
 from streams.labels import LabelHandler
-from streams.pipeline import BatchOutcome, CheckedMessage, PipelineConfig, PreparedBatch, TransactionPipeline
+from streams.pipeline import (
+    BatchOutcome,
+    CheckedMessage,
+    PipelineConfig,
+    PreparedBatch,
+    RecordPath,
+    TransactionPipeline,
+)
 from streams.publisher import KafkaBatchPublisher
 
 log = logging.getLogger(__name__)
@@ -48,17 +54,9 @@ DRAIN_TIMEOUT_S = 30.0
 redelivered to the next worker."""
 
 
-def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    if settings.redis_cluster:  # redis_url is one node; the client discovers the others (features/cluster.py)
-        return RedisCluster.from_url(
-            settings.redis_url, username=settings.redis_username, password=password,
-            socket_connect_timeout=2.0, socket_timeout=5.0,
-        )
-    return aioredis.Redis.from_url(
-        settings.redis_url, username=settings.redis_username, password=password,
-        socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10,
-    )
+PathFactory = Callable[[], Awaitable[RecordPath]]
+"""Builds the pipeline's ``RecordPath`` in the worker's event loop; the shell passes one for a benchmark
+baseline (``fraudstream/bench/baselines.py``), production runs the batched default."""
 
 
 @dataclass
@@ -81,10 +79,18 @@ def one_line(exc: BaseException) -> str:
     return " <- ".join(parts)
 
 
+def _awaitable(call: Callable[[], object]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        call()
+
+    return run
+
+
 class WorkerRuntime(Service):
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, path_factory: PathFactory | None = None) -> None:
         super().__init__()
         self.settings = settings
+        self._path_factory = path_factory
         self.totals = Totals()
         self.failure: BaseException | None = None
         """The error that stopped the worker (at start or in a batch), if any."""
@@ -146,7 +152,7 @@ class WorkerRuntime(Service):
 
     async def _build(self) -> None:
         settings = self.settings
-        client = redis_client(settings)
+        client = settings.redis.client()
         await self._opened("Redis client", client.aclose, client.ping())
         features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
                                      dedup_horizon_s=settings.dedup_horizon_s)
@@ -155,21 +161,21 @@ class WorkerRuntime(Service):
         await ids.load_scripts()
         self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
         self._closers.append(("monitoring (drift sketch flush, /metrics)", self.monitoring.close))
+        metrics = self.monitoring.metrics
+        remove_hook = failures.on_failure(metrics.backend_error)  # retried Redis / Kafka failures on /metrics
+        self._closers.append(("failure hook", _awaitable(remove_hook)))
         scorer = Scorer.from_settings(settings, feature_names=FEATURE_LIST.names, feature_hash=FEATURE_LIST.hash)
+        scorer.on_backend_error = lambda exc: metrics.backend_error("model", type(exc).__name__)
         await self._opened("scorer", scorer.close, scorer.start())
-        publisher = KafkaBatchPublisher(settings.kafka_bootstrap, **kafka_client_options(settings))
+        publisher = KafkaBatchPublisher(settings.kafka)
         await self._opened("publisher", publisher.close, publisher.start())
-        hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+        hasher = CardHasher(settings.card_hash_key())
         config = PipelineConfig(
             scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
             feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
             max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
         )
-        path = None
-        if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e)
-            from fraudstream.bench_baselines import baseline_path
-
-            path = await baseline_path(settings.pipeline_mode, settings)
+        path = await self._path_factory() if self._path_factory is not None else None
         self._pipeline = TransactionPipeline(
             config, features=features, ids=ids, scorer=scorer, publisher=publisher, hasher=hasher, path=path
         )

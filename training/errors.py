@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from config.errors import FraudstreamError
 
-class TrainingError(Exception):
+
+class TrainingError(FraudstreamError):
     """Base of every error raised by ``training``."""
 
     retryable: bool = False

@@ -28,7 +28,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from training.dataset import Fold, History, make_fold, split_validation
-from training.errors import StreamPathUnavailable
 from training.metrics import METRIC_NAMES, compute_metrics, summarise
 from training.model import ModelConfig, TrainedModel, train_model
 
@@ -75,21 +74,6 @@ class FoldScores:
     """One fold's test rows and scores as they go to ``--scores-out``."""
 
     frame: pd.DataFrame
-
-
-def resolve_provider(via: str, settings: Any) -> ScoreProvider:
-    """``offline`` is built in; ``stream`` is ``streams.evaluation.StreamScores`` (Kafka, a worker process,
-    Redis). Imported only when asked for, so the trainer's other commands load no streaming code; an import
-    error there is a broken installation and surfaces as it is, never as "no stream path"."""
-    if via == "offline":
-        return OfflineScores()
-    if via != "stream":
-        msg = f"unknown score path {via!r}; use 'offline' or 'stream'"
-        raise StreamPathUnavailable(msg)
-    from streams.evaluation import stream_score_provider
-
-    provider: ScoreProvider = stream_score_provider(settings)
-    return provider
 
 
 def fit_fold(

@@ -5,7 +5,7 @@ about 75 days at its natural volume, ending now; options follow a ``?``::
 
     sim:300000?seed=0&events=1&cards=2000&terminals=4000&label_delay_days=7
 
-``seed`` draws the population and ``events`` its event stream (see ``fraudstream.sources.simulator``): the
+``seed`` draws the population and ``events`` its event stream (see ``features.simulator``): the
 history defaults to events seed 1 and live traffic (``fraudstream simulate``, the demo) to 0, so the model
 learns on the same customers it then scores, on other days. Every transaction gets a label that becomes
 known ``label_delay_days`` after it (7, as in the live stream); the offline engine uses a label only from
@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 import pandas as pd
 
-from fraudstream.sources.simulator import SimulationConfig, Simulator
+from features.simulator import SimulationConfig, Simulator
 from training.errors import DatasetError
 
 SCHEME = "sim:"

@@ -9,15 +9,14 @@ point-in-time correct.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sys
 from datetime import UTC, datetime
-from typing import Any
 
 import pandas as pd
-from aiokafka import AIOKafkaConsumer
 
-from fraudstream.settings import Settings, Topics, kafka_client_options
-from fraudstream.sources.topics import partitions_of
+from config.kafka import KafkaConnection, partitions_of
+from config.settings import Settings, Topics
 from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import decode
 from training.errors import DatasetError
@@ -38,12 +37,12 @@ def bootstrap_of(uri: str) -> str:
     return bootstrap
 
 
-async def _read_topic(bootstrap: str, topic: str, limit: int | None, options: dict[str, Any]) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **options)
+async def _read_topic(kafka: KafkaConnection, topic: str, limit: int | None) -> list[bytes]:
+    consumer = kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     values: list[bytes] = []
     try:
-        parts = await partitions_of(bootstrap, [topic], **options)
+        parts = await partitions_of(kafka, [topic])
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -70,10 +69,10 @@ def load_topics(uri: str, topics: Topics | None = None, limit: int | None = None
     """
     settings = settings or Settings()
     topics = topics or settings.topics
-    options = kafka_client_options(settings)
     bootstrap = bootstrap_of(uri)
-    raw_tx = asyncio.run(_read_topic(bootstrap, topics.transactions, limit, options))
-    raw_labels = asyncio.run(_read_topic(bootstrap, topics.labels, None, options))
+    kafka = dataclasses.replace(settings.kafka, bootstrap=bootstrap)  # the URI's broker, the settings' TLS/SASL
+    raw_tx = asyncio.run(_read_topic(kafka, topics.transactions, limit))
+    raw_labels = asyncio.run(_read_topic(kafka, topics.labels, None))
     # The worker's own rules: what it would dead-letter (far-future times included) is not history.
     context = transaction_context(datetime.now(UTC), 86_400.0)
     parsed = (decode(Transaction, v, max_bytes=MAX_BYTES, context=context) for v in raw_tx)

@@ -22,6 +22,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import SecretStr
 
+from config.kafka import KafkaConnection, as_connection
 from schemas.codec import Rejection, decode, encode
 from schemas.retrain import RetrainRequest, RetrainStatus
 from training.errors import TrainerBusy
@@ -121,11 +122,9 @@ async def serve_http(app: web.Application, host: str = "127.0.0.1", port: int = 
 class KafkaStatusPublisher:
     """Publishes each ``RetrainStatus`` to the status topic, keyed by request id (ordered per request)."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, **client_options: Any) -> None:
-        from aiokafka import AIOKafkaProducer
-
+    def __init__(self, kafka: KafkaConnection | str, topic: str) -> None:
         self.topic = topic
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", **client_options)
+        self._producer = as_connection(kafka).producer(acks="all")
 
     async def start(self) -> None:
         await self._producer.start()
@@ -183,7 +182,7 @@ async def _take(service: TrainerService, tp: Any, message: Any, max_bytes: int) 
 
 
 async def consume_retrain_requests(
-    bootstrap_servers: str,
+    kafka: KafkaConnection | str,
     topic: str,
     service: TrainerService,
     *,
@@ -191,7 +190,6 @@ async def consume_retrain_requests(
     stop: asyncio.Event | None = None,
     max_bytes: int = MAX_BODY_BYTES,
     poll_ms: int = 500,
-    **client_options: Any,
 ) -> None:
     """Feed ``topic`` into the service until ``stop`` is set. Bad records are logged with their offset and
     skipped; a redelivered request still queued or running is ignored.
@@ -201,15 +199,8 @@ async def consume_retrain_requests(
     produced a model version when the trainer died is answered with that version, not trained again
     (``training.pipeline.make_job_runner``). While the service's queue is full the partitions are paused,
     so the consumer keeps polling and stays in its group however long a training takes."""
-    from aiokafka import AIOKafkaConsumer
-
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers,
-        group_id=group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **client_options,
+    consumer = as_connection(kafka).consumer(
+        topic, group_id=group_id, enable_auto_commit=False, auto_offset_reset="earliest",
     )
     await consumer.start()
     stop = stop or asyncio.Event()

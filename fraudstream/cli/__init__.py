@@ -56,7 +56,7 @@ def _accept_debug_everywhere(commands: argparse._SubParsersAction[argparse.Argum
 
 
 def _settings_for_messages() -> object:
-    from fraudstream.settings import load_settings
+    from config.settings import load_settings
 
     try:
         return load_settings()
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        from fraudstream.settings import Settings
+        from config.settings import Settings
 
         settings = _settings_for_messages()
         explained = explain(exc, settings if isinstance(settings, Settings) else None)

@@ -24,7 +24,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _register_scoring(benches: BenchCommands) -> None:
-    from scoring.bench import add_arguments
+    from fraudstream.bench.scoring import add_arguments
 
     parser = benches.add_parser(
         "scoring",
@@ -35,7 +35,7 @@ def _register_scoring(benches: BenchCommands) -> None:
 
 
 def _scoring(args: argparse.Namespace) -> int:
-    from scoring.bench import main
+    from fraudstream.bench.scoring import main
 
     return main(args)
 
@@ -65,8 +65,8 @@ def _e2e(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    from fraudstream.bench_e2e import BenchOptions, run_bench
-    from fraudstream.settings import load_settings
+    from config.settings import load_settings
+    from fraudstream.bench.e2e import BenchOptions, run_bench
     from fraudstream.stack import LocalStack
 
     settings = load_settings()
@@ -85,7 +85,7 @@ def _e2e(args: argparse.Namespace) -> int:
         if started:
             stack.down()
     if args.plot and result["sweep"]:
-        from fraudstream.bench_e2e import plot_sweep
+        from fraudstream.bench.e2e import plot_sweep
 
         plot_sweep(result, args.plot)
         print(f"[bench e2e] plot written to {args.plot}", file=sys.stderr)

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from config.settings import Settings, load_settings
 from fraudstream.cli.args import existing_file, positive_int
 from fraudstream.cli.errors import CommandError
 from fraudstream.cli.services import require_kafka
-from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 DLQ_EPILOG = """\
 A typical repair:
@@ -39,7 +39,7 @@ def _read_dlq(settings: Settings, emit: Callable[[dict[str, Any]], None]) -> int
     print(f"reading {options.topic} on {settings.kafka_bootstrap}", file=sys.stderr, flush=True)
 
     async def run(stop: Any) -> int:
-        return await tail(settings.kafka_bootstrap, options, emit, stop=stop, **kafka_client_options(settings))
+        return await tail(settings.kafka, options, emit, stop=stop)
 
     count: int = run_until_signalled(run)
     return count
@@ -170,8 +170,7 @@ def _resubmit(args: argparse.Namespace) -> int:
     # Keyed by card id like every producer of `transactions`, so a card's records stay in order.
     records = [OutboundRecord(settings.topics.transactions, c.transaction.card_id.encode(), c.raw)
                for c in good if c.transaction is not None]
-    report = asyncio.run(produce(settings.kafka_bootstrap, records, label="resubmit", quiet=True,
-                                 **kafka_client_options(settings)))
+    report = asyncio.run(produce(settings.kafka, records, label="resubmit", quiet=True))
     summary["sent"] = report.sent
     print(f"sent {report.sent} records to {settings.topics.transactions}; follow them with "
           f"'fraudstream tail {settings.topics.scored}'", file=sys.stderr)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 
 STACK_HINT = "is the stack up? run: fraudstream stack up"
 EXIT_FAILURE = 1
@@ -77,6 +77,11 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
     if isinstance(exc, CommandError):
         return Explanation(str(exc), exc.exit_code)
     if isinstance(exc, kafka_errors.KafkaConnectionError | kafka_errors.NoBrokersAvailable):
+        from fraudstream.cli.tlscheck import certificate_problem
+
+        problem = certificate_problem(settings.kafka) if settings else None
+        if problem is not None:
+            return Explanation(problem, EXIT_FAILURE)
         return Explanation(str(ServiceUnreachable.kafka(bootstrap)), EXIT_FAILURE)
     if isinstance(exc, kafka_errors.KafkaTimeoutError):
         return Explanation(f"Kafka at {bootstrap} did not answer in time — {STACK_HINT}", EXIT_FAILURE)

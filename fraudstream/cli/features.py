@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -50,26 +51,21 @@ def _parity(args: argparse.Namespace) -> int:
 
 
 async def _parity_async(args: argparse.Namespace) -> int:
-    import redis.asyncio as aioredis
-    from redis.asyncio.cluster import RedisCluster
-
+    from config.redis import RedisConnection
     from features.history import load_fdh
     from features.parity import run_parity
 
-    username: str | None = None
-    password: str | None = None
-    url: str | None = args.redis_url
-    cluster: bool = bool(args.redis_cluster)
-    if url is None:
+    if args.redis_url is not None:
+        connection = RedisConnection(url=args.redis_url, cluster=bool(args.redis_cluster))
+    else:
+        from config.settings import load_settings
         from fraudstream.cli.services import require_redis
-        from fraudstream.settings import load_settings
 
         settings = load_settings()
         require_redis(settings)
-        url = settings.redis_url
-        cluster = settings.redis_cluster if args.redis_cluster is None else args.redis_cluster
-        username = settings.redis_username
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
+        connection = settings.redis
+        if args.redis_cluster is not None:
+            connection = dataclasses.replace(connection, cluster=args.redis_cluster)
     started = time.perf_counter()
     print(f"loading {args.input} (mapping {args.mapping}) …", file=sys.stderr)
     transactions, labels = load_fdh(args.input, limit=args.limit)
@@ -83,11 +79,8 @@ async def _parity_async(args: argparse.Namespace) -> int:
             rate = done / max(time.perf_counter() - started, 1e-9)
             print(f"online: {done:,}/{total:,} ({rate:,.0f} tx/s incl. loading)", file=sys.stderr)
 
-    client: aioredis.Redis | RedisCluster
-    if cluster:  # each call to its slot's primary (features/cluster.py)
-        client = RedisCluster.from_url(url, username=username, password=password)
-    else:
-        client = aioredis.Redis.from_url(url, username=username, password=password)
+    # No socket timeouts, as before: a parity run's batches are large and nothing else waits on them.
+    client = connection.client(socket_connect_timeout=None, socket_timeout=None, health_check_interval=0)
     try:
         result = await run_parity(client, transactions, labels, batch_size=args.batch_size, progress=progress)
     finally:

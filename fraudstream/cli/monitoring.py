@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from config.settings import Settings, load_settings
 from fraudstream.cli.args import positive_float, positive_int, tcp_port
 from fraudstream.cli.services import require_kafka, require_redis
-from fraudstream.settings import Settings, kafka_client_options, load_settings
 
 if TYPE_CHECKING:  # the monitor's imports (aiokafka, numpy) are loaded only when a command runs
     from monitoring.service import DriftMonitor
@@ -91,8 +91,6 @@ def _require_services(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor:
-    import redis.asyncio as aioredis
-
     from monitoring.drift import DriftConfig
     from monitoring.service import DriftMonitor, MonitorOptions
 
@@ -113,18 +111,9 @@ def _build_monitor(settings: Settings, args: argparse.Namespace) -> DriftMonitor
         drift=drift,
         evaluate_every_s=args.evaluate_every,
         lag_group=settings.app_id,
-        security=tuple(kafka_client_options(settings).items()),
+        kafka=settings.kafka,
     )
-    redis = None
-    if not args.no_feature_sketch:
-        password = settings.redis_password.get_secret_value() if settings.redis_password else None
-        redis = aioredis.Redis.from_url(
-            settings.redis_url,
-            username=settings.redis_username,
-            password=password,
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
-        )
+    redis = None if args.no_feature_sketch else settings.redis.client()
     return DriftMonitor(options, redis=redis)
 
 

@@ -16,8 +16,8 @@ from fraudstream.cli.args import non_negative_float, positive_int
 
 def _rebuild(args: argparse.Namespace) -> int:
     # Imported here so that `fraudstream --help` stays fast.
+    from config.settings import load_settings
     from fraudstream.cli.services import require_kafka, require_redis
-    from fraudstream.settings import load_settings
     from streams.rebuild import RebuildRefused, rebuild
 
     settings = load_settings()

@@ -7,22 +7,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from config.settings import Settings
 from fraudstream.cli.errors import CommandError, ServiceUnreachable, redis_address
-from fraudstream.settings import Settings, kafka_client_options
+from fraudstream.cli.tlscheck import certificate_problem
 
 PROBE_TIMEOUT_S = 5.0
 
 
 async def _kafka_answers(settings: Settings, timeout_s: float) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000), **kafka_client_options(settings))
+    admin = settings.kafka.admin(request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.list_topics(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
+        problem = await asyncio.to_thread(certificate_problem, settings.kafka, timeout_s)
+        if problem is not None:  # up and answering, but not trusted: say that, not "is the stack up?"
+            raise CommandError(problem) from exc
         detail = "" if "Unable to bootstrap" in str(exc) or isinstance(exc, TimeoutError) else str(exc)
         raise ServiceUnreachable.kafka(settings.kafka_bootstrap, detail) from exc
     finally:
@@ -70,9 +72,7 @@ def require_redis(settings: Settings, timeout_s: float = PROBE_TIMEOUT_S) -> Non
     import redis
     import redis.exceptions
 
-    password = settings.redis_password.get_secret_value() if settings.redis_password else None
-    client = redis.Redis.from_url(settings.redis_url, username=settings.redis_username, password=password,
-                                  socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    client = settings.redis.sync_client(socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
     try:
         client.ping()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:

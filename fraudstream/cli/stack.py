@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
+from config.settings import load_settings
 from fraudstream.cli.args import positive_float
-from fraudstream.settings import load_settings
 from fraudstream.stack import LocalStack, StackError
 
 

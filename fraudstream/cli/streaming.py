@@ -13,7 +13,9 @@ from collections.abc import Iterable
 from aiokafka.errors import KafkaConnectionError
 from redis.exceptions import RedisError
 
+from config.settings import Settings, load_settings
 from features.errors import FeatureError
+from features.simulator import SimulationConfig, Simulator, interleave_labels
 from fraudstream.cli.args import (
     existing_file,
     non_negative_float,
@@ -24,10 +26,8 @@ from fraudstream.cli.args import (
 )
 from fraudstream.cli.errors import ServiceUnreachable
 from fraudstream.cli.services import require_kafka, require_model, require_redis
-from fraudstream.settings import Settings, kafka_client_options, load_settings
 from fraudstream.sources import prefix_problem, run_prefix
 from fraudstream.sources.producer import OutboundRecord, ProduceReport, produce
-from fraudstream.sources.simulator import SimulationConfig, Simulator, interleave_labels
 from fraudstream.sources.warmup import WARM_UP_DAYS, take_history, warm_up, with_warm_up
 
 
@@ -35,7 +35,7 @@ def _run_produce(settings: Settings, records: Iterable[OutboundRecord], rate: fl
                  ) -> ProduceReport:
     bootstrap = settings.kafka_bootstrap
     try:
-        return asyncio.run(produce(bootstrap, records, rate=rate, label=label, **kafka_client_options(settings)))
+        return asyncio.run(produce(settings.kafka, records, rate=rate, label=label))
     except KafkaConnectionError as exc:  # the broker went away after the check
         raise ServiceUnreachable.kafka(bootstrap) from exc
 
@@ -50,7 +50,14 @@ def _worker(args: argparse.Namespace) -> int:
     require_kafka(settings)
     require_redis(settings)
     require_model(settings)
-    return run_worker(settings, loglevel=args.loglevel)
+    path_factory = None
+    if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e), resolved here
+        from functools import partial
+
+        from fraudstream.bench.baselines import baseline_path
+
+        path_factory = partial(baseline_path, settings.pipeline_mode, settings)
+    return run_worker(settings, loglevel=args.loglevel, path_factory=path_factory)
 
 
 def _simulate(args: argparse.Namespace) -> int:

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from config.settings import load_settings
 from fraudstream.cli.args import positive_int
 from fraudstream.cli.services import require_kafka
-from fraudstream.settings import kafka_client_options, load_settings
 
 TAIL_EPILOG = """\
 Each line is one record as JSON: topic, partition, offset, timestamp (UTC), key, value. A JSON value is
@@ -40,7 +40,7 @@ def _tail(args: argparse.Namespace) -> int:
         sys.stdout.flush()
 
     async def run(stop: asyncio.Event) -> int:
-        return await tail(settings.kafka_bootstrap, options, emit, stop=stop, **kafka_client_options(settings))
+        return await tail(settings.kafka, options, emit, stop=stop)
 
     try:
         count = run_until_signalled(run)

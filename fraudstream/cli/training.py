@@ -14,11 +14,14 @@ import sys
 import uuid
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from config.settings import Settings, load_settings
 from fraudstream.cli.args import history_input, non_negative_int, positive_int, tcp_port
 from fraudstream.cli.services import require_kafka, require_redis
-from fraudstream.settings import Settings, kafka_client_options, load_settings
+
+if TYPE_CHECKING:
+    from training.evaluate import ScoreProvider
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
@@ -202,6 +205,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_provider(via: str, settings: Settings) -> ScoreProvider:
+    """``offline`` is built in (``training.evaluate.OfflineScores``); ``stream`` is
+    ``fraudstream.evaluation.StreamScores`` (Kafka, a worker process, Redis), which lives up here in the
+    shell because it starts workers; ``training`` only knows the ``ScoreProvider`` Protocol. Imported only
+    when asked for, so the trainer's other commands load no streaming code; an import error there is a
+    broken installation and surfaces as it is, never as "no stream path"."""
+    from training.errors import StreamPathUnavailable
+    from training.evaluate import OfflineScores
+
+    if via == "offline":
+        return OfflineScores()
+    if via != "stream":
+        msg = f"unknown score path {via!r}; use 'offline' or 'stream'"
+        raise StreamPathUnavailable(msg)
+    from fraudstream.evaluation import stream_score_provider
+
+    return stream_score_provider(settings)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     settings = load_settings()
     _require_services(args, settings)  # before TensorFlow's start-up chatter
@@ -215,7 +237,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         load_history,
     )
     from training.errors import StreamPathUnavailable, TrainingError
-    from training.evaluate import evaluate_protocol, resolve_provider
+    from training.evaluate import evaluate_protocol
     from training.simulated import is_simulated_source
     from training.topics import is_topic_source
 
@@ -249,7 +271,7 @@ def _card_hash(settings: Settings) -> Any:
     """The worker's keyed card hash: a scores file names cards as scored-transactions does, never in clear."""
     from streams.identity import CardHasher
 
-    return CardHasher(settings.card_hash_secret.get_secret_value().encode()).reference
+    return CardHasher(settings.card_hash_key()).reference
 
 
 def _retrain(args: argparse.Namespace) -> int:
@@ -315,8 +337,7 @@ def _retrain(args: argparse.Namespace) -> int:
 async def _publisher(settings: Settings) -> Any:
     from training.triggers import KafkaStatusPublisher
 
-    publisher = KafkaStatusPublisher(settings.kafka_bootstrap, settings.topics.retrain_status,
-                                     **kafka_client_options(settings))
+    publisher = KafkaStatusPublisher(settings.kafka, settings.topics.retrain_status)
     await publisher.start()
     return publisher
 
@@ -354,8 +375,7 @@ def _serve(args: argparse.Namespace) -> int:
             if args.no_kafka:
                 await asyncio.Event().wait()
             else:
-                await consume_retrain_requests(settings.kafka_bootstrap, settings.topics.retrain_requests, service,
-                                               **kafka_client_options(settings))
+                await consume_retrain_requests(settings.kafka, settings.topics.retrain_requests, service)
         finally:
             await http.cleanup()
             await service.stop()

@@ -1,4 +1,5 @@
-"""Traffic sources: the simulator, the history replay and the batched producer behind them."""
+"""Traffic sources: the history replay, the warm-up and the batched producer behind them (the simulator they
+send is ``features/simulator.py``, which the trainer reads history from too)."""
 
 from __future__ import annotations
 

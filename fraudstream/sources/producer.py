@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from config.kafka import KafkaConnection, as_connection
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundRecord:
@@ -35,11 +37,11 @@ class ProduceReport:
                 "elapsed_s": round(self.elapsed_s, 3), "rate": round(self.rate, 1)}
 
 
-def kafka_producer(bootstrap: str, **security: object) -> AIOKafkaProducer:
+def kafka_producer(kafka: KafkaConnection | str) -> AIOKafkaProducer:
     # acks=all + idempotence: a retried send never duplicates or reorders a card's transactions.
-    return AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
-        max_batch_size=256 * 1024, compression_type=None, request_timeout_ms=30_000, **security,
+    return as_connection(kafka).producer(
+        acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024, compression_type=None,
+        request_timeout_ms=30_000,
     )
 
 
@@ -73,13 +75,13 @@ async def _paced(records: Iterable[OutboundRecord], rate: float | None) -> Async
 
 
 async def produce(
-    bootstrap: str, records: Iterable[OutboundRecord], *, rate: float | None = None, label: str = "produced",
-    chunk: int = 2000, quiet: bool = False, on_sent: Callable[[OutboundRecord], None] | None = None,
-    **security: object,
+    kafka: KafkaConnection | str, records: Iterable[OutboundRecord], *, rate: float | None = None,
+    label: str = "produced", chunk: int = 2000, quiet: bool = False,
+    on_sent: Callable[[OutboundRecord], None] | None = None,
 ) -> ProduceReport:
     """Send every record (keyed, in order per key) and wait until the broker acknowledged all of them.
     ``on_sent`` sees each record as it is handed to the producer (after the pacing), e.g. to time it."""
-    producer = kafka_producer(bootstrap, **security)
+    producer = kafka_producer(kafka)
     try:
         await producer.start()
     except BaseException:

@@ -10,8 +10,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from config.settings import Topics
 from features.history import load_fdh
-from fraudstream.settings import Topics
 from fraudstream.sources.producer import OutboundRecord
 
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 
 import orjson
 
-from fraudstream.settings import Settings
-from fraudstream.sources.simulator import SimulationConfig, Simulator
+from config.settings import Settings
+from features.simulator import SimulationConfig, Simulator
 
 WARM_UP_DAYS = 38.0
 """The longest feature window (30 days) + the label delay of the label-risk windows (7 days) + a day."""
@@ -87,14 +87,13 @@ async def warm_up(settings: Settings, tx_values: list[bytes], label_values: list
     from features import RedisFeatureStore
     from streams.identity import CardHasher
     from streams.rebuild import RebuildReport, apply_history, label_events, transaction_events
-    from streams.runtime import redis_client
 
     started = time.perf_counter()
-    client = redis_client(settings)
+    client = settings.redis.client()
     store = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix)
     try:
         await store.load_scripts()
-        hasher = CardHasher(settings.card_hash_secret.get_secret_value().encode())
+        hasher = CardHasher(settings.card_hash_key())
         rejected = RebuildReport()
         # Not read from a topic: positions are the history's own (warm-up state claims no transaction ids).
         records = (WarmRecord(value, "warm-up", 0, i) for i, value in enumerate(tx_values))

@@ -19,10 +19,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from aiokafka.admin import AIOKafkaAdminClient
-
-from fraudstream.sources import topics as topics_admin
+from config import kafka as topics_admin
+from config.kafka import KafkaConnection
 from fraudstream.stack.errors import StackError
 
 KAFKA_VERSION = "4.1.1"
@@ -82,12 +82,28 @@ def ensure_jars(cache: Path) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class Listener:
+    """A broker listener besides the stack's own PLAINTEXT one (which stays the inter-broker listener and the
+    one the stack's health check uses). ``advertised_port`` differs from ``port`` when clients reach the
+    broker through something else, such as a fault proxy: the broker's metadata sends them there for every
+    connection after bootstrap (with the real port they would bypass the proxy)."""
+
+    name: str
+    port: int
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    advertised_port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KafkaLayout:
     data_dir: Path
     config_file: Path
     log_file: Path
     port: int
     controller_port: int
+    listeners: tuple[Listener, ...] = ()
+    properties: tuple[str, ...] = ()
+    """More ``key=value`` lines for ``server.properties`` (the TLS listeners' keystores, SASL: stack/tls.py)."""
 
     @property
     def bootstrap(self) -> str:
@@ -104,17 +120,21 @@ def java_binary() -> str:
 
 def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
     layout.config_file.parent.mkdir(parents=True, exist_ok=True)
+    listeners = (Listener("PLAINTEXT", layout.port), *layout.listeners)
+    bound = ",".join(f"{x.name}://127.0.0.1:{x.port}" for x in listeners)
+    advertised = ",".join(f"{x.name}://127.0.0.1:{x.advertised_port or x.port}" for x in listeners)
+    protocols = ",".join(f"{x.name}:{x.protocol}" for x in listeners)
     layout.config_file.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
                 "node.id=1",
                 f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
-                f"listeners=PLAINTEXT://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{layout.port}",
+                f"listeners={bound},CONTROLLER://127.0.0.1:{layout.controller_port}",
+                f"advertised.listeners={advertised}",
                 "controller.listener.names=CONTROLLER",
                 "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"listener.security.protocol.map={protocols},CONTROLLER:PLAINTEXT",
                 f"log.dirs={layout.data_dir}",
                 f"num.partitions={default_partitions}",
                 # Single node: replication 1, and few internal partitions so groups form fast.
@@ -129,6 +149,7 @@ def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
                 "auto.create.topics.enable=true",
                 "message.max.bytes=2097152",
                 "log.retention.hours=168",
+                *layout.properties,
                 "",
             ]
         )
@@ -142,16 +163,19 @@ def java_command(libs: Path, main_class: str, *args: str, heap: str = "512m") ->
     ]
 
 
-def format_storage(libs: Path, layout: KafkaLayout) -> None:
-    """Format the KRaft metadata directory with Kafka's own storage tool (once per data dir)."""
+def format_storage(libs: Path, layout: KafkaLayout, *, scram_users: dict[str, str] | None = None) -> None:
+    """Format the KRaft metadata directory with Kafka's own storage tool (once per data dir). SCRAM-SHA-512
+    users (name → password) are created in the metadata at format time, as docker-compose does."""
     if (layout.data_dir / "meta.properties").exists():
         return
     layout.data_dir.mkdir(parents=True, exist_ok=True)
     # A Kafka cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints); it
     # may start with '-', hence the '--cluster-id=' form.
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    scram = [arg for name, password in (scram_users or {}).items()
+             for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
     cmd = java_command(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
-                       "-c", str(layout.config_file), heap="256m")
+                       "-c", str(layout.config_file), *scram, heap="256m")
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         msg = f"kafka storage format failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
@@ -161,7 +185,7 @@ def format_storage(libs: Path, layout: KafkaLayout) -> None:
 async def _probe(bootstrap: str) -> bool:
     # aiokafka logs every refused connection at ERROR; while waiting for start-up that is just noise.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=3000)  # the stack's own broker: plaintext
     try:
         await admin.start()
         await admin.list_topics()

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from fraudstream.settings import Topics
+from config.settings import Topics
 from fraudstream.stack import kafka, process
 from fraudstream.stack import redis as redis_service
 from fraudstream.stack.errors import StackError
@@ -47,8 +48,16 @@ def topic_partitions(topics: Topics, transactions_partitions: int) -> dict[str, 
 
 
 class LocalStack:
+    """``kafka_listeners``, ``kafka_properties``, ``scram_users``: more broker listeners beside the stack's own
+    PLAINTEXT one (TLS and SASL_SSL ones from stack/tls.py, one advertised at a fault proxy's port)."""
+
     def __init__(self, home: Path, *, jar_cache: Path | None = None, topics: Topics | None = None,
-                 transactions_partitions: int = 4, redis_cluster: int = 0, redis_replicas: int = 0) -> None:
+                 transactions_partitions: int = 4, kafka_listeners: Sequence[kafka.Listener] = (),
+                 kafka_properties: Sequence[str] = (), scram_users: dict[str, str] | None = None,
+                 redis_cluster: int = 0, redis_replicas: int = 0) -> None:
+        self.kafka_listeners = tuple(kafka_listeners)
+        self.kafka_properties = tuple(kafka_properties)
+        self.scram_users = scram_users
         self.home = home.resolve()
         self.jar_cache = jar_cache or kafka.default_jar_cache()
         self.topics = topics or Topics()
@@ -142,9 +151,10 @@ class LocalStack:
         layout = kafka.KafkaLayout(
             data_dir=self.home / "kafka" / "data", config_file=self.home / "kafka" / "server.properties",
             log_file=self.logs / "kafka.log", port=svc.port, controller_port=svc.controller_port,
+            listeners=self.kafka_listeners, properties=self.kafka_properties,
         )
         kafka.write_config(layout, default_partitions=self.transactions_partitions)
-        kafka.format_storage(libs, layout)
+        kafka.format_storage(libs, layout, scram_users=self.scram_users)
         svc.pid = process.spawn(kafka.java_command(libs, "kafka.Kafka", str(layout.config_file)),
                                 log_path=layout.log_file)
         self._save(state)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from pydantic import SecretStr
 
+from config.redis import RedisConnection
 from fraudstream.stack import process
 from fraudstream.stack.errors import StackError
 
@@ -44,8 +46,11 @@ def redis_command(port: int, data_dir: Path, log_file: Path, *, appendonly: bool
 
 
 def healthy(url: str, **client_options: Any) -> bool:
-    """``client_options``: what else the client needs to get a PONG (credentials, TLS CA)."""
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1, **client_options)
+    """``client_options``: what else the client needs to get a PONG (username, password, TLS CA)."""
+    username = client_options.pop("username", None)
+    password = client_options.pop("password", None)
+    connection = RedisConnection(url=url, username=username, password=SecretStr(password) if password else None)
+    client = connection.sync_client(socket_connect_timeout=1, socket_timeout=1, **client_options)
     try:
         return bool(client.ping())
     except redis.RedisError:
@@ -69,9 +74,10 @@ def wait_healthy(
     raise StackError(msg)
 
 
-def purge_prefix(url: str, prefix: str) -> int:
+def purge_prefix(redis_at: RedisConnection | str, prefix: str) -> int:
     """Delete every key under ``prefix:`` (a benchmark's or an evaluation's private keyspace)."""
-    client = redis.Redis.from_url(url)
+    connection = redis_at if isinstance(redis_at, RedisConnection) else RedisConnection(url=redis_at)
+    client = connection.sync_client()
     deleted = 0
     try:
         keys = list(client.scan_iter(match=f"{prefix}:*", count=5000))

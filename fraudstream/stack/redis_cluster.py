@@ -24,6 +24,7 @@ from pathlib import Path
 
 import redis
 
+from config.redis import RedisConnection
 from fraudstream.stack import process
 from fraudstream.stack.errors import StackError
 from fraudstream.stack.redis import redis_command
@@ -88,8 +89,13 @@ def node_command(port: int, data_dir: Path, log_file: Path, *, appendonly: bool 
     ]
 
 
+def _node(port: int) -> redis.Redis:
+    """A client of one local node (no credentials: the stack's nodes have none), through config/redis.py."""
+    return RedisConnection(url=f"redis://127.0.0.1:{port}").sync_client(socket_connect_timeout=1, socket_timeout=1)
+
+
 def cluster_info(port: int) -> dict[str, str]:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1)
+    client = _node(port)
     try:
         raw = client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
     except redis.RedisError:
@@ -127,7 +133,7 @@ def wait_cluster_healthy(ports: list[int], *, timeout_s: float, alive: Callable[
 def wait_node_answers(port: int, *, timeout_s: float, pid: int) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=1)
+        client = _node(port)
         try:
             if client.ping():
                 return

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import orjson
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from config.kafka import KafkaConnection, as_connection
 from fraudstream.topictools.errors import TopicNotFound
 from schemas.codec import REDACTED, redact_card_numbers
 
@@ -121,9 +121,9 @@ async def assign_partitions(consumer: AIOKafkaConsumer, partitions: list[TopicPa
     return ends
 
 
-async def topic_partitions(bootstrap: str, topic: str, **client_options: Any) -> list[TopicPartition]:
+async def topic_partitions(kafka: KafkaConnection | str, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic``; ``TopicNotFound`` (listing the topics there are) if it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    admin = as_connection(kafka).admin()
     await admin.start()
     try:
         described = await admin.describe_topics([topic])
@@ -137,13 +137,13 @@ async def topic_partitions(bootstrap: str, topic: str, **client_options: Any) ->
         await admin.close()
 
 
-async def tail(bootstrap: str, options: TailOptions, emit: Callable[[dict[str, Any]], None],
-               *, stop: asyncio.Event | None = None, **client_options: Any) -> int:
+async def tail(kafka: KafkaConnection | str, options: TailOptions, emit: Callable[[dict[str, Any]], None],
+               *, stop: asyncio.Event | None = None) -> int:
     """Emit records of ``options.topic`` until ``stop`` is set, ``max_records`` were emitted or (with
     ``to_end``) the end offsets of the start were reached; returns how many were emitted."""
     stop = stop or asyncio.Event()
-    partitions = await topic_partitions(bootstrap, options.topic, **client_options)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_options)
+    partitions = await topic_partitions(kafka, options.topic)
+    consumer = as_connection(kafka).consumer(enable_auto_commit=False)
     await consumer.start()
     emitted = 0
     try:

@@ -9,10 +9,10 @@ import uuid
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from fraudstream.bench_baselines import NaivePath, StrictPerRecordPath, naive_producer
-from fraudstream.bench_e2e import headline
-from fraudstream.settings import load_settings
-from fraudstream.sources.topics import delete_topics, ensure_topics
+from config.kafka import delete_topics, ensure_topics
+from config.settings import load_settings
+from fraudstream.bench.baselines import NaivePath, StrictPerRecordPath, naive_producer
+from fraudstream.bench.e2e import headline
 from streams.messages import OutboundMessage
 from streams.publisher import KafkaBatchPublisher
 

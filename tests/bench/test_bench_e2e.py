@@ -16,9 +16,9 @@ import pytest
 import redis
 from aiokafka import AIOKafkaConsumer
 
-from fraudstream.bench_e2e import group_stable, machine_reference, no_collector_pauses, warm_and_measured
-from fraudstream.settings import load_settings
-from fraudstream.sources.topics import delete_topics, ensure_topics
+from config.kafka import delete_topics, ensure_topics
+from config.settings import load_settings
+from fraudstream.bench.e2e import group_stable, machine_reference, no_collector_pauses, warm_and_measured
 
 
 def _event_times(items: list[tuple[bytes, bytes]]) -> list[datetime]:

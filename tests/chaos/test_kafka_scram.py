@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 from fraudstream.stack import kafka, process
 from fraudstream.stack.errors import StackError
 from tests.fixtures.history import History
@@ -137,3 +139,57 @@ async def test_worker_and_rebuild_authenticate_with_scram(
     replayed, labels = await asyncio.to_thread(load_topics, f"kafka://{scram_broker.sasl}", settings=secured)
     assert set(replayed["transaction_id"]) == history.ids
     assert len(labels) == len(history.labels)
+
+
+async def test_every_kafka_helper_and_command_authenticates_with_scram(scram_broker: ScramBroker,
+                                                                       tmp_path: Path) -> None:
+    """The clients built by ``settings.kafka`` (config/kafka.py) carry SASL everywhere: the topic helpers,
+    the producer behind simulate/replay/resubmit, the tail, the trainer's status publisher, the CLI's probe
+    and ``fraudstream tail`` itself, all through the SASL listener; a wrong password is refused."""
+    from aiokafka.errors import KafkaError
+
+    from config.kafka import delete_topics, ensure_topics, partitions_of
+    from fraudstream.cli.services import require_kafka
+    from fraudstream.sources.producer import OutboundRecord, produce
+    from fraudstream.topictools.tail import TailOptions, tail
+    from schemas.retrain import RetrainStatus
+    from training.triggers import KafkaStatusPublisher
+
+    def secured(password: str) -> Settings:
+        return Settings(_env_file=None, kafka_bootstrap=scram_broker.sasl,  # type: ignore[call-arg]
+                        kafka_security_protocol="SASL_PLAINTEXT", kafka_sasl_mechanism="SCRAM-SHA-512",
+                        kafka_sasl_username=USER, kafka_sasl_password=SecretStr(password))
+
+    settings = secured(PASSWORD)
+    topic, status_topic = f"scram-helpers-{uuid.uuid4().hex[:6]}", f"scram-status-{uuid.uuid4().hex[:6]}"
+    assert await ensure_topics(settings.kafka, {topic: 2, status_topic: 1}) == [topic, status_topic]
+    try:
+        assert len(await partitions_of(settings.kafka, [topic])) == 2
+        await asyncio.to_thread(require_kafka, settings)
+        report = await produce(settings.kafka, [OutboundRecord(topic, b"card-1", b'{"n": 1}')], quiet=True)
+        assert report.sent == 1
+        seen: list[dict[str, object]] = []
+        assert await tail(settings.kafka, TailOptions(topic, from_beginning=True, max_records=1), seen.append) == 1
+        assert seen[0]["value"] == {"n": 1}
+        publisher = KafkaStatusPublisher(settings.kafka, status_topic)
+        await publisher.start()
+        try:
+            await publisher(RetrainStatus(request_id="scram-1", state="queued", at=datetime.now(UTC)))
+        finally:
+            await publisher.close()
+        assert len(await partitions_of(settings.kafka, [status_topic])) == 1
+
+        env = {"FRAUD_HOME": str(tmp_path), "FRAUD_KAFKA_BOOTSTRAP": scram_broker.sasl,
+               "FRAUD_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "FRAUD_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+               "FRAUD_KAFKA_SASL_USERNAME": USER, "FRAUD_KAFKA_SASL_PASSWORD": PASSWORD}
+        result = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "fraudstream", "tail", topic, "--from-beginning", "--max", "1"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads(result.stdout.strip().splitlines()[-1])["value"] == {"n": 1}
+
+        with pytest.raises((KafkaError, OSError)):
+            await ensure_topics(secured(WRONG).kafka, {f"{topic}-refused": 1})
+    finally:
+        await delete_topics(settings.kafka, [topic, status_topic])

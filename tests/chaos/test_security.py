@@ -18,16 +18,15 @@ import faust
 import pytest
 import redis
 
+from config.settings import Settings, kafka_client_options, redis_client
+from config.settings import faust_credentials as _credentials
 from features import RedisFeatureStore, TransactionEvent
 from features.errors import FeatureStoreUnavailable
-from fraudstream.settings import Settings, kafka_client_options
 from fraudstream.stack.redis import scratch_redis
-from streams.app import _credentials
-from streams.runtime import redis_client
 from tests.fixtures.stack import require_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
+PACKAGES = ["config", "fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
 # Formats and calls that can run code while loading bytes. SavedModels are loaded only from the model
 # repository an operator controls (never from a topic or a data file), so tf.saved_model.load is not here.
 UNSAFE = re.compile(

@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from config.settings import Topics
 from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.ids import TransactionIds
 from features.offline import compute_offline
 from features.online import entity_keys
-from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
 from tests.fixtures.topics import OutputReader, private_topics, produce
 from tests.fixtures.workers import launch, worker_env

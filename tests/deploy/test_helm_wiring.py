@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from config.settings import Settings, load_settings
 from fraudstream.cli import build_parser
-from fraudstream.settings import Settings, load_settings
 from scoring.uri import parse_backend_uri
 from tests.fixtures.chart import (
     PRODUCTION_VALUES,

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import load_settings
 from fraudstream.cli import build_parser, main
 from fraudstream.cli.monitoring import _build_monitor
-from fraudstream.settings import load_settings
 from monitoring.sketch import bucket_key
 from monitoring.worker import WorkerMonitoring
 from tests.fixtures.drift import write_reference

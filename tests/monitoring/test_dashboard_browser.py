@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
+from config.kafka import ensure_topics
+from config.settings import Topics
 from fraudstream.workers import WorkerProcess
 from tests.fixtures.topics import run_id
 from tests.fixtures.traffic import export_trained_model, simulate
@@ -49,10 +49,12 @@ class Stack:
     topics: Topics
     model_dir: Path
     home: Path
+    app_id: str
+    """The deployment's: its worker's consumer group, whose lag and feature sketches the dashboard reads."""
 
     def env(self, **extra: str) -> dict[str, str]:
         topics = {f"FRAUD_TOPICS__{k.upper()}": v for k, v in self.topics.model_dump().items()}
-        return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FRAUD_HOME": str(self.home),
+        return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "FRAUD_HOME": str(self.home), "FRAUD_APP_ID": self.app_id,
                 "FRAUD_KAFKA_BOOTSTRAP": self.bootstrap, "FRAUD_REDIS_URL": self.redis_url, **topics, **extra}
 
 
@@ -69,13 +71,14 @@ def dash_stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, r
                     drift_alerts=f"{run}-alerts")
     keyed = {topics.transactions, topics.scored, topics.labels}
     asyncio.run(ensure_topics(kafka_bootstrap, {t: 2 if t in keyed else 1 for t in topics.model_dump().values()}))
-    return Stack(kafka_bootstrap, redis_url, topics, repo / "fraud_dnn", tmp_path_factory.mktemp("dash-home"))
+    return Stack(kafka_bootstrap, redis_url, topics, repo / "fraud_dnn", tmp_path_factory.mktemp("dash-home"),
+                 app_id=run_id("dash-worker"))
 
 
 @pytest.fixture(scope="module")
 def worker(dash_stack: Stack) -> Iterator[WorkerProcess]:
     env = worker_env(dash_stack.home, dash_stack.bootstrap, dash_stack.redis_url, f"local://{dash_stack.model_dir}",
-                     FRAUD_APP_ID=run_id("dash-worker"), FRAUD_CARD_HASH_SECRET=run_id("secret"),
+                     FRAUD_APP_ID=dash_stack.app_id, FRAUD_CARD_HASH_SECRET=run_id("secret"),
                      **{f"FRAUD_TOPICS__{k.upper()}": v for k, v in dash_stack.topics.model_dump().items()})
     process = launch(env, dash_stack.home / "worker.log")
     assert process.wait_ready(timeout_s=180), process.tail()

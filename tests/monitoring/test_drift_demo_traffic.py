@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from config.kafka import ensure_topics
+from config.settings import Settings, Topics, load_settings
+from features.simulator import Simulator, interleave_labels
 from fraudstream.cli import build_parser
 from fraudstream.cli.monitoring import _build_monitor
 from fraudstream.demo import POPULATION, train_first_model
-from fraudstream.settings import Settings, Topics, load_settings
 from fraudstream.sources.producer import OutboundRecord, first_transactions, produce
-from fraudstream.sources.simulator import Simulator, interleave_labels
-from fraudstream.sources.topics import ensure_topics
 from fraudstream.sources.warmup import take_history, warm_up, with_warm_up
 from fraudstream.workers import WorkerProcess
 from monitoring.reference import SCORE

@@ -23,8 +23,8 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 
-from fraudstream.settings import Settings, Topics
-from fraudstream.sources.topics import assign_at_end, ensure_topics
+from config.kafka import assign_at_end, ensure_topics
+from config.settings import Settings, Topics
 from fraudstream.workers import WorkerProcess
 from monitoring.dashboard import create_app, serve
 from monitoring.drift import DriftConfig

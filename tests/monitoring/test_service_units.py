@@ -6,7 +6,7 @@ import asyncio
 
 import orjson
 
-from fraudstream.settings import Topics
+from config.settings import Topics
 from monitoring.drift import DriftConfig
 from monitoring.service import DriftMonitor, MonitorOptions
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import redis.asyncio as aioredis
 
-from fraudstream.settings import Settings
+from config.settings import Settings
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import DEFAULT_NAMESPACE, FeatureSketchReader, bucket_key
 from monitoring.worker import WorkerMonitoring

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from fraudstream.bench.scoring import BenchConfig, run
 from fraudstream.cli import bench
-from scoring.bench import BenchConfig, run
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def test_backend_uris() -> None:
 
 
 async def test_scorer_from_settings_with_policy_file(model_dir: Path, tmp_path: Path) -> None:
-    from fraudstream.settings import Settings
+    from config.settings import Settings
     from scoring import Scorer
     from scoring.testing.model_factory import DEFAULT_FEATURES
 

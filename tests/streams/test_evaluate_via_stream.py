@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fraudstream.settings import load_settings
-from streams.evaluation import StreamScores
+from config.settings import load_settings
+from fraudstream.evaluation import StreamScores
 from training.dataset import build_history, default_feature_spec, make_fold
 from training.evaluate import OfflineScores, fit_fold
 from training.model import ModelConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fraudstream.settings import load_settings
+from config.settings import load_settings
 from streams.app import create_app, faust_leftovers
 from streams.runtime import WorkerRuntime
 

@@ -15,7 +15,7 @@ from faust.types import TP, Message
 
 from features import FEATURE_LIST, RedisFeatureStore
 from features.ids import TransactionIds
-from fraudstream.sources.simulator import SimulationConfig, Simulator
+from features.simulator import SimulationConfig, Simulator
 from schemas import DeadLetter
 from streams.faust_patches import RawSchema
 from streams.identity import CardHasher

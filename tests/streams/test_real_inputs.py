@@ -20,10 +20,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import Topics
 from features import RedisFeatureStore
 from features.ids import TransactionIds
 from features.online import entity_keys
-from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
 from streams.outputs import decode_result
 from tests.fixtures.history import (

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import Topics
 from features import FEATURE_LIST
-from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
 from scoring.testing.model_factory import export_model, write_labels
 from tests.fixtures.topics import OutputReader, produce, run_id

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import orjson
 
-from fraudstream.settings import Topics
+from config.settings import Topics
 from fraudstream.sources import prefix_problem, run_prefix
 from fraudstream.sources.replay import replay_records
 from schemas.pan import has_pan

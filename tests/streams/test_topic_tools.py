@@ -23,8 +23,8 @@ import jsonschema
 import orjson
 import pytest
 
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
+from config.kafka import ensure_topics
+from config.settings import Topics
 from fraudstream.stack import kafka
 from fraudstream.workers import WorkerProcess
 from scoring.testing.model_factory import export_model

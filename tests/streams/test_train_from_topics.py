@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from config.kafka import ensure_topics
+from config.settings import Topics
 from features import compute_offline
-from fraudstream.settings import Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
-from fraudstream.sources.topics import ensure_topics
 from tests.fixtures.topics import run_id
 from training.simulated import load_simulated
 from training.topics import load_topics

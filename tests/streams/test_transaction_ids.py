@@ -14,9 +14,9 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from config.kafka import ensure_topics
+from config.settings import Topics
 from features import FEATURE_LIST, TransactionEvent
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
 from fraudstream.workers import WorkerProcess
 from streams.partitioner import partitions_for
 from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import redis.asyncio as aioredis
 
+from config.settings import Topics
 from features import FEATURE_LIST, RedisFeatureStore, TransactionEvent
 from features.offline import compute_offline
 from features.online import entity_keys
-from fraudstream.settings import Topics
 from fraudstream.workers import WorkerProcess
 from schemas import ScoredTransaction
 from tests.fixtures.topics import OutputReader, produce, run_id

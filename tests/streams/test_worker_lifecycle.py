@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from config.kafka import ensure_topics
+from config.settings import Topics
 from features import FEATURE_LIST
-from fraudstream.settings import Topics
-from fraudstream.sources.topics import ensure_topics
 from fraudstream.workers import READY_MARKER
 from fraudstream.workers import worker_env as fraud_worker_env
 from monitoring.sketch import KEY_PREFIX, ROWS_FIELD

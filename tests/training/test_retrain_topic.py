@@ -24,7 +24,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from fraudstream.sources.topics import ensure_topics
+from config.kafka import ensure_topics
 from schemas.retrain import RetrainRequest
 from tests.fixtures.topics import produce
 from tests.fixtures.training import START, TINY, synthetic_history

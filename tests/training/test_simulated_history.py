@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from features.simulator import SimulationConfig, Simulator
 from fraudstream.cli import build_parser, main
-from fraudstream.sources.simulator import SimulationConfig, Simulator
 from training.dataset import latest_fold_starts, load_history
 from training.errors import DatasetError
 from training.simulated import DEFAULT_HISTORY, is_simulated_source, load_simulated, parse_spec

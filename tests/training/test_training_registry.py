@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from config.settings import load_settings
 from fraudstream.cli import main
-from fraudstream.settings import load_settings
+from fraudstream.cli.training import resolve_provider
 from training.errors import RegistryError, StreamPathUnavailable
-from training.evaluate import OfflineScores, resolve_provider
+from training.evaluate import OfflineScores
 from training.registry import GateConfig, ModelRegistry
 
 
@@ -73,7 +74,7 @@ def test_rollback_canary_drops_label(repo: Path) -> None:
 
 
 def test_evaluate_resolves_each_score_path(tmp_path: Path) -> None:
-    from streams.evaluation import StreamScores
+    from fraudstream.evaluation import StreamScores
 
     settings = load_settings(home=tmp_path)
     assert isinstance(resolve_provider("offline", settings), OfflineScores)
@@ -86,8 +87,8 @@ def test_evaluate_resolves_each_score_path(tmp_path: Path) -> None:
 def test_a_broken_stream_path_import_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A stream path that cannot be imported is a broken installation: its ImportError surfaces as it is
     (it used to become "this build does not have it yet; use --via offline")."""
-    monkeypatch.setitem(sys.modules, "streams.evaluation", None)  # any import of it now raises ImportError
-    with pytest.raises(ImportError, match=r"streams\.evaluation"):
+    monkeypatch.setitem(sys.modules, "fraudstream.evaluation", None)  # any import of it now raises ImportError
+    with pytest.raises(ImportError, match=r"fraudstream\.evaluation"):
         resolve_provider("stream", load_settings(home=tmp_path))
 
 

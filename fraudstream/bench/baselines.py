@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 from aiokafka import AIOKafkaProducer
 
+from config.settings import Settings
 from features.events import TransactionEvent
 from features.ids import Claim, ClaimResult, TransactionIds
 from features.store import OnlineFeatureStore
-from fraudstream.settings import Settings, kafka_client_options
 from schemas import Transaction
 from streams.messages import OutboundMessage, Publisher
 from streams.pipeline import RecordPath
@@ -104,8 +104,7 @@ class NaivePath(PerRecordPath):
 
 def naive_producer(settings: Settings) -> AIOKafkaProducer:
     """A producer configured as the worker's faust app configures its own (``streams/app.py``)."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=1,
-                            max_batch_size=512 * 1024, **kafka_client_options(settings))
+    return settings.kafka.producer(acks="all", linger_ms=1, max_batch_size=512 * 1024)
 
 
 async def baseline_path(mode: BaselineMode, settings: Settings) -> RecordPath:

@@ -1,6 +1,6 @@
 """The reference figures of the end-to-end issue, re-measured against fraudstream's own Apache Kafka broker.
 
-    .venv/bin/python bench/bench_reference.py --json [--messages 200000] [--model-rows 200000]
+    .venv/bin/python -m fraudstream.bench.reference --json [--messages 200000] [--model-rows 200000]
 
 In one run, on the local stack (started and stopped here when it is not up):
 
@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from config.kafka import KafkaConnection, delete_topics, ensure_topics
 
 FAUST_MODES = ("nowork", "nowork_eager_drain", "send_per_event", "app_producer")
 
@@ -43,8 +44,8 @@ def log(message: str) -> None:
     print(f"[bench reference] {message}", file=sys.stderr, flush=True)
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5, max_batch_size=256 * 1024)
+async def produce(kafka: KafkaConnection, topic: str, values: list[bytes]) -> float:
+    producer = kafka.producer(acks=1, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     try:
         start = time.perf_counter()
@@ -56,9 +57,9 @@ async def produce(bootstrap: str, topic: str, values: list[bytes]) -> float:
         await producer.stop()
 
 
-async def consume_parse(bootstrap: str, topic: str, count: int) -> float:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=None, max_partition_fetch_bytes=4 << 20)
+async def consume_parse(kafka: KafkaConnection, topic: str, count: int) -> float:
+    consumer = kafka.consumer(topic, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None,
+                              max_partition_fetch_bytes=4 << 20)
     await consumer.start()
     try:
         seen, start = 0, None
@@ -121,7 +122,8 @@ def faust_worker(mode: str, bootstrap: str, topic: str, count: int, result: Path
 def run_faust(mode: str, bootstrap: str, topic: str, count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "result.json"
-        argv = [sys.executable, __file__, "--faust-worker", mode, "--bootstrap", bootstrap, "--topic", topic,
+        argv = [sys.executable, "-m", "fraudstream.bench.reference", "--faust-worker", mode, "--bootstrap", bootstrap,
+                "--topic", topic,
                 "--messages", str(count), "--result", str(result)]
         proc = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600, check=False)
         if not result.exists():
@@ -154,18 +156,18 @@ def tf_rows_per_s(rows: int) -> dict[str, float]:
         return out
 
 
-async def kafka_figures(bootstrap: str, count: int) -> dict[str, Any]:
-    from fraudstream.bench_e2e import payloads
-    from fraudstream.sources.topics import delete_topics, ensure_topics
+async def kafka_figures(kafka: KafkaConnection, count: int) -> dict[str, Any]:
+    from fraudstream.bench.e2e import payloads
 
+    bootstrap = kafka.bootstrap  # the faust workers' (a local stack: plaintext)
     topic = f"bench-ref-{uuid.uuid4().hex[:6]}"
-    await ensure_topics(bootstrap, {topic: 4, **{f"{topic}-out-{m}": 4 for m in FAUST_MODES}})
+    await ensure_topics(kafka, {topic: 4, **{f"{topic}-out-{m}": 4 for m in FAUST_MODES}})
     try:
         values = [v for _, v in payloads(count, 7, "ref")]
         log(f"aiokafka: producing {count:,} records")
-        figures: dict[str, Any] = {"aiokafka_produce_msg_per_s": await produce(bootstrap, topic, values)}
+        figures: dict[str, Any] = {"aiokafka_produce_msg_per_s": await produce(kafka, topic, values)}
         log("aiokafka: consuming and parsing them")
-        figures["aiokafka_consume_parse_msg_per_s"] = await consume_parse(bootstrap, topic, count)
+        figures["aiokafka_consume_parse_msg_per_s"] = await consume_parse(kafka, topic, count)
         for mode in FAUST_MODES:
             log(f"faust worker, {mode}")
             result = await asyncio.to_thread(run_faust, mode, bootstrap, topic, count)
@@ -174,7 +176,7 @@ async def kafka_figures(bootstrap: str, count: int) -> dict[str, Any]:
             log(f"  → {result['msg_per_s']:,.0f} msg/s, {result['cpu_us_per_msg']:.1f} µs CPU per message")
         return figures
     finally:
-        await delete_topics(bootstrap, [topic, *(f"{topic}-out-{m}" for m in FAUST_MODES)])
+        await delete_topics(kafka, [topic, *(f"{topic}-out-{m}" for m in FAUST_MODES)])
 
 
 def main() -> int:
@@ -192,7 +194,7 @@ def main() -> int:
         faust_worker(args.faust_worker, args.bootstrap, args.topic, args.messages, args.result)
         return 0
 
-    from fraudstream.settings import load_settings
+    from config.settings import load_settings
     from fraudstream.stack import LocalStack
 
     settings = load_settings()
@@ -202,7 +204,7 @@ def main() -> int:
         settings = load_settings()
     load_before = os.getloadavg()
     try:
-        result = asyncio.run(kafka_figures(settings.kafka_bootstrap, args.messages))
+        result = asyncio.run(kafka_figures(settings.kafka, args.messages))
     finally:
         if started:
             stack.down()

@@ -15,7 +15,7 @@ two per-record designs in the same run.
   than a naive agent, reported beside it (``speedup_vs_strict_per_record``);
 * scale-out (optional): the batched and the naive saturation phases again with two workers in one group.
 
-The baselines are ``fraudstream/bench_baselines.py``.
+The baselines are ``fraudstream/bench/baselines.py``.
 
 Each phase has its own topics, consumer group and Redis key prefix, so runs never see each other's state.
 """
@@ -40,12 +40,11 @@ import numpy as np
 import orjson
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
+from config.kafka import KafkaConnection, as_connection, assign_at_end, delete_topics, ensure_topics
+from config.settings import Settings, Topics
+from features.simulator import SimulationConfig, Simulator
 from fraudstream.demo import has_model
-from fraudstream.settings import Settings, Topics
-from fraudstream.sources.simulator import SimulationConfig, Simulator
-from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics
 from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
@@ -84,7 +83,7 @@ def phase_topics(phase: Phase) -> Topics:
     return Topics(transactions=phase.transactions, scored=phase.scored, dead_letter=phase.dead_letter)
 
 
-async def send_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]], rate: float | None = None
+async def send_all(kafka: KafkaConnection | str, topic: str, items: list[tuple[bytes, bytes]], rate: float | None = None
                    ) -> dict[bytes, float]:
     """Send items (optionally paced at ``rate``/s); returns each value's transaction id → send time.
 
@@ -93,7 +92,7 @@ async def send_all(bootstrap: str, topic: str, items: list[tuple[bytes, bytes]],
     machine's two cores with what it measures: one ``send`` per record cost the bench ~50 µs of CPU per
     transaction at 5,000 tx/s offered, and the broker more per record for the small requests.
     """
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2, max_batch_size=512 * 1024)
+    producer = as_connection(kafka).producer(acks=1, linger_ms=2, max_batch_size=512 * 1024)
     await producer.start()
     sent_at: dict[bytes, float] = {}
     try:
@@ -247,9 +246,9 @@ def wait_ready(workers: Sequence[WorkerProcess], timeout_s: float = 180.0) -> No
             raise RuntimeError("worker did not become ready:\n" + worker.tail())
 
 
-async def group_stable(bootstrap: str, group: str, members: int, timeout_s: float) -> None:
+async def group_stable(kafka: KafkaConnection | str, group: str, members: int, timeout_s: float) -> None:
     """Wait until the consumer group has ``members`` members and is ``Stable`` (partitions handed out)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = as_connection(kafka).admin()
     await admin.start()
     try:
         deadline = time.monotonic() + timeout_s
@@ -273,16 +272,16 @@ async def saturation(settings: Settings, phase: Phase, model_backend: str, *, co
     is in it. (With two workers started on a waiting backlog, the first took every partition and the
     second's join then paused both in the middle of the measurement.)"""
     items = payloads(count, seed, phase.name)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     env = bench_worker_env(settings, phase, model_backend, mode, batch)  # one app id: the workers share the group
     processes = [spawn_worker(env, log_dir / f"{phase.name}-{i}.log") for i in range(workers)]
     try:
         wait_ready(processes)
-        await group_stable(settings.kafka_bootstrap, bench_app_id(phase), workers, 120)
+        await group_stable(settings.kafka, bench_app_id(phase), workers, 120)
         meter = CpuMeter(settings, [p.pid for p in processes])
-        await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
-        await send_all(settings.kafka_bootstrap, phase.transactions, items)
+        await assign_at_end(consumer, settings.kafka, [phase.scored, phase.dead_letter])
+        await send_all(settings.kafka, phase.transactions, items)
         produced = time.time()  # the broker's timestamps are this machine's clock
         stamps, arrivals, dead = await collect(consumer, count, 120 + count / 200, processes, meter)
     finally:
@@ -316,19 +315,19 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
                      batch: int, seed: int, log_dir: Path) -> dict[str, Any]:
     count = int(rate * seconds)
     warm, items = warm_and_measured(max(2000, int(rate * WARM_S)), count, seed, phase.name)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
     await consumer.start()
     worker = spawn_worker(bench_worker_env(settings, phase, model_backend, "batched", batch),
                           log_dir / f"{phase.name}.log")
     try:
         wait_ready([worker])
-        await assign_at_end(consumer, settings.kafka_bootstrap, [phase.scored, phase.dead_letter])
-        await send_all(settings.kafka_bootstrap, phase.transactions, warm, rate=rate)  # group join + warm-up
+        await assign_at_end(consumer, settings.kafka, [phase.scored, phase.dead_letter])
+        await send_all(settings.kafka, phase.transactions, warm, rate=rate)  # group join + warm-up
         await collect(consumer, len(warm), 120 + WARM_S, [worker])
         # Under a paced load the bench's CPU includes its producer, unlike the saturation phases.
         meter = CpuMeter(settings, [worker.pid])
         with no_collector_pauses():
-            sender = asyncio.create_task(send_all(settings.kafka_bootstrap, phase.transactions, items, rate=rate))
+            sender = asyncio.create_task(send_all(settings.kafka, phase.transactions, items, rate=rate))
             _, arrivals, dead = await collect(consumer, count, seconds + 120, [worker], meter)
             sent_at = await sender
     finally:
@@ -390,7 +389,7 @@ def machine_reference(settings: Settings, seconds: float = 1.5) -> dict[str, flo
     function call (pipelined, as the worker's are) and this process's CPU per transaction validated (the
     worker's first step). Measured at the start and the end of a run, it tells a slower machine from slower
     code when absolute figures of two runs differ: this VM's speed drifts by 10-40%."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = settings.redis.sync_client()
     try:
         client.function_load(REFERENCE_FUNCTION, replace=True)
         cpu0, calls, start = _redis_cpu(client), 0, time.perf_counter()
@@ -432,7 +431,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     partitions = settings.transactions_partitions
     reference = {"before": machine_reference(settings)}
     progress(f"machine now: {reference['before']}")
-    await ensure_topics(settings.kafka_bootstrap, {
+    await ensure_topics(settings.kafka, {
         name: (1 if name == p.dead_letter else partitions)
         for p in phases.values() for name in (p.transactions, p.scored, p.dead_letter)
     })
@@ -481,11 +480,11 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     finally:
         # faust's leader topic and table directory of each phase's app id (700+ topics had piled up)
         leftovers = [faust_leftovers(settings.model_copy(update={"app_id": bench_app_id(p)})) for p in phases.values()]
-        await delete_topics(settings.kafka_bootstrap,
+        await delete_topics(settings.kafka,
                             [t for p in phases.values() for t in (p.transactions, p.scored, p.dead_letter)]
                             + [topic for topic, _ in leftovers])
         for phase in phases.values():
-            purge_prefix(settings.redis_url, phase.key_prefix)
+            purge_prefix(settings.redis, phase.key_prefix)
         for _, table_dir in leftovers:
             shutil.rmtree(table_dir, ignore_errors=True)
     reference["after"] = machine_reference(settings)

@@ -6,7 +6,7 @@ their number of rounds is realistic), exported with ``training.export.write_save
 ``serving_default`` signature the worker and TF Serving call: score + reason-code contributions), loaded
 back and timed alternately, best of ``--repeats``, at batch 256 (the worker's micro-batch) and batch 1.
 
-    nice -n 10 .venv/bin/python bench/bench_model_cost.py \
+    nice -n 10 .venv/bin/python -m fraudstream.bench.model_cost \
         --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet --json
 """
 
@@ -23,9 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def _time_per_row(serve: Any, rows: Any, calls: int) -> float:

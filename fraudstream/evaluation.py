@@ -27,12 +27,11 @@ import numpy.typing as npt
 import orjson
 import pandas as pd
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 
-from fraudstream.settings import Settings, Topics
+from config.kafka import KafkaConnection, assign_at_end, delete_topics, ensure_topics, partitions_of
+from config.settings import Settings, Topics
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
-from fraudstream.sources.topics import assign_at_end, delete_topics, ensure_topics, partitions_of
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import spawn_worker, worker_env
 
@@ -45,14 +44,14 @@ def _progress(message: str) -> None:
     print(f"[evaluate via stream] {message}", file=sys.stderr, flush=True)
 
 
-async def _wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: float) -> None:
+async def _wait_consumed(kafka: KafkaConnection, group: str, topic: str, timeout_s: float) -> None:
     """Wait until ``group`` has committed the end offset of every partition of ``topic``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = kafka.consumer()
+    admin = kafka.admin()
     await consumer.start()
     await admin.start()
     try:
-        parts = await partitions_of(bootstrap, [topic])
+        parts = await partitions_of(kafka, [topic])
         ends = await consumer.end_offsets(parts)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -67,7 +66,7 @@ async def _wait_consumed(bootstrap: str, group: str, topic: str, timeout_s: floa
         await admin.close()
 
 
-async def _collect(bootstrap: str, topics: Topics, expected: int, timeout_s: float,
+async def _collect(topics: Topics, expected: int, timeout_s: float,
                    reader: AIOKafkaConsumer) -> tuple[dict[str, float], dict[str, str]]:
     """(scores by transaction id, dead-letter reason by transaction id) once ``expected`` records came back
     or ``timeout_s`` passed."""
@@ -101,9 +100,10 @@ async def stream_scores(settings: Settings, model_backend: str, transactions: pd
                     dead_letter=f"eval-{run}-dlq")
     group = f"eval-{run}"
     bootstrap = settings.kafka_bootstrap
+    kafka = settings.kafka
     # One partition: the worker then sees the history in the file's order, as the offline engine does.
     # (Across partitions a terminal's transactions interleave by arrival, and the late-event rule applies.)
-    await ensure_topics(bootstrap, {name: 1 for name in
+    await ensure_topics(kafka, {name: 1 for name in
                                     (topics.transactions, topics.labels, topics.scored, topics.dead_letter)})
     env = worker_env(
         home=settings.home, bootstrap=bootstrap, redis_url=settings.redis_url, model_backend=model_backend,
@@ -111,23 +111,23 @@ async def stream_scores(settings: Settings, model_backend: str, transactions: pd
         FRAUD_BATCH_MAX_SIZE="1024",
     )
     worker = spawn_worker(env, settings.home / "logs" / f"{group}.log")
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = kafka.consumer(enable_auto_commit=False)
     await reader.start()
     try:
         if not worker.wait_ready(180):
             msg = "the evaluation worker did not start:\n" + worker.tail()
             raise RuntimeError(msg)
-        await assign_at_end(reader, bootstrap, [topics.scored, topics.dead_letter])
+        await assign_at_end(reader, kafka, [topics.scored, topics.dead_letter])
         _progress(f"{len(labels):,} labels first, then {len(transactions):,} transactions")
-        await produce(bootstrap, label_records(labels, topics.labels), quiet=True)
-        await _wait_consumed(bootstrap, group, topics.labels, timeout_s=300)
-        await produce(bootstrap, transaction_records(transactions, topics.transactions), quiet=True)
-        scores, dead = await _collect(bootstrap, topics, len(transactions), 600 + len(transactions) / 200, reader)
+        await produce(kafka, label_records(labels, topics.labels), quiet=True)
+        await _wait_consumed(kafka, group, topics.labels, timeout_s=300)
+        await produce(kafka, transaction_records(transactions, topics.transactions), quiet=True)
+        scores, dead = await _collect(topics, len(transactions), 600 + len(transactions) / 200, reader)
     finally:
         await reader.stop()
         worker.stop()
-        await delete_topics(bootstrap, [topics.transactions, topics.labels, topics.scored, topics.dead_letter])
-        purge_prefix(settings.redis_url, group)
+        await delete_topics(kafka, [topics.transactions, topics.labels, topics.scored, topics.dead_letter])
+        purge_prefix(settings.redis, group)
     unscored = {t: dead.get(t, "not scored within the time limit") for t in wanted if t not in scores}
     if unscored:
         _progress(f"{len(unscored)} of {len(wanted):,} test transactions not scored: "

@@ -1,7 +1,7 @@
 """Feature platform benchmark: online apply_and_read vs a trivial EVALSHA, the transaction-id rule's cost,
 and the offline engine.
 
-    .venv/bin/python bench/bench_features.py --json [--redis-url URL] [--online-rows N] [--input FDH]
+    .venv/bin/python -m fraudstream.bench.features --json [--redis-url URL] [--online-rows N] --input FDH
 
 The id rule (features/ids.py: a claim before the feature update, the result stored after publication) is
 measured as alternating rounds over consecutive slices of the same history: without (apply_and_read
@@ -32,8 +32,8 @@ import uuid
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from resp_reference import handwritten_wire  # bench/, beside this file
 
+from config.redis import RedisConnection
 from features.events import TransactionEvent
 from features.history import load_fdh
 from features.ids import Claim, TransactionIds
@@ -41,11 +41,13 @@ from features.offline import compute_offline
 from features.online import RedisFeatureStore
 from features.parity import label_events, transaction_events
 from features.resp import RespChannel, WireFactory, hiredis_wire, public_wire
+from fraudstream.bench.resp_reference import handwritten_wire
 from fraudstream.stack.redis import scratch_redis
 from streams.identity import content_hash
 from streams.outputs import encode_result
 
-FDH = Path(__file__).resolve().parents[2] / "shared" / "data" / "fdh" / "transactions-2018-04-01_2018-07-31.parquet"
+FDH = Path()
+"""The history file (``--input``, required): the product never looks beside the clone for data."""
 
 
 def log(msg: str) -> None:
@@ -261,7 +263,7 @@ async def id_rule_cost(client: aioredis.Redis, fdh: Path, rows: int, warm: int, 
     return out
 
 
-# the last: the code before hiredis (bench/resp_reference.py)
+# the last: the code before hiredis (fraudstream/bench/resp_reference.py)
 WIRES: dict[str, WireFactory] = {"hiredis": hiredis_wire, "redis-py": public_wire, "handwritten": handwritten_wire}
 TRANSPORTS = tuple(WIRES)
 
@@ -364,7 +366,7 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, object]:
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
     # the worker's socket timeout (streams/runtime.py): redis-py's read_response applies it per reply
-    client = aioredis.Redis.from_url(url, socket_timeout=args.socket_timeout or None)
+    client = RedisConnection(url=url).node_client(socket_timeout=args.socket_timeout or None)
     transports: dict[str, object] | None = None
     try:
         await wait_ready(client)
@@ -440,8 +442,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--id-batch", type=int, default=256,
                         help="transactions per round of the id-rule comparison (the worker's batch size)")
-    parser.add_argument("--input", type=Path, default=None, help="the fdh Parquet file (default: ../shared beside "
-                        "the checkout)")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="the fdh Parquet file, e.g. the Fraud Detection Handbook's transactions")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--offline-repeats", type=int, default=3)
     parser.add_argument("--socket-timeout", type=float, default=5.0,
@@ -454,9 +456,8 @@ def main() -> int:
                         help="trivial FCALL time per transport and round")
     parser.add_argument("--transport-only", action="store_true", help="only the transport A/B")
     args = parser.parse_args()
-    if args.input is not None:
-        global FDH
-        FDH = args.input
+    global FDH
+    FDH = args.input
     result = asyncio.run(run(args))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -12,23 +12,20 @@ protocol (``training.dataset.make_fold``'s card removal, ``training.metrics``) w
   so both the compromised cards' ordinary amounts and genuine outliers are scored as a profile would;
 - ``labels-only``: scenario 1 and known-terminal scenario 2 only (no card-level detection).
 
-    .venv/bin/python bench/quality_ceiling.py --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet
+    .venv/bin/python -m fraudstream.bench.quality_ceiling \
+        --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.metrics import card_precision_at_k  # noqa: E402
+from training.metrics import card_precision_at_k
 
 STARTS = ("2018-06-20", "2018-06-27", "2018-07-04", "2018-07-11")
 # Compromised cards: 3 a day for 14 days among ~5,000, a third of their transactions: prior of a 5x row.

@@ -15,7 +15,7 @@ Variants:
 
 Example (the machine is shared: nice, and two TensorFlow threads)::
 
-    nice -n 10 .venv/bin/python bench/quality_lab.py \
+    nice -n 10 .venv/bin/python -m fraudstream.bench.quality_lab \
         --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet \
         --config '{"ensemble": 1}' --seeds 42,43 --name "1 seed" --json
 """
@@ -33,12 +33,9 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from training.dataset import MODEL_SELECTION_STARTS, FeatureSpec, History, make_fold  # noqa: E402
-from training.metrics import METRIC_NAMES, compute_metrics, summarise  # noqa: E402
-from training.model import ModelConfig  # noqa: E402
+from training.dataset import MODEL_SELECTION_STARTS, FeatureSpec, History, make_fold
+from training.metrics import METRIC_NAMES, compute_metrics, summarise
+from training.model import ModelConfig
 
 
 def feature_list(name: str) -> Any:
@@ -64,7 +61,7 @@ def load_history(path: Path, list_name: str, cache: Path) -> History:
     if stem.with_suffix(".npy").exists():
         x = np.load(stem.with_suffix(".npy"))
 
-        def compute(_t: Any, _l: Any) -> Any:
+        def compute(t: Any, lab: Any) -> Any:
             return x
     else:
         started = time.perf_counter()
@@ -106,7 +103,7 @@ def make_config(overrides: dict[str, Any], seed: int) -> ModelConfig:
         msg = f"unknown ModelConfig fields {sorted(unknown)}"
         raise SystemExit(msg)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return replace(ModelConfig(), **values, seed=seed)
+    return replace(ModelConfig(), **values, seed=seed)  # type: ignore[arg-type]  # fields checked above
 
 
 class _Fitted:
@@ -163,9 +160,10 @@ def main() -> int:
     starts = [date.fromisoformat(s) for s in args.folds.split(",")]
     per_seed: list[dict[str, Any]] = []
     for seed in seeds:
-        folds = []
+        folds: list[dict[str, Any]] = []
         for start in starts:
             fold = make_fold(history, start)
+            trained: Any
             if args.model == "hgb":
                 trained = fit_hgb(history, fold, overrides, seed)
             else:

@@ -3,20 +3,30 @@
 Read from the environment (prefix ``FRAUD_``) and from ``<home>/stack.env``, which ``fraudstream stack up``
 writes. Environment variables win over the file. This is the only module that reads the environment:
 everything else receives a ``Settings`` instance.
+
+The fields stay flat, because their names are the ``FRAUD_*`` variables that docker-compose, the Helm chart
+and the docs set. The connections are grouped on top of them: ``settings.kafka`` and ``settings.redis`` are
+the factories of every Kafka and Redis client (``config/kafka.py``, ``config/redis.py``), so no other module
+reads a password or builds a client.
 """
 
 from __future__ import annotations
 
 import os
-import ssl
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from config.kafka import KafkaConnection, KafkaSecurityProtocol, SaslMechanism
+from config.redis import RedisConnection
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
+
 ModelBackendKind = Literal["local", "tfserving"]
-KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class Topics(BaseModel):
@@ -52,7 +62,7 @@ class Settings(BaseSettings):
     # --- Kafka -------------------------------------------------------------------------------------
     kafka_bootstrap: str = "127.0.0.1:9092"
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
@@ -105,7 +115,7 @@ class Settings(BaseSettings):
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
     pipeline_mode: Literal["batched", "naive", "strict_per_record"] = Field(
         default="batched",
-        description="benchmark baselines (fraudstream/bench_baselines.py): naive = a conventional faust agent, one "
+        description="benchmark baselines (fraudstream/bench/baselines.py): naive = a conventional faust agent, one "
         "Redis trip and model call per record, buffered sends; strict_per_record = the same, each send awaited "
         "until acks=all before the next",
     )
@@ -151,6 +161,26 @@ class Settings(BaseSettings):
     def stack_env_file(self) -> Path:
         return self.home / "stack.env"
 
+    # --- connections (config/kafka.py, config/redis.py) -------------------------------------------------
+    @property
+    def kafka(self) -> KafkaConnection:
+        """The factory of every Kafka client: bootstrap, TLS / SASL, timeouts."""
+        return KafkaConnection(
+            bootstrap=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password, ssl_cafile=self.kafka_ssl_cafile,
+        )
+
+    @property
+    def redis(self) -> RedisConnection:
+        """The factory of every Redis client: URL, ACL user and password, timeouts."""
+        return RedisConnection(url=self.redis_url, username=self.redis_username, password=self.redis_password,
+                               cluster=self.redis_cluster)
+
+    def card_hash_key(self) -> bytes:
+        """The HMAC key card ids are hashed with (``streams.identity.CardHasher``)."""
+        return self.card_hash_secret.get_secret_value().encode()
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings: explicit overrides > environment > ``<home>/stack.env`` > defaults."""
@@ -160,17 +190,15 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka client keyword arguments for TLS / SASL (nothing for PLAINTEXT). Every Kafka client of
-    fraudstream outside faust takes these, so one setting secures them all."""
-    protocol = settings.kafka_security_protocol
-    if protocol == "PLAINTEXT":
-        return {}
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
-        options["ssl_context"] = ssl.create_default_context(cafile=cafile)
-    if protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism, sasl_plain_username=settings.kafka_sasl_username,
-                       sasl_plain_password=password)
-    return options
+    """aiokafka keyword arguments for TLS / SASL (nothing for PLAINTEXT): ``settings.kafka.client_options()``."""
+    return settings.kafka.client_options()
+
+
+def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
+    """The worker's asyncio Redis client: ``settings.redis.client()``."""
+    return settings.redis.client()
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """faust's ``broker_credentials``: ``settings.kafka.faust_credentials()``."""
+    return settings.kafka.faust_credentials()

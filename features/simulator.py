@@ -1,5 +1,7 @@
 """A seeded generator of card traffic with realistic fraud patterns (after the Fraud Detection Handbook's
-simulator, plus card-testing bursts and impossible travel).
+simulator, plus card-testing bursts and impossible travel). It lives beside the fdh reader
+(``features/history.py``) because both ends use it: the trainer's ``sim:`` histories and the shell's live
+traffic (``fraudstream simulate``, the demo, the benchmarks).
 
 Cards live on a 100×100 grid and shop at terminals within distance 5 of home; grid units map to degrees as
 in ``--mapping fdh`` (latitude = 50 + y/100, longitude = 4 + x/100). Event times run on a simulated clock

@@ -219,7 +219,7 @@ async def run(config: BenchConfig) -> dict[str, Any]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``bench scoring`` (shared by the console script and bench/bench_scoring.py)."""
+    """The options of ``bench scoring`` (shared by the console script and fraudstream/bench/scoring.py)."""
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last stdout line)")
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per phase")
     parser.add_argument("--batch", type=int, default=256, help="micro-batch size")
@@ -237,3 +237,9 @@ def main(args: argparse.Namespace) -> int:
     if not result["meets_targets"]:
         _progress("below target (speedup >= 20, local >= 200,000 rows/s)")
     return 0
+
+
+if __name__ == "__main__":  # python -m fraudstream.bench.scoring: the same as `fraudstream bench scoring`
+    _parser = argparse.ArgumentParser(prog="python -m fraudstream.bench.scoring", description=__doc__)
+    add_arguments(_parser)
+    sys.exit(main(_parser.parse_args()))

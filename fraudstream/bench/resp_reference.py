@@ -1,5 +1,5 @@
 """The reply parser ``features/resp.py`` had before hiredis parsed the replies: written to and parsed from
-redis-py's private streams in pure Python. Kept as ``bench_features.py --transport-rounds``'s reference."""
+redis-py's private streams in pure Python. Kept as ``fraudstream.bench.features --transport-rounds``'s reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Candidate features for ``bench/quality_lab.py --features lab``: the default list plus what is A/B'd."""
+"""Candidate features for ``fraudstream/bench/quality_lab.py --features lab``: the default list plus what is A/B'd."""
 
 from __future__ import annotations
 

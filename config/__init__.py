@@ -1,0 +1,12 @@
+"""The bottom layer: the settings object, the connection factories built from it, and shared errors.
+
+Nothing here imports another fraudstream package; every other package may import this one.
+"""
+
+from config.errors import FraudstreamError
+from config.kafka import KafkaConnection
+from config.redis import RedisConnection
+from config.settings import Settings, Topics, default_home, kafka_client_options, load_settings
+
+__all__ = ["FraudstreamError", "KafkaConnection", "RedisConnection", "Settings", "Topics", "default_home",
+           "kafka_client_options", "load_settings"]
