@@ -15,6 +15,7 @@ from pydantic import SecretStr
 if TYPE_CHECKING:
     import redis
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class RedisConnection:
     connect_timeout_s: float = 2.0
     timeout_s: float = 5.0
     health_check_interval_s: float = 10.0
+    cluster: bool = False
+    """``url`` is one node of a Redis Cluster: ``client()`` is then a ``RedisCluster``, which discovers the
+    other nodes; the feature store routes each call to its slot's primary (features/cluster.py)."""
 
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         password = self.password.get_secret_value() if self.password else None
@@ -32,8 +36,18 @@ class RedisConnection:
                 "health_check_interval": self.health_check_interval_s, **options,
                 "username": self.username, "password": password}
 
-    def client(self, **options: Any) -> aioredis.Redis:
+    def client(self, **options: Any) -> aioredis.Redis | RedisCluster:
         """An asyncio client (the worker, the monitor, rebuild, warm-up, parity)."""
+        import redis.asyncio as aioredis
+
+        if self.cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(self.url, **self._options(options))
+        return aioredis.Redis.from_url(self.url, **self._options(options))
+
+    def node_client(self, **options: Any) -> aioredis.Redis:
+        """An asyncio client of one redis-server, whatever ``cluster`` says (a benchmark's own server)."""
         import redis.asyncio as aioredis
 
         return aioredis.Redis.from_url(self.url, **self._options(options))

@@ -24,6 +24,7 @@ from config.redis import RedisConnection
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
 ModelBackendKind = Literal["local", "tfserving"]
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     # --- Redis -------------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_username: str | None = None
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url is one node of a Redis Cluster (`stack up --redis-cluster N` sets it): the client "
+        "discovers the others and routes each call to its slot's primary",
+    )
     feature_key_prefix: str = Field(default="fs", pattern=r"^[A-Za-z0-9_.:-]+$", description="Redis key prefix")
     dedup_horizon_s: float = Field(
         default=86_400.0, ge=60.0,
@@ -168,7 +174,8 @@ class Settings(BaseSettings):
     @property
     def redis(self) -> RedisConnection:
         """The factory of every Redis client: URL, ACL user and password, timeouts."""
-        return RedisConnection(url=self.redis_url, username=self.redis_username, password=self.redis_password)
+        return RedisConnection(url=self.redis_url, username=self.redis_username, password=self.redis_password,
+                               cluster=self.redis_cluster)
 
     def card_hash_key(self) -> bytes:
         """The HMAC key card ids are hashed with (``streams.identity.CardHasher``)."""
@@ -187,7 +194,7 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
     return settings.kafka.client_options()
 
 
-def redis_client(settings: Settings) -> aioredis.Redis:
+def redis_client(settings: Settings) -> aioredis.Redis | RedisCluster:
     """The worker's asyncio Redis client: ``settings.redis.client()``."""
     return settings.redis.client()
 

@@ -35,8 +35,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from features.cluster import ClusterChannel
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
 from features.resp import RespChannel, ScriptReplyError, pack_commands
 
@@ -104,7 +106,9 @@ def _parse_owner(value: bytes) -> tuple[FirstClaim, bytes | None]:
 class TransactionIds:
     """The id records of one key prefix (the feature store's base prefix: ``<prefix>:id:{x:<id>}``)."""
 
-    def __init__(self, client: aioredis.Redis, *, key_prefix: str = "fs", horizon_s: float = 86_400.0) -> None:
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, *, key_prefix: str = "fs", horizon_s: float = 86_400.0
+    ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             msg = f"key_prefix {key_prefix!r} must not contain a hash tag"
             raise ValueError(msg)
@@ -115,7 +119,8 @@ class TransactionIds:
         self.horizon_ms = int(horizon_s * 1000)
         self._key_head = f"{key_prefix}:id:{{x:".encode()
         self._px = str(self.horizon_ms).encode()
-        self._channel = RespChannel(client)
+        # on a cluster, each claim goes to its id's slot owner (features/cluster.py)
+        self._channel = ClusterChannel(client) if isinstance(client, RedisCluster) else RespChannel(client)
 
     def key(self, transaction_id: str) -> bytes:
         return self._key_head + transaction_id.encode() + b"}"

@@ -19,8 +19,10 @@ from importlib import resources
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
+from features.cluster import ClusterChannel, ClusterLane
 from features.definitions import FEATURE_LIST, DelayedLabelRisk, FeatureList
 from features.derive import RawGetter, derive_entity
 from features.errors import FeatureScriptError, FeatureStoreUnavailable
@@ -261,7 +263,7 @@ class RedisFeatureStore:
 
     def __init__(
         self,
-        redis_client: aioredis.Redis,
+        redis_client: aioredis.Redis | RedisCluster,
         *,
         features: FeatureList = FEATURE_LIST,
         key_prefix: str = "fs",
@@ -287,8 +289,14 @@ class RedisFeatureStore:
         )
         self._functions = [n.encode() for n in names]
         self._label_function = label_name.encode()
-        self._channel = RespChannel(redis_client, wire=wire)
-        self._lane = OrderedLane(redis_client, wire=wire)
+        self._channel: RespChannel | ClusterChannel
+        self._lane: OrderedLane | ClusterLane
+        if isinstance(redis_client, RedisCluster):  # calls routed by slot (features/cluster.py)
+            self._channel = ClusterChannel(redis_client)
+            self._lane = ClusterLane(self._channel)
+        else:
+            self._channel = RespChannel(redis_client, wire=wire)
+            self._lane = OrderedLane(redis_client, wire=wire)
         self._ne = len(self.plan.entities)
 
     async def load_scripts(self) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from features.definitions import FEATURE_LIST, FeatureList
 from features.events import LabelEvent, TransactionEvent
@@ -145,7 +146,7 @@ def compare(
 
 
 async def run_parity(
-    redis_client: aioredis.Redis,
+    redis_client: aioredis.Redis | RedisCluster,
     transactions: pd.DataFrame,
     labels: pd.DataFrame | None,
     *,

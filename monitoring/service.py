@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from config.kafka import KafkaConnection
@@ -76,7 +77,7 @@ class MonitorMetrics:
 
 
 class DriftMonitor:
-    def __init__(self, options: MonitorOptions, *, redis: Redis | None = None,
+    def __init__(self, options: MonitorOptions, *, redis: Redis | RedisCluster | None = None,
                  registry: CollectorRegistry | None = None) -> None:
         self.options = options
         self.catalog = ReferenceCatalog(options.model_dir) if options.model_dir else None

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from monitoring.reference import Reference, ReferenceCatalog
@@ -54,7 +55,7 @@ class FeatureDriftSketch:
     """
 
     def __init__(
-        self, redis: Redis, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
+        self, redis: Redis | RedisCluster, catalog: ReferenceCatalog, feature_names: Sequence[str], *,
         bucket_s: float, namespace: str = DEFAULT_NAMESPACE, flush_every_s: float = 2.0,
         ttl_s: float = 2 * 86_400.0, clock: Callable[[], float] = time.time,
     ) -> None:
@@ -125,8 +126,8 @@ class FeatureDriftSketch:
 class FeatureSketchReader:
     """The monitor's copy of the sketch buckets of one reference, as ``BucketSeries`` per feature."""
 
-    def __init__(self, redis: Redis, *, bucket_s: float, namespace: str = DEFAULT_NAMESPACE, settle_s: float = 30.0,
-                 horizon_s: float = 86_400.0) -> None:
+    def __init__(self, redis: Redis | RedisCluster, *, bucket_s: float, namespace: str = DEFAULT_NAMESPACE,
+                 settle_s: float = 30.0, horizon_s: float = 86_400.0) -> None:
         self.redis = redis
         self.namespace = namespace
         self.bucket_s = bucket_s

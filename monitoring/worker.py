@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy.typing as npt
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from config.settings import Settings
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
@@ -59,7 +60,7 @@ class WorkerMonitoring:
 
     @classmethod
     def start(
-        cls, settings: Settings, *, redis: Redis | None, feature_names: Sequence[str],
+        cls, settings: Settings, *, redis: Redis | RedisCluster | None, feature_names: Sequence[str],
         port: int | None = None, host: str | None = None,
     ) -> WorkerMonitoring:
         """Metrics served on ``host:port`` (default: ``settings.metrics_host``, loopback, and

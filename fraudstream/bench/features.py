@@ -366,7 +366,7 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, object]:
 
 async def measure(url: str, args: argparse.Namespace) -> dict[str, object]:
     # the worker's socket timeout (streams/runtime.py): redis-py's read_response applies it per reply
-    client = RedisConnection(url=url).client(socket_timeout=args.socket_timeout or None)
+    client = RedisConnection(url=url).node_client(socket_timeout=args.socket_timeout or None)
     transports: dict[str, object] | None = None
     try:
         await wait_ready(client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -28,6 +29,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parity.add_argument("--mapping", choices=["fdh"], default="fdh", help="how to read the file")
     parity.add_argument("--limit", type=positive_int, default=None, help="only the first N transactions")
     parity.add_argument("--redis-url", default=None, help="default: settings (FRAUD_REDIS_URL / stack.env)")
+    parity.add_argument("--redis-cluster", action=argparse.BooleanOptionalAction, default=None,
+                        help="the Redis URL is a node of a Redis Cluster (default: settings, FRAUD_REDIS_CLUSTER)")
     parity.add_argument("--batch-size", type=positive_int, default=2000, help="transactions per pipelined round trip")
     parity.set_defaults(handler=_parity)
 
@@ -53,7 +56,7 @@ async def _parity_async(args: argparse.Namespace) -> int:
     from features.parity import run_parity
 
     if args.redis_url is not None:
-        connection = RedisConnection(url=args.redis_url)
+        connection = RedisConnection(url=args.redis_url, cluster=bool(args.redis_cluster))
     else:
         from config.settings import load_settings
         from fraudstream.cli.services import require_redis
@@ -61,6 +64,8 @@ async def _parity_async(args: argparse.Namespace) -> int:
         settings = load_settings()
         require_redis(settings)
         connection = settings.redis
+        if args.redis_cluster is not None:
+            connection = dataclasses.replace(connection, cluster=args.redis_cluster)
     started = time.perf_counter()
     print(f"loading {args.input} (mapping {args.mapping}) …", file=sys.stderr)
     transactions, labels = load_fdh(args.input, limit=args.limit)

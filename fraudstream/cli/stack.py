@@ -11,19 +11,26 @@ from fraudstream.cli.args import positive_float
 from fraudstream.stack import LocalStack, StackError
 
 
-def local_stack() -> LocalStack:
+def local_stack(*, redis_cluster: int = 0, redis_replicas: int = 0) -> LocalStack:
     settings = load_settings()
-    return LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions)
+    return LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions,
+                      redis_cluster=redis_cluster, redis_replicas=redis_replicas)
 
 
 def _up(args: argparse.Namespace) -> int:
-    stack = local_stack()
+    if args.redis_cluster and args.redis_cluster < 3:
+        print("error: --redis-cluster needs at least 3 primaries", file=sys.stderr)
+        return 2
+    stack = local_stack(redis_cluster=args.redis_cluster, redis_replicas=args.replicas)
     try:
         state = stack.up(timeout_s=args.timeout)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"stack up: Kafka {state.bootstrap}, Redis {state.redis_url}; settings in {stack.env_file}")
+    cluster = (
+        f" (cluster of {args.redis_cluster} primaries, {args.replicas} replica(s) each)" if args.redis_cluster else ""
+    )
+    print(f"stack up: Kafka {state.bootstrap}, Redis {state.redis_url}{cluster}; settings in {stack.env_file}")
     return 0
 
 
@@ -50,6 +57,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     up = actions.add_parser("up", help="start Kafka and Redis on free loopback ports; write .fraudstream/stack.env")
     up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for health (default 90)")
+    up.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                    help="a Redis Cluster of N (>= 3) primaries instead of one redis-server (default: single node)")
+    up.add_argument("--replicas", type=int, default=0, metavar="R",
+                    help="replicas per cluster primary (with --redis-cluster; default 0)")
     up.set_defaults(handler=_up)
     actions.add_parser("down", help="stop both services; no process is left behind").set_defaults(handler=_down)
     status = actions.add_parser("status", help="show pids, addresses and health (exit 3 if not healthy)")

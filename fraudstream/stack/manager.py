@@ -16,6 +16,7 @@ from config.settings import Topics
 from fraudstream.stack import kafka, process
 from fraudstream.stack import redis as redis_service
 from fraudstream.stack.errors import StackError
+from fraudstream.stack.redis_cluster import LocalRedisCluster
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ServiceState:
 class StackState:
     kafka: ServiceState = field(default_factory=ServiceState)
     redis: ServiceState = field(default_factory=ServiceState)
+    redis_cluster: bool = False
+    """``redis`` is then the cluster's first node (its URL seeds the cluster client; the pid tells it runs)."""
 
     @property
     def bootstrap(self) -> str:
@@ -50,7 +53,8 @@ class LocalStack:
 
     def __init__(self, home: Path, *, jar_cache: Path | None = None, topics: Topics | None = None,
                  transactions_partitions: int = 4, kafka_listeners: Sequence[kafka.Listener] = (),
-                 kafka_properties: Sequence[str] = (), scram_users: dict[str, str] | None = None) -> None:
+                 kafka_properties: Sequence[str] = (), scram_users: dict[str, str] | None = None,
+                 redis_cluster: int = 0, redis_replicas: int = 0) -> None:
         self.kafka_listeners = tuple(kafka_listeners)
         self.kafka_properties = tuple(kafka_properties)
         self.scram_users = scram_users
@@ -61,19 +65,25 @@ class LocalStack:
         self.state_file = self.home / "stack.json"
         self.env_file = self.home / "stack.env"
         self.logs = self.home / "logs"
+        # 0: one redis-server (the default); N >= 3: a Redis Cluster of N primaries, each with redis_replicas
+        self.redis_cluster = redis_cluster
+        self.redis_replicas = redis_replicas
+        self.cluster = LocalRedisCluster(self.home / "redis-cluster", self.logs)
 
     # --- state -------------------------------------------------------------------------------------
     def load(self) -> StackState:
         if not self.state_file.exists():
             return StackState()
         raw = json.loads(self.state_file.read_text())
-        return StackState(kafka=ServiceState(**raw["kafka"]), redis=ServiceState(**raw["redis"]))
+        return StackState(kafka=ServiceState(**raw["kafka"]), redis=ServiceState(**raw["redis"]),
+                          redis_cluster=bool(raw.get("redis_cluster", False)))
 
     def _save(self, state: StackState) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.state_file.write_text(json.dumps(asdict(state), indent=2) + "\n")
+        cluster = "FRAUD_REDIS_CLUSTER=true\n" if state.redis_cluster else ""
         self.env_file.write_text(
-            f"FRAUD_KAFKA_BOOTSTRAP={state.bootstrap}\nFRAUD_REDIS_URL={state.redis_url}\n"
+            f"FRAUD_KAFKA_BOOTSTRAP={state.bootstrap}\nFRAUD_REDIS_URL={state.redis_url}\n{cluster}"
         )
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -90,7 +100,10 @@ class LocalStack:
         """Start what is not running, health-check both, create the topics, write stack.env."""
         state = self.load()
         try:
-            self._up_redis(state, timeout_s)
+            if self.redis_cluster:
+                self._up_redis_cluster(state, timeout_s)
+            else:
+                self._up_redis(state, timeout_s)
             self._save(state)  # saved per service, so a failed start can still stop what did start
             self._up_kafka(state, timeout_s)
             self._save(state)
@@ -102,7 +115,18 @@ class LocalStack:
             print(f"created topics: {', '.join(sorted(created))}", file=sys.stderr)
         return state
 
+    def _up_redis_cluster(self, state: StackState, timeout_s: float) -> None:
+        if not state.redis_cluster:
+            process.stop(state.redis.pid, timeout_s=10)  # a single node left from an earlier `up`
+        cluster = self.cluster.up(self.redis_cluster, self.redis_replicas, timeout_s=timeout_s)
+        state.redis_cluster = True
+        state.redis = ServiceState(pid=cluster.nodes[0].pid, port=cluster.nodes[0].port)
+
     def _up_redis(self, state: StackState, timeout_s: float, *, keep_ports: bool = False) -> None:
+        if state.redis_cluster:  # a cluster left from an earlier `up --redis-cluster`
+            self.cluster.down()
+            state.redis_cluster = False
+            state.redis = ServiceState()
         svc = state.redis
         if process.is_alive(svc.pid) and svc.port and redis_service.healthy(state.redis_url):
             return
@@ -144,7 +168,9 @@ class LocalStack:
         stopped = []
         if process.stop(state.kafka.pid, timeout_s=30):
             stopped.append(f"kafka (pid {state.kafka.pid})")
-        if process.stop(state.redis.pid, timeout_s=10):
+        if state.redis_cluster:
+            stopped += self.cluster.down()
+        elif process.stop(state.redis.pid, timeout_s=10):
             stopped.append(f"redis (pid {state.redis.pid})")
         state.kafka.pid = None
         state.redis.pid = None
@@ -163,7 +189,7 @@ class LocalStack:
                 and kafka.healthy(state.bootstrap),
                 "log": str(self.logs / "kafka.log"),
             },
-            "redis": {
+            "redis": self.cluster.status() if state.redis_cluster else {
                 "pid": state.redis.pid, "url": state.redis_url if state.redis.port else None,
                 "running": process.is_alive(state.redis.pid),
                 "healthy": bool(state.redis.port) and redis_service.healthy(state.redis_url),
