@@ -113,11 +113,11 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
-    pipeline_mode: Literal["batched", "naive", "strict_per_record"] = Field(
+    pipeline_mode: Literal["batched", "naive", "strict_per_record", "echo"] = Field(
         default="batched",
         description="benchmark baselines (fraudstream/bench/baselines.py): naive = a conventional faust agent, one "
         "Redis trip and model call per record, buffered sends; strict_per_record = the same, each send awaited "
-        "until acks=all before the next",
+        "until acks=all before the next; echo = no Redis and no model, a pass-through (fraudstream/bench/echo.py)",
     )
     card_hash_secret: SecretStr = SecretStr("fraudstream-dev-secret-change-me")
 

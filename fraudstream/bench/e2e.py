@@ -4,9 +4,16 @@ two per-record designs in the same run.
 * saturation: once the worker is ready and its consumer group stable, a backlog of N transactions is
   produced at once; throughput is the rate at which scored records are produced (their Kafka timestamps)
   after that;
+* echo: the same saturation with the worker as a pass-through (``pipeline_mode=echo``: decode, validate,
+  publish; no Redis, no model; ``fraudstream/bench/echo.py``) — the ceiling of its I/O path,
+  ``throughput_vs_echo``;
+* Kafka round trip: no worker at all, records produced at 50 % of the batched saturation throughput and
+  read back from the same topic (``kafka_rtt_p50_ms`` / ``kafka_rtt_p99_ms``);
 * latency: after a warm-up at the same rate (``WARM_S`` seconds, not measured: a freshly started worker is
-  slow for its first seconds), transactions are offered at a fixed rate; latency is the time from each
-  transaction's send to the arrival of its scored record at this process;
+  slow for its first seconds), transactions are offered at 10 %, 25 % and 50 % of the batched saturation
+  throughput of this run (``ratios.SHARES``), then at the fixed ``--rate``; latency is the time from each
+  transaction's send to the arrival of its scored record at this process. The headline ``p50_ms`` /
+  ``p99_ms`` are those at 50 % (``fraudstream/bench/ratios.py``);
 * naive: the same worker as a conventional faust agent (``pipeline_mode=naive``: one Redis trip and one
   model call per record, each record's send buffered by the producer), saturation again —
   ``speedup_vs_naive`` is against this one;
@@ -44,6 +51,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from config.kafka import KafkaConnection, as_connection, assign_at_end, delete_topics, ensure_topics
 from config.settings import Settings, Topics
 from features.simulator import SimulationConfig, Simulator
+from fraudstream.bench.ratios import HEADLINE_SHARE, SHARES, ratio_figures, share_key, targets
 from fraudstream.demo import has_model
 from fraudstream.stack.manager import LocalStack
 from fraudstream.stack.redis import purge_prefix
@@ -192,7 +200,8 @@ async def collect(
 ) -> tuple[list[float], dict[bytes, float], int]:
     """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
     transaction id, and the number of dead letters seen. The meter is marked at 10% and 90% of the records.
-    Raises when every worker has exited: waiting out the timeout would only hide the worker's error."""
+    Raises when every worker has exited: waiting out the timeout would only hide the worker's error (no
+    workers: the records are the producer's own, read back by ``kafka_rtt``)."""
     stamps: list[float] = []
     arrivals: dict[bytes, float] = {}
     dead = 0
@@ -202,7 +211,7 @@ async def collect(
     while len(arrivals) + dead < expected and time.monotonic() < deadline:
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + 1.0
-            if not any(w.alive() for w in workers):
+            if workers and not any(w.alive() for w in workers):
                 raise RuntimeError("the worker exited:\n" + workers[0].tail())
         if meter is not None and marks and len(arrivals) + dead >= marks[0]:
             meter.mark(len(arrivals) + dead)
@@ -339,7 +348,31 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
             "transactions": count, "scored": len(arrivals), "dead_lettered": dead,
             "lost": max(0, count - len(latencies) - dead),  # one latency per scored transaction of the run
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
-            "max_ms": max(latencies) if latencies else float("nan"), "cpu": meter.per_tx()}
+            "p999_ms": percentile(latencies, 99.9), "max_ms": max(latencies) if latencies else float("nan"),
+            "cpu": meter.per_tx()}
+
+
+async def kafka_rtt(settings: Settings, phase: Phase, *, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    """The broker's own round trip, no worker: records produced to a topic at ``rate`` by the same paced
+    sender as the latency phases and read back by the same consumer; the time from each send to its arrival
+    here. The floor under the pipeline's latency, which has two such hops (in and out) plus the worker."""
+    count = int(rate * seconds)
+    warm, items = warm_and_measured(max(500, int(rate)), count, seed, phase.name)
+    consumer = settings.kafka.consumer(enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await assign_at_end(consumer, settings.kafka, [phase.transactions])
+        await send_all(settings.kafka, phase.transactions, warm, rate=rate)  # connections and metadata warm
+        await collect(consumer, len(warm), 60, [])
+        with no_collector_pauses():
+            sender = asyncio.create_task(send_all(settings.kafka, phase.transactions, items, rate=rate))
+            _, arrivals, _ = await collect(consumer, count, seconds + 60, [])
+            sent_at = await sender
+    finally:
+        await consumer.stop()
+    rtt = [(arrivals[k] - sent_at[k]) * 1000 for k in arrivals if k in sent_at]
+    return {"offered_tps": rate, "transactions": count, "received": len(rtt), "lost": count - len(rtt),
+            "p50_ms": percentile(rtt, 50), "p99_ms": percentile(rtt, 99), "p999_ms": percentile(rtt, 99.9)}
 
 
 def cpu_split(phase: dict[str, Any]) -> str:
@@ -424,8 +457,8 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     phases = {name: Phase(name=f"{name}-{run}", transactions=f"bench-{run}-{name}-tx",
                           scored=f"bench-{run}-{name}-scored", dead_letter=f"bench-{run}-{name}-dlq",
                           key_prefix=f"bench-{run}-{name}")
-              for name in ("batched", "latency", "naive", "strict", "two", "naive-two",
-                           *(f"load{int(r)}" for r in options.sweep))}
+              for name in ("batched", "echo", "rtt", *(share_key(s) for s in SHARES), "latency", "naive", "strict",
+                           "two", "naive-two", *(f"load{int(r)}" for r in options.sweep))}
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
     partitions = settings.transactions_partitions
@@ -440,6 +473,27 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
         batched = await saturation(settings, phases["batched"], backend, count=options.saturation_count,
                                    mode="batched", batch=options.batch, seed=options.seed, log_dir=log_dir)
         progress(f"  → {batched['throughput_tps']:,.0f} tx/s; {cpu_split(batched)}")
+        capacity = batched["throughput_tps"]
+        if not capacity:
+            msg = "the batched saturation phase measured no throughput: no share of it to offer"
+            raise RuntimeError(msg)
+        progress(f"saturation, echo (the same worker as a pass-through): {options.saturation_count:,} transactions")
+        echo = await saturation(settings, phases["echo"], backend, count=options.saturation_count, mode="echo",
+                                batch=options.batch, seed=options.seed, log_dir=log_dir)
+        progress(f"  → {echo['throughput_tps']:,.0f} tx/s; {cpu_split(echo)}")
+        half = HEADLINE_SHARE * capacity
+        progress(f"Kafka round trip, no worker, at {half:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
+        rtt = await kafka_rtt(settings, phases["rtt"], rate=half, seconds=options.fixed_seconds, seed=options.seed + 5)
+        progress(f"  → p50 {rtt['p50_ms']:.1f} ms, p99 {rtt['p99_ms']:.1f} ms")
+        shares: dict[float, dict[str, Any]] = {}
+        for share in SHARES:
+            rate = share * capacity
+            progress(f"latency at {share:.0%} of capacity: {rate:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
+            point = shares[share] = await fixed_load(
+                settings, phases[share_key(share)], backend, rate=rate, seconds=options.fixed_seconds,
+                batch=options.batch, seed=options.seed + 1, log_dir=log_dir)
+            progress(f"  → p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms, "
+                     f"p99.9 {point['p999_ms']:.1f} ms; {cpu_split(point)}")
         progress(f"latency at {options.fixed_rate:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
         latency = await fixed_load(settings, phases["latency"], backend, rate=options.fixed_rate,
                                    seconds=options.fixed_seconds, batch=options.batch, seed=options.seed + 1,
@@ -489,29 +543,38 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
             shutil.rmtree(table_dir, ignore_errors=True)
     reference["after"] = machine_reference(settings)
     progress(f"machine now: {reference['after']}")
-    measured = {"batched": batched, "latency": latency, "naive": naive, "strict_per_record": strict,
+    measured = {"batched": batched, "echo": echo, "kafka_rtt": rtt, "latency": latency, "naive": naive,
+                "strict_per_record": strict, **{share_key(share): point for share, point in shares.items()},
                 "two_workers": two, "naive_two_workers": naive_two,
                 **{f"sweep {point['offered_tps']:,.0f} tx/s": point for point in sweep}}
     lost = {name: phase["lost"] for name, phase in measured.items() if phase is not None and phase["lost"]}
     if lost:
         progress(f"LOST transactions (neither scored nor dead-lettered before the timeout): {lost}")
-    return {
-        **headline(batched, latency, naive, strict),
-        "offered_tps": options.fixed_rate,
+    result = {
+        # p50_ms / p99_ms: at HEADLINE_SHARE of this run's saturation throughput (the fixed rate's are below)
+        **headline(batched, shares[HEADLINE_SHARE], naive, strict),
+        **ratio_figures(batched, echo, rtt, shares, reference),
+        "fixed_rate": {"offered_tps": options.fixed_rate, "p50_ms": round(latency["p50_ms"], 2),
+                       "p99_ms": round(latency["p99_ms"], 2), "p999_ms": round(latency["p999_ms"], 2)},
+        "offered_tps": round(HEADLINE_SHARE * capacity, 1),
         "batch_max_size": options.batch,
         "lost": sum(lost.values()),
-        "phases": {"batched": batched, "latency": latency, "naive": naive, "strict_per_record": strict,
-                   "two_workers": two, "naive_two_workers": naive_two},
+        "phases": {"batched": batched, "echo": echo, "kafka_rtt": rtt,
+                   **{share_key(share): point for share, point in shares.items()}, "latency": latency,
+                   "naive": naive, "strict_per_record": strict, "two_workers": two, "naive_two_workers": naive_two},
         "sweep": sweep,
         "model_backend": backend,
         "machine_reference": reference,
     }
+    result["targets"] = targets(result)
+    return result
 
 
 def headline(batched: dict[str, Any], latency: dict[str, Any], naive: dict[str, Any], strict: dict[str, Any]
              ) -> dict[str, float]:
     """The contract figures of a run: ``speedup_vs_naive`` against the conventional naive agent, the
-    strict per-record design's figure beside it."""
+    strict per-record design's figure beside it; ``p50_ms`` / ``p99_ms`` of the ``latency`` phase given
+    (``run_bench`` gives the one at 50 % of the saturation throughput)."""
 
     def ratio(baseline: dict[str, Any]) -> float:
         tps = float(baseline["throughput_tps"])
@@ -548,6 +611,30 @@ def plot_sweep(result: dict[str, Any], path: str) -> None:
     right.set(xlabel="offered load (tx/s)", ylabel="ms (send → scored record received)", title="latency",
               yscale="log")
     right.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_shares(result: dict[str, Any], path: str) -> None:
+    """p50/p99/p99.9 (send → scored record received) against the offered share of the run's capacity (PNG),
+    with the Kafka round trip without a worker at 50 % for the floor."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["latency_at_share"]
+    shares = [100 * r["share"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99"), ("p999_ms", "p99.9")):
+        ax.plot(shares, [r[key] for r in rows], "o-", label=label)
+    ax.axhline(result["kafka_rtt_p99_ms"], color="grey", linestyle=":", label="Kafka round trip p99 (no worker)")
+    ax.set(xlabel=f"offered load, % of saturation ({result['throughput_tps']:,.0f} tx/s)",
+           ylabel="ms (send → scored record received)", yscale="log",
+           title="latency at a share of capacity")
+    ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -42,20 +42,23 @@ def _scoring(args: argparse.Namespace) -> int:
 
 def _register_e2e(benches: BenchCommands) -> None:
     parser = benches.add_parser(
-        "e2e", help="whole pipeline: saturation throughput, latency at a fixed load, speed-up over a naive agent"
+        "e2e", help="whole pipeline: saturation throughput against the echo ceiling, latency at shares of it and the "
+        "Kafka round trip, speed-up over a naive agent"
     )
     parser.add_argument("--transactions", type=positive_int, default=60_000, help="saturation backlog (default 60000)")
     parser.add_argument("--naive-transactions", type=positive_int, default=3_000,
                         help="backlog of each per-record baseline, naive and strict (default 3000)")
     parser.add_argument("--rate", type=positive_float, default=5_000.0,
-                        help="offered load for latency (default 5000/s)")
+                        help="a fixed offered load for latency, besides the shares of capacity (default 5000/s)")
     parser.add_argument("--seconds", type=positive_float, default=10.0,
-                        help="duration of a fixed-load phase (default 10)")
+                        help="duration of each fixed-load phase and of the Kafka round trip (default 10)")
     parser.add_argument("--sweep", default="", help="extra offered loads, e.g. 1000,2500,7500,10000")
     parser.add_argument("--batch", type=positive_int, default=512, help="worker micro-batch size (default 512)")
     parser.add_argument("--scale-out", action="store_true",
                         help="also measure two workers sharing the partitions (batched pipeline and naive agent)")
     parser.add_argument("--plot", default=None, metavar="PNG", help="with --sweep: plot throughput/latency vs load")
+    parser.add_argument("--share-plot", default=None, metavar="PNG",
+                        help="plot latency against the offered share of the run's saturation throughput")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     parser.set_defaults(handler=_e2e)
 
@@ -89,5 +92,10 @@ def _e2e(args: argparse.Namespace) -> int:
 
         plot_sweep(result, args.plot)
         print(f"[bench e2e] plot written to {args.plot}", file=sys.stderr)
+    if args.share_plot:
+        from fraudstream.bench.e2e import plot_shares
+
+        plot_shares(result, args.share_plot)
+        print(f"[bench e2e] plot written to {args.share_plot}", file=sys.stderr)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 1 if result["lost"] else 0  # a benchmark that lost transactions measured a broken pipeline

@@ -51,7 +51,11 @@ def _worker(args: argparse.Namespace) -> int:
     require_redis(settings)
     require_model(settings)
     path_factory = None
-    if settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e), resolved here
+    if settings.pipeline_mode == "echo":  # the benchmark's pass-through ceiling (fraudstream bench e2e)
+        from fraudstream.bench.echo import echo_path
+
+        path_factory = echo_path
+    elif settings.pipeline_mode != "batched":  # a benchmark baseline (fraudstream bench e2e), resolved here
         from functools import partial
 
         from fraudstream.bench.baselines import baseline_path
