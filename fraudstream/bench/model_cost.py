@@ -7,7 +7,7 @@ their number of rounds is realistic), exported with ``training.export.write_save
 back and timed alternately, best of ``--repeats``, at batch 256 (the worker's micro-batch) and batch 1.
 
     nice -n 10 .venv/bin/python -m fraudstream.bench.model_cost \
-        --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet --json
+        --input PATH/TO/fdh/transactions-2018-04-01_2018-07-31.parquet --json
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ protocol (``training.dataset.make_fold``'s card removal, ``training.metrics``) w
 - ``labels-only``: scenario 1 and known-terminal scenario 2 only (no card-level detection).
 
     .venv/bin/python -m fraudstream.bench.quality_ceiling \
-        --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet
+        --input PATH/TO/fdh/transactions-2018-04-01_2018-07-31.parquet
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Variants:
 Example (the machine is shared: nice, and two TensorFlow threads)::
 
     nice -n 10 .venv/bin/python -m fraudstream.bench.quality_lab \
-        --input ../shared/data/fdh/transactions-2018-04-01_2018-07-31.parquet \
+        --input PATH/TO/fdh/transactions-2018-04-01_2018-07-31.parquet \
         --config '{"ensemble": 1}' --seeds 42,43 --name "1 seed" --json
 """
 
