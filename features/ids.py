@@ -32,15 +32,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
+from features.calls import call_functions
 from features.cluster import ClusterChannel
-from features.errors import FeatureScriptError, FeatureStoreUnavailable
-from features.resp import RespChannel, ScriptReplyError, pack_commands
+from features.resp import RespChannel, pack_commands
 
 ClaimStatus = Literal["new", "repeat", "conflict"]
 
@@ -130,21 +130,9 @@ class TransactionIds:
         await self._call(pack_commands([[b"FUNCTION", b"LOAD", b"REPLACE", _LIBRARY.encode()]]), 1, reload=False)
 
     async def _call(self, payload: bytes, count: int, *, reload: bool = True) -> list[bytes | int]:
-        for attempt in (0, 1):
-            try:
-                return await self._channel.call_packed(payload, count)
-            except ScriptReplyError as exc:
-                if exc.transient:
-                    raise FeatureStoreUnavailable(str(exc)) from exc
-                if reload and attempt == 0 and exc.noscript:
-                    await self.load_scripts()  # safe to replay: claims and outcomes are idempotent
-                    continue
-                raise FeatureScriptError(str(exc)) from exc
-            except (RedisError, OSError) as exc:
-                msg = f"redis: {exc}"
-                raise FeatureStoreUnavailable(msg) from exc
-        msg = "unreachable"
-        raise AssertionError(msg)
+        # safe to replay after a reload: claims and outcomes are idempotent
+        return await call_functions(partial(self._channel.call_packed, payload, count),
+                                    reload=self.load_scripts if reload else None)
 
     def _claims_payload(self, claims: Sequence[Claim]) -> bytes:
         head, px = self._key_head, self._px

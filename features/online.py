@@ -20,12 +20,12 @@ import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError
 
+from features.calls import call_functions
 from features.cluster import ClusterChannel, ClusterLane
 from features.definitions import FEATURE_LIST, DelayedLabelRisk, FeatureList
 from features.derive import RawGetter, derive_entity
-from features.errors import FeatureScriptError, FeatureStoreUnavailable
+from features.errors import FeatureScriptError
 from features.events import LabelEvent, TransactionEvent
 from features.plan import (
     EntityPlan,
@@ -34,7 +34,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
-from features.resp import OrderedLane, RespChannel, ScriptReplyError, SentBatch, WireFactory, pack_commands
+from features.resp import OrderedLane, RespChannel, SentBatch, WireFactory, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
 
@@ -301,15 +301,8 @@ class RedisFeatureStore:
 
     async def load_scripts(self) -> None:
         """FUNCTION LOAD the library (again when Redis lost it, e.g. a restart without persistence)."""
-        try:
-            await self._channel.call_many([[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]])
-        except ScriptReplyError as exc:
-            if exc.transient:
-                raise FeatureStoreUnavailable(str(exc)) from exc
-            raise FeatureScriptError(str(exc)) from exc
-        except (RedisError, OSError) as exc:
-            msg = f"redis: {exc}"
-            raise FeatureStoreUnavailable(msg) from exc
+        await call_functions(partial(self._channel.call_many,
+                                     [[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]]))
 
     async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
         return await self._replies(partial(self._channel.call_packed, payload, count))
@@ -319,23 +312,7 @@ class RedisFeatureStore:
     ) -> list[bytes | int]:
         """``call()``'s replies; lost functions are reloaded and the batch replayed once (safe: every
         function is idempotent per transaction id). ``refused`` runs when Redis refused the batch."""
-        for attempt in (0, 1):
-            try:
-                return await call()
-            except ScriptReplyError as exc:
-                refused()
-                if exc.transient:
-                    # e.g. LOADING after a restart: retrying the batch later is right (idempotent)
-                    raise FeatureStoreUnavailable(str(exc)) from exc
-                if attempt == 0 and exc.noscript:
-                    await self.load_scripts()
-                    continue
-                raise FeatureScriptError(str(exc)) from exc
-            except (RedisError, OSError) as exc:
-                msg = f"redis: {exc}"
-                raise FeatureStoreUnavailable(msg) from exc
-        msg = "unreachable"
-        raise AssertionError(msg)
+        return await call_functions(call, reload=self.load_scripts, refused=refused)
 
     def _transaction_payload(self, events: Sequence[TransactionEvent], numbers: npt.NDArray[np.float64]) -> bytes:
         """RESP frames of every (transaction, entity) FCALL, built with one %-format per command.
