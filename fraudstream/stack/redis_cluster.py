@@ -117,6 +117,28 @@ def cluster_healthy(ports: list[int]) -> bool:
     return True
 
 
+def replicas_in_slots(port: int) -> int:
+    """Replicas listed beside their primaries in ``CLUSTER SLOTS`` (what a cluster client discovers); a
+    replica joins by gossip after ``--cluster create`` returns, so this lags ``cluster_state:ok``."""
+    client = _node(port)
+    try:
+        slots = client.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
+    return sum(max(0, len(entry) - 3) for entry in slots or [])
+
+
+def wait_replicas_listed(port: int, expected: int, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while replicas_in_slots(port) < expected:
+        if time.monotonic() > deadline:
+            msg = f"the Redis Cluster lists fewer than {expected} replicas after {timeout_s:.0f}s"
+            raise StackError(msg)
+        time.sleep(0.2)
+
+
 def wait_cluster_healthy(ports: list[int], *, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -204,6 +226,8 @@ class LocalRedisCluster:
             self._create(state, timeout_s)
             wait_cluster_healthy([n.port for n in state.nodes], timeout_s=timeout_s,
                                  alive=lambda: all(process.is_alive(n.pid) for n in state.nodes))
+            # up means a client sees the whole topology, replicas included (they attach just after)
+            wait_replicas_listed(state.nodes[0].port, primaries * replicas, timeout_s=timeout_s)
         except BaseException:
             self.down()
             raise
