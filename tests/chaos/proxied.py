@@ -19,11 +19,13 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from config.settings import Topics
 from fraudstream.stack import LocalStack
 from fraudstream.stack.kafka import Listener
 from fraudstream.stack.process import free_port
 from fraudstream.stack.toxiproxy import ToxiproxyClient, ToxiproxyServer
-from tests.fixtures.topics import Collected, Collector
+from fraudstream.workers import WorkerProcess
+from tests.fixtures.topics import Collected, Collector, wait_caught_up
 
 
 @dataclass(frozen=True)
@@ -149,3 +151,15 @@ async def wait_recovered(collector: Collector, phase: Phase, *, timeout_s: float
 
 async def sleep_until(moment: float) -> None:
     await asyncio.sleep(max(0.0, moment - time.time()))
+
+
+async def drain(collector: Collector, ids: set[str], kafka: str, group: str, topics: Topics, worker: WorkerProcess,
+                port: int) -> tuple[Collected, dict[str, float]]:
+    """After a fault test's traffic: every transaction scored, the worker's group caught up on both topics
+    (offsets committed), the worker's metrics, and the worker still alive."""
+    out = await collector.wait(lambda o: ids <= o.scored.keys(), 120, "every transaction", worker=worker)
+    await wait_caught_up(kafka, group, topics.transactions, timeout_s=60)
+    await wait_caught_up(kafka, group, topics.labels, timeout_s=60)
+    metrics = scrape(port)
+    assert worker.alive(), worker.tail(40)
+    return out, metrics

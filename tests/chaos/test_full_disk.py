@@ -30,9 +30,9 @@ import redis
 
 from fraudstream.stack import process
 from fraudstream.stack.redis import redis_command, wait_healthy
-from tests.chaos.proxied import backend_errors, scored_at, scrape
+from tests.chaos.proxied import backend_errors, drain, scored_at
 from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
-from tests.fixtures.topics import Collected, Collector, private_topics, produce, run_topics, wait_caught_up
+from tests.fixtures.topics import Collected, Collector, private_topics, produce, run_topics
 from tests.fixtures.workers import launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
@@ -138,12 +138,7 @@ async def stream_through_a_full_disk(
                                  "the stream to move again after the disk was freed", worker=worker)
             resumed_at = min(scored_at(r) for r in collector.out.scored.values() if scored_at(r) > freed_at)
             await producing
-            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
-                                       worker=worker)
-            await wait_caught_up(kafka, run, topics.transactions, timeout_s=60)
-            await wait_caught_up(kafka, run, topics.labels, timeout_s=60)
-            metrics = scrape(port)
-            assert worker.alive(), worker.tail(40)
+            out, metrics = await drain(collector, history.ids, kafka, run, topics, worker, port)
         finally:
             worker.stop()
     return Run(out, metrics, during, filled_at, refused_at, freed_at, resumed_at)

@@ -37,6 +37,7 @@ from tests.chaos.proxied import (
     Phase,
     Proxies,
     backend_errors,
+    drain,
     fcall_calls,
     scored_at,
     scrape,
@@ -124,12 +125,7 @@ async def stream_with_faults(
             for fault_name, toxic, seconds in faults:
                 phases.append(await fault(collector, worker, fault_name, toxic, seconds))
             await producing
-            out = await collector.wait(lambda o: history.ids <= o.scored.keys(), 120, "every transaction",
-                                       worker=worker)
-            await wait_caught_up(kafka, run, topics.transactions, timeout_s=60)
-            await wait_caught_up(kafka, run, topics.labels, timeout_s=60)
-            metrics = scrape(port)
-            assert worker.alive(), worker.tail(40)
+            out, metrics = await drain(collector, history.ids, kafka, run, topics, worker, port)
         finally:
             worker.stop()
     for phase in phases:
