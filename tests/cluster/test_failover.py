@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -22,14 +21,6 @@ from fraudstream.stack.redis_cluster import ClusterState, LocalRedisCluster
 from training.simulated import load_simulated
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
 
 
 def replicated(port: int) -> bool:

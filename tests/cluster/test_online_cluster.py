@@ -5,11 +5,9 @@ MOVED after a slot migration."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
-import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster
 
@@ -20,14 +18,6 @@ from features.offline import compute_offline
 from features.parity import TOLERANCE, compute_online, run_parity, transaction_events
 from fraudstream.stack.redis_cluster import ClusterState, LocalRedisCluster
 from training.simulated import load_simulated
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
 
 
 def prefix() -> str:

@@ -5,7 +5,7 @@ redelivery changes nothing, and the state gives the offline engine's features.""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -45,14 +45,6 @@ def worker(
     assert process.wait_ready(timeout_s=120), process.tail()
     yield process
     process.stop()
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster_url: str) -> AsyncIterator[RedisCluster]:
-    client = RedisCluster.from_url(redis_cluster_url)
-    await client.initialize()
-    yield client
-    await client.aclose()
 
 
 def minutes(n: int) -> datetime:
