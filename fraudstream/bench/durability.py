@@ -8,7 +8,8 @@ a Redis Cluster, without WAIT and with WAIT N, in alternating rounds over consec
 Without ``--redis-url`` it starts its own cluster with the stack's code (3 primaries, ``--replicas`` each, AOF
 on as ``stack up --redis-cluster 3`` runs them) in a temporary directory and stops it. Reports, per mode, the
 batch latency (p50, p99 over all batches of its rounds) and the rate (median over its rounds), and the
-differences. Progress goes to stderr; the last stdout line is JSON.
+differences; and WAIT alone (``round_trip``): SET versus SET + WAIT on one primary's connection, alternating.
+Progress goes to stderr; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -105,6 +106,40 @@ async def measure(url: str, cluster: bool, args: argparse.Namespace) -> dict[str
     return result
 
 
+async def round_trips(url: str, args: argparse.Namespace) -> dict[str, float]:
+    """WAIT alone: ``--probes`` round trips of ``SET marker`` and of ``SET marker; WAIT n t`` on one primary's
+    connection, alternating one by one; medians and p99 in microseconds."""
+    client = RedisConnection(url=url, cluster=True).client()
+    assert isinstance(client, RedisCluster)
+    await client.initialize()
+    node = client.get_primaries()[0]
+    conn = node.acquire_connection()
+    run = uuid.uuid4().hex[:8]
+    key = next(k for i in range(100_000)  # a key this primary owns
+               if (o := client.get_node_from_key(k := f"bench-wait:{run}:{i}")) and o.name == node.name)
+    times: dict[str, list[float]] = {"set": [], "set_wait": []}
+    try:
+        await conn.connect()  # type: ignore[no-untyped-call]
+        for i in range(2 * args.probes):
+            with_wait = i % 2 == 1
+            t0 = time.perf_counter()
+            await conn.send_command("SET", key, "1")
+            if with_wait:
+                await conn.send_command("WAIT", str(args.wait), str(args.timeout_ms))
+            await conn.read_response()
+            if with_wait:
+                await conn.read_response()
+            times["set_wait" if with_wait else "set"].append((time.perf_counter() - t0) * 1e6)
+        await conn.send_command("DEL", key)
+        await conn.read_response()
+    finally:
+        node.release(conn)
+        await client.aclose()
+    return {"set_p50_us": round(statistics.median(times["set"])), "set_p99_us": round(percentile(times["set"], 0.99)),
+            "set_wait_p50_us": round(statistics.median(times["set_wait"])),
+            "set_wait_p99_us": round(percentile(times["set_wait"], 0.99)), "probes": args.probes}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print the JSON result as the last line")
@@ -117,6 +152,7 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=5120, help="transactions per round")
     parser.add_argument("--rounds", type=int, default=6, help="rounds, alternating without / with WAIT")
     parser.add_argument("--warm", type=int, default=2560, help="transactions applied first, not measured")
+    parser.add_argument("--probes", type=int, default=2000, help="round trips of SET and of SET + WAIT each")
     args = parser.parse_args()
     with ExitStack() as stack:
         url = args.redis_url
@@ -126,6 +162,7 @@ def main() -> int:
             stack.callback(cluster.down)
             url = cluster.up(3, args.replicas, timeout_s=120).url
         result = asyncio.run(measure(url, True, args))
+        result["round_trip"] = asyncio.run(round_trips(url, args))
     result["command"] = " ".join(["python -m fraudstream.bench.durability", *sys.argv[1:]])
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0

@@ -4,7 +4,8 @@ started by the stack's code; a fresh one per test):
 - a primary SIGKILLed mid-stream with WAIT on (``FRAUD_REDIS_WAIT_REPLICAS=1``): its replica is promoted, the
   stream pauses while the shard has no replica to confirm writes (``ReplicasBehind`` in the log), the killed
   node comes back as the promoted one's replica, and the stream goes on;
-- ``redis-cli --cluster reshard`` moving 600 slots between primaries mid-stream (MOVED / ASK), WAIT on;
+- ``redis-cli --cluster reshard`` moving ``RESHARD_SLOTS`` slots between primaries mid-stream (MOVED / ASK),
+  WAIT on;
 - the worker SIGKILLed mid-stream and restarted (the chaos suite's worker-kill case), default settings.
 
 Promise, each time: every transaction is scored (nothing lost), and the cluster's state equals the offline
@@ -43,6 +44,7 @@ __all__ = ["fresh_redis_cluster"]  # the fixture, used by name
 
 CARDS, PER_CARD = 150, 40  # 6,000 transactions (and ~300 labels), as the single-node worker-kill case
 FAULT_AFTER_SCORED = 800
+RESHARD_SLOTS = 600  # of a primary's 5,461
 
 Relaunch = Callable[[str], WorkerProcess]
 """Starts another worker with the same settings, logging to the named file."""
@@ -152,7 +154,7 @@ async def test_a_reshard_mid_stream_loses_nothing(
 
     async def reshard(worker: WorkerProcess, collector: Collector, _: Relaunch) -> WorkerProcess:
         before = len(collector.out.scored)
-        report = await asyncio.to_thread(cluster.reshard, source, target, 600)
+        report = await asyncio.to_thread(cluster.reshard, source, target, RESHARD_SLOTS)
         during.append(len(collector.out.scored) - before)
         assert "Moving slot" in report
         return worker
@@ -162,8 +164,8 @@ async def test_a_reshard_mid_stream_loses_nothing(
     assert during[0] > 0, "nothing was scored while the slots moved: the reshard did not overlap the stream"
     owned = redis.Redis(port=target).execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
     target_slots = sum(int(e[1]) - int(e[0]) + 1 for e in owned if int(e[2][1]) == target)
-    assert target_slots >= 5461 + 600, target_slots
-    print(f"{during[0]} ids scored while 600 slots moved")
+    assert target_slots >= 5461 + RESHARD_SLOTS, target_slots
+    print(f"{during[0]} ids scored while {RESHARD_SLOTS} slots moved")
 
 
 async def test_worker_sigkill_on_the_cluster_loses_nothing(
