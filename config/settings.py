@@ -88,6 +88,20 @@ class Settings(BaseSettings):
         "behind its newest transaction; repeats within it get the first result, conflicts are dead-lettered",
     )
     redis_password: SecretStr | None = None
+    redis_wait_replicas: int = Field(
+        default=0, ge=0, le=16,
+        description="0: Redis replicates asynchronously and a failover can lose writes a primary acknowledged "
+        "(docs/scaling.md, 'Redis: durability in a failover'). N > 0: every write round trip of a batch ends "
+        "with a marker write and WAIT N on the same connection, per primary it touched; the batch's offsets "
+        "are committed only after N replicas confirmed its state, and a shortfall is retried (the stream "
+        "pauses). Needs N replicas per primary; with exactly N, a shard pauses after a failover until a "
+        "replica is back",
+    )
+    redis_wait_timeout_ms: int = Field(
+        default=1000, ge=1, le=4000,
+        description="how long one WAIT waits for redis_wait_replicas replicas before the round counts as short "
+        "and is retried; below the Redis client's 5 s reply timeout (config/redis.py), which would cut it off",
+    )
 
     # --- worker ------------------------------------------------------------------------------------
     app_id: str = "fraudstream-worker"

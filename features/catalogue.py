@@ -87,7 +87,9 @@ SEMANTICS = """
   `<available_at>|<tx>`), with marks `l:<tx>` and a count `nl` in the terminal hash. Transaction ids are
   claimed apart from the feature state (`features.ids`): `fs:id:{x:<transaction_id>}` holds the first
   content's hash and position, then its published result. (`tests/test_docs.py` checks these names
-  against the store's.)
+  against the store's.) With `FRAUD_REDIS_WAIT_REPLICAS` > 0, `fs:durable` (one Redis) or
+  `fs:durable:{<slot tag>}` (a cluster: one key per primary, in a slot it owns) is the marker written
+  before each `WAIT` (`features/replication.py`): the value `1`, overwritten, no TTL.
   Keys carry a wall-clock TTL (retention + 2 days, refreshed at most hourly); fields are trimmed by
   event time (dedup after 24 h, counterparties after the longest window) every 3 days of event time or
   256 transactions of the entity, whichever comes first; tiles leave the blob as soon as they leave

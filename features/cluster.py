@@ -21,7 +21,10 @@ Redirections and failures, and why a retry is safe:
   functions keep the ids they applied and return the first vector for a repeat without changing state;
   a fraud label is stored per transaction id; an id claim of the same content answers ``repeat``, and
   ``outcome`` is HSETNX). Replication is asynchronous: a write acknowledged by a primary that dies before
-  its replica got it is lost (issue 19 item 2, not done here).
+  its replica got it is lost, unless the channel has a ``ReplicaWait`` (``features/replication.py``): a
+  confirmed call then ends each node's round with a marker write and ``WAIT`` on the same connection, and
+  the node's calls count as done only when enough replicas confirmed them. A round whose primary dies is
+  sent again whole to the promoted replica and confirmed there; a shortfall raises ``ReplicasBehind``.
 
 After every refresh the function libraries this channel loaded are loaded again on every primary (a
 promoted replica has them through replication, a new node would not).
@@ -36,10 +39,12 @@ from typing import Any
 
 import hiredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from features.replication import ReplicaWait
 from features.resp import ScriptReplyError, SentBatch, classify, connection_stream, pack_commands
 
 RETRYABLE = (b"MOVED", b"ASK", b"TRYAGAIN", b"CLUSTERDOWN", b"LOADING", b"MASTERDOWN", b"READONLY")
@@ -75,14 +80,18 @@ def routing_key(cmd: Command) -> bytes | None:
     return cmd[1]
 
 
-async def _node_round(node: ClusterNode, commands: Sequence[Command], asking: bool) -> list[Reply]:
+async def _node_round(
+    node: ClusterNode, commands: Sequence[Command], asking: bool, tail: Sequence[Command] = ()
+) -> list[Reply]:
     """One pipelined write of ``commands`` on one of ``node``'s connections and its replies, error replies
-    in place. With ``asking`` every command is preceded by ASKING (its +OK is dropped)."""
+    in place. With ``asking`` every command is preceded by ASKING (its +OK is dropped). ``tail`` (the
+    marker write and WAIT) follows on the same connection, as is; its replies come last."""
     framed: list[Command] = []
     for cmd in commands:
         if asking:
             framed.append([b"ASKING"])
         framed.append(cmd)
+    framed.extend(tail)
     conn: Any = node.acquire_connection()
     try:
         await conn.connect()
@@ -115,15 +124,23 @@ async def _node_round(node: ClusterNode, commands: Sequence[Command], asking: bo
         node.release(conn)
         raise
     node.release(conn)
-    return replies[1::2] if asking else replies
+    main, rest = replies[: len(framed) - len(tail)], replies[len(framed) - len(tail) :]
+    return (main[1::2] if asking else main) + rest
 
 
 class ClusterChannel:
     """``RespChannel`` on a Redis Cluster: ``call_packed`` / ``call_many`` / ``purge`` / ``close``."""
 
-    def __init__(self, client: RedisCluster, *, retry_window_s: float = 30.0) -> None:
+    def __init__(
+        self, client: RedisCluster, *, retry_window_s: float = 30.0, replicas: ReplicaWait | None = None
+    ) -> None:
         self._client = client
         self.retry_window_s = retry_window_s
+        self.replicas = replicas
+        """With ``confirm``, each node's round ends with the marker write and ``WAIT``."""
+        self._marker_slots: dict[str, int | None] = {}  # node name -> a slot it owns (the marker's key)
+        self.confirmed_rounds = 0
+        """Node rounds whose writes the replicas confirmed (observability, and the WAIT tests)."""
         self._libraries: dict[bytes, Command] = {}  # FUNCTION LOAD commands, loaded again after a refresh
         self.refreshes = 0
         self.resent_after_loss = 0
@@ -135,10 +152,12 @@ class ClusterChannel:
         if self._client.nodes_manager.default_node is None:
             await self._client.initialize()
 
-    async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
-        return await self.call_packed(pack_commands(commands), len(commands))
+    async def call_many(self, commands: Sequence[Sequence[bytes]], *, confirm: bool = False) -> list[bytes | int]:
+        return await self.call_packed(pack_commands(commands), len(commands), confirm=confirm)
 
-    async def call_packed(self, payload: bytes, count: int) -> list[bytes | int]:
+    async def call_packed(self, payload: bytes, count: int, *, confirm: bool = False) -> list[bytes | int]:
+        """The replies of ``count`` RESP-framed commands, each run on its slot's primary. With ``confirm`` (and
+        ``replicas``), a node's replies count only once its replicas confirmed the node's writes."""
         if not count:
             return []
         await self._ready()
@@ -148,7 +167,23 @@ class ClusterChannel:
         if any(routing_key(c) is None for c in commands):
             msg = "a cluster batch mixes keyed calls with calls for every primary"
             raise ValueError(msg)
-        return await self._routed(commands)
+        return await self._routed(commands, self.replicas if confirm else None)
+
+    def _marker_tail(self, node: ClusterNode, first: Command, asking: bool, wait: ReplicaWait) -> list[Command]:
+        """The marker write and WAIT for ``node``: the marker's key in a slot the node owns (its highest:
+        ``redis-cli --cluster reshard`` moves a node's lowest slots first), else (an importing node that
+        owns none yet) in the slot of the round's first call, after ASKING."""
+        if node.name not in self._marker_slots:
+            slots = self._client.nodes_manager.slots_cache
+            self._marker_slots[node.name] = next(
+                (s for s in range(16383, -1, -1) if (owners := slots.get(s)) and owners[0].name == node.name), None)
+        slot = self._marker_slots[node.name]
+        if slot is not None:
+            return wait.commands(slot)
+        key = routing_key(first)
+        assert key is not None
+        marker, wait_cmd = wait.commands(key_slot(key))
+        return [*([[b"ASKING"]] if asking else []), marker, wait_cmd]
 
     async def _broadcast(self, commands: list[Command]) -> list[bytes | int]:
         """Every primary runs ``commands`` (FUNCTION LOAD); the first primary's replies are returned."""
@@ -178,7 +213,7 @@ class ClusterChannel:
         _raise(errors, len(commands))
         return [b"" if isinstance(r, hiredis.ReplyError) else r for r in first]
 
-    async def _routed(self, commands: list[Command]) -> list[bytes | int]:
+    async def _routed(self, commands: list[Command], wait: ReplicaWait | None = None) -> list[bytes | int]:
         count = len(commands)
         replies: list[bytes | int] = [b""] * count
         errors: list[bytes] = []
@@ -203,8 +238,13 @@ class ClusterChannel:
                 groups.setdefault((node.name, i in asking), []).append(i)
             unroutable = groups.pop(("", False), [])
             order = list(groups)
+            tails = {
+                (name, ask): self._marker_tail(nodes[name], commands[groups[(name, ask)][0]], ask, wait)
+                for name, ask in order
+            } if wait is not None else {}
             results = await asyncio.gather(
-                *(_node_round(nodes[name], [commands[i] for i in groups[(name, ask)]], ask) for name, ask in order),
+                *(_node_round(nodes[name], [commands[i] for i in groups[(name, ask)]], ask, tails.get((name, ask), ()))
+                  for name, ask in order),
                 return_exceptions=True,
             )
             retry = list(unroutable)
@@ -221,6 +261,20 @@ class ClusterChannel:
                     continue
                 if isinstance(result, BaseException):
                     raise result
+                if wait is not None:
+                    tail = result[len(idxs) :]
+                    result = result[: len(idxs)]
+                    marker = tail[-2]
+                    if isinstance(marker, hiredis.ReplyError):
+                        # the marker's slot moved (or is moving): its WAIT proves nothing; the node's calls
+                        # are sent again (idempotent) with a marker in a slot of the refreshed topology
+                        retry += idxs
+                        refresh = True
+                        last_problem = f"{name}: marker {marker}"
+                        continue
+                    # every other node's replies are dropped too: the caller sends the whole batch again
+                    wait.check(tail[-1], f"redis cluster node {name}")
+                    self.confirmed_rounds += 1
                 for i, reply in zip(idxs, result, strict=True):
                     if not isinstance(reply, hiredis.ReplyError):
                         replies[i] = reply
@@ -251,6 +305,7 @@ class ClusterChannel:
     async def _refresh(self, *, reload: bool = True) -> None:
         """Read the topology again; load this channel's libraries on every primary of the new topology."""
         self.refreshes += 1
+        self._marker_slots.clear()
         try:
             await self._client.nodes_manager.initialize()
         except RedisError:
@@ -293,8 +348,9 @@ class ClusterLane:
     features (the single-node lane does that); a batch that fails stays queued and runs again first.
     """
 
-    def __init__(self, channel: ClusterChannel) -> None:
+    def __init__(self, channel: ClusterChannel, *, confirm: bool = False) -> None:
         self._channel = channel
+        self._confirm = confirm
         self._queue: list[SentBatch] = []
         self._refused: dict[int, ScriptReplyError] = {}
         self._lock = asyncio.Lock()
@@ -312,7 +368,7 @@ class ClusterLane:
                     raise RuntimeError(msg)
                 head = self._queue[0]
                 try:
-                    replies = await self._channel.call_packed(head.payload, head.count)
+                    replies = await self._channel.call_packed(head.payload, head.count, confirm=self._confirm)
                 except ScriptReplyError as exc:
                     # Redis answered with errors: the batch was read, as on the single-node lane
                     self._queue.pop(0)

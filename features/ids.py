@@ -40,6 +40,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from features.calls import call_functions
 from features.cluster import ClusterChannel
+from features.replication import ReplicaWait
 from features.resp import RespChannel, pack_commands
 
 ClaimStatus = Literal["new", "repeat", "conflict"]
@@ -107,7 +108,8 @@ class TransactionIds:
     """The id records of one key prefix (the feature store's base prefix: ``<prefix>:id:{x:<id>}``)."""
 
     def __init__(
-        self, client: aioredis.Redis | RedisCluster, *, key_prefix: str = "fs", horizon_s: float = 86_400.0
+        self, client: aioredis.Redis | RedisCluster, *, key_prefix: str = "fs", horizon_s: float = 86_400.0,
+        wait_replicas: int = 0, wait_timeout_ms: int = 1000,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             msg = f"key_prefix {key_prefix!r} must not contain a hash tag"
@@ -120,7 +122,13 @@ class TransactionIds:
         self._key_head = f"{key_prefix}:id:{{x:".encode()
         self._px = str(self.horizon_ms).encode()
         # on a cluster, each claim goes to its id's slot owner (features/cluster.py)
-        self._channel = ClusterChannel(client) if isinstance(client, RedisCluster) else RespChannel(client)
+        # With wait_replicas, stored results are confirmed by replicas before they count
+        # (features/replication.py); claims are not: a lost claim is made again by the redelivery, and the
+        # marker written with a later result on the same node covers the claim too.
+        replicas = ReplicaWait(wait_replicas, wait_timeout_ms, key_prefix) if wait_replicas else None
+        self._channel: ClusterChannel | RespChannel = (
+            ClusterChannel(client, replicas=replicas) if isinstance(client, RedisCluster)
+            else RespChannel(client, replicas=replicas))
 
     def key(self, transaction_id: str) -> bytes:
         return self._key_head + transaction_id.encode() + b"}"
@@ -129,9 +137,11 @@ class TransactionIds:
         """FUNCTION LOAD the id functions (again when Redis lost them)."""
         await self._call(pack_commands([[b"FUNCTION", b"LOAD", b"REPLACE", _LIBRARY.encode()]]), 1, reload=False)
 
-    async def _call(self, payload: bytes, count: int, *, reload: bool = True) -> list[bytes | int]:
+    async def _call(
+        self, payload: bytes, count: int, *, reload: bool = True, confirm: bool = False
+    ) -> list[bytes | int]:
         # safe to replay after a reload: claims and outcomes are idempotent
-        return await call_functions(partial(self._channel.call_packed, payload, count),
+        return await call_functions(partial(self._channel.call_packed, payload, count, confirm=confirm),
                                     reload=self.load_scripts if reload else None)
 
     def _claims_payload(self, claims: Sequence[Claim]) -> bytes:
@@ -175,7 +185,7 @@ class TransactionIds:
             key = head + transaction_id.encode() + b"}"
             parts.append(b"*5\r\n$5\r\nFCALL\r\n$23\r\nfraudstream_ids_outcome\r\n$1\r\n1\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
                          % (len(key), key, len(outcome), outcome))
-        await self._call(b"".join(parts), len(outcomes))
+        await self._call(b"".join(parts), len(outcomes), confirm=True)
 
     async def purge(self) -> int:
         """Delete every id record under this prefix (SCAN + UNLINK; never FLUSHALL)."""

@@ -34,6 +34,7 @@ from features.plan import (
     compute_stateless,
     to_cents,
 )
+from features.replication import ReplicaWait
 from features.resp import OrderedLane, RespChannel, SentBatch, WireFactory, pack_commands
 
 ENTITY_TAG = {"card": "c", "terminal": "t"}
@@ -272,6 +273,8 @@ class RedisFeatureStore:
         trim_count: int = 256,
         ttl_s: float | None = None,
         wire: WireFactory | None = None,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 1000,
     ) -> None:
         if "{" in key_prefix or "}" in key_prefix:
             msg = f"key_prefix {key_prefix!r} must not contain a hash tag"
@@ -291,12 +294,20 @@ class RedisFeatureStore:
         self._label_function = label_name.encode()
         self._channel: RespChannel | ClusterChannel
         self._lane: OrderedLane | ClusterLane
+        # With wait_replicas, every write round trip is confirmed by that many replicas before its replies
+        # count (features/replication.py): a batch is acked only after its state is on a replica.
+        replicas = ReplicaWait(wait_replicas, wait_timeout_ms, key_prefix) if wait_replicas else None
+        self.replicas = replicas
+        self._confirm_after_lane = False
         if isinstance(redis_client, RedisCluster):  # calls routed by slot (features/cluster.py)
-            self._channel = ClusterChannel(redis_client)
-            self._lane = ClusterLane(self._channel)
+            self._channel = ClusterChannel(redis_client, replicas=replicas)
+            self._lane = ClusterLane(self._channel, confirm=True)
         else:
-            self._channel = RespChannel(redis_client, wire=wire)
+            self._channel = RespChannel(redis_client, wire=wire, replicas=replicas)
             self._lane = OrderedLane(redis_client, wire=wire)
+            # the lane's connection carries the next batch behind this one: a WAIT on it would hold that
+            # batch back; on one node a marker and WAIT on another connection cover the same writes
+            self._confirm_after_lane = replicas is not None
         self._ne = len(self.plan.entities)
 
     async def load_scripts(self) -> None:
@@ -305,7 +316,7 @@ class RedisFeatureStore:
                                      [[b"FUNCTION", b"LOAD", b"REPLACE", self._library.encode()]]))
 
     async def _run(self, payload: bytes, count: int) -> list[bytes | int]:
-        return await self._replies(partial(self._channel.call_packed, payload, count))
+        return await self._replies(partial(self._channel.call_packed, payload, count, confirm=True))
 
     async def _replies(
         self, call: Callable[[], Awaitable[list[bytes | int]]], refused: Callable[[], None] = lambda: None
@@ -372,7 +383,10 @@ class RedisFeatureStore:
         async def receive() -> list[bytes | int]:
             if pending.sent is None:
                 pending.sent = await self._lane.send(pending.payload, pending.count)
-            return await self._lane.receive(pending.sent)
+            replies = await self._lane.receive(pending.sent)
+            if self._confirm_after_lane:  # a shortfall raises; the retry reads the kept replies, confirms again
+                await self._channel.call_packed(b"", 0, confirm=True)
+            return replies
 
         def refused() -> None:
             # Redis refused the batch (its replies were read; later batches are unaffected): it is sent

@@ -15,13 +15,16 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+if TYPE_CHECKING:
+    from features.replication import ReplicaWait
 
 # Error replies that describe the server's state, not the command: the same batch can succeed later
 # (LOADING while Redis replays its AOF/RDB after a restart, BUSY while a script runs too long, a replica
@@ -60,15 +63,26 @@ def pack_commands(commands: Sequence[Sequence[bytes]]) -> bytes:
 class RespChannel:
     """Sends many commands in one write and reads all their replies (bulk strings, integers, errors)."""
 
-    def __init__(self, client: aioredis.Redis, *, wire: WireFactory | None = None) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, wire: WireFactory | None = None, replicas: ReplicaWait | None = None
+    ) -> None:
         self._client = client
         self._new_wire = wire or hiredis_wire
+        self.replicas = replicas
+        """With ``confirm``, calls end with the marker write and ``WAIT`` (features/replication.py)."""
 
-    async def call_many(self, commands: Sequence[Sequence[bytes]]) -> list[bytes | int]:
-        return await self.call_packed(pack_commands(commands), len(commands))
+    async def call_many(self, commands: Sequence[Sequence[bytes]], *, confirm: bool = False) -> list[bytes | int]:
+        return await self.call_packed(pack_commands(commands), len(commands), confirm=confirm)
 
-    async def call_packed(self, payload: bytes, count: int) -> list[bytes | int]:
-        """Send ``count`` already RESP-framed commands in one write and read their replies."""
+    async def call_packed(self, payload: bytes, count: int, *, confirm: bool = False) -> list[bytes | int]:
+        """Send ``count`` already RESP-framed commands in one write and read their replies. With ``confirm``
+        (and ``replicas``), the replicas confirm every write this Redis ran before the replies return (on
+        one node, the marker covers the writes of any connection: its replication offset is the node's);
+        ``count`` may then be 0."""
+        wait = self.replicas if confirm else None
+        if wait is not None:
+            payload += pack_commands(wait.commands())
+            count += 2
         if not count:
             return []
         pool = self._client.connection_pool
@@ -84,6 +98,9 @@ class RespChannel:
             raise
         await pool.release(conn)
         _raise_errors(errors, count)
+        if wait is not None:
+            wait.check(replies[-1], "redis")
+            del replies[-2:]
         return replies
 
     async def purge(self, pattern: str) -> int:

@@ -154,11 +154,19 @@ class WorkerRuntime(Service):
         settings = self.settings
         client = settings.redis.client()
         await self._opened("Redis client", client.aclose, client.ping())
+        # WAIT (features/replication.py): the features, labels and stored results of a batch are confirmed by
+        # replicas before the calls return, so before the batch is acked (_finish_batch)
+        wait, wait_ms = settings.redis_wait_replicas, settings.redis_wait_timeout_ms
         features = RedisFeatureStore(client, key_prefix=settings.feature_key_prefix,
-                                     dedup_horizon_s=settings.dedup_horizon_s)
+                                     dedup_horizon_s=settings.dedup_horizon_s, wait_replicas=wait,
+                                     wait_timeout_ms=wait_ms)
         await self._opened("feature store", features.close, features.load_scripts())
-        ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s)
+        ids = TransactionIds(client, key_prefix=settings.feature_key_prefix, horizon_s=settings.dedup_horizon_s,
+                             wait_replicas=wait, wait_timeout_ms=wait_ms)
         await ids.load_scripts()
+        if settings.redis_wait_replicas:
+            log.info("Redis writes confirmed by %d replica(s) (WAIT, %d ms) before a batch is acked",
+                     settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
         self.monitoring = WorkerMonitoring.start(settings, redis=client, feature_names=FEATURE_LIST.names)
         self._closers.append(("monitoring (drift sketch flush, /metrics)", self.monitoring.close))
         metrics = self.monitoring.metrics

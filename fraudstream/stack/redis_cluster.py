@@ -117,6 +117,16 @@ def cluster_healthy(ports: list[int]) -> bool:
     return True
 
 
+def node_id(port: int) -> str:
+    """The cluster node id of the node on ``port`` (``CLUSTER MYID``)."""
+    client = _node(port)
+    try:
+        raw = client.execute_command("CLUSTER", "MYID")  # type: ignore[no-untyped-call]
+    finally:
+        client.close()
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 def replicas_in_slots(port: int) -> int:
     """Replicas listed beside their primaries in ``CLUSTER SLOTS`` (what a cluster client discovers); a
     replica joins by gossip after ``--cluster create`` returns, so this lags ``cluster_state:ok``."""
@@ -272,6 +282,42 @@ class LocalRedisCluster:
                 process.stop(node.pid, timeout_s=5)  # reaps it
                 node.pid = None
         self._save(state)
+
+    def start_node(self, port: int, *, timeout_s: float = 30.0) -> None:
+        """Start a stopped node again on its port and data directory: with its ``nodes.conf`` it rejoins the
+        cluster (a primary that was failed over comes back as a replica of the promoted one)."""
+        state = self.load()
+        node = next((n for n in state.nodes if n.port == port), None)
+        if node is None:
+            msg = f"no node on port {port} in this cluster"
+            raise StackError(msg)
+        if process.is_alive(node.pid):
+            return
+        node.pid = process.spawn(
+            node_command(port, self.directory / str(port), self.logs / f"redis-cluster-{port}.log",
+                         appendonly=self.appendonly),
+            log_path=self.logs / f"redis-cluster-{port}.stdout.log",
+        )
+        self._save(state)
+        wait_node_answers(port, timeout_s=timeout_s, pid=node.pid)
+
+    def reshard(self, source_port: int, target_port: int, slots: int, *, timeout_s: float = 300.0) -> str:
+        """Move ``slots`` slots (the source's lowest first) and their keys from one primary to another with
+        ``redis-cli --cluster reshard``, while clients keep writing (MOVED / ASK); returns redis-cli's output."""
+        source, target = node_id(source_port), node_id(target_port)
+        argv = [redis_cli_binary(), "--cluster", "reshard", f"127.0.0.1:{source_port}", "--cluster-from", source,
+                "--cluster-to", target, "--cluster-slots", str(slots), "--cluster-yes"]
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired as exc:
+            msg = f"redis-cli --cluster reshard did not finish within {timeout_s:.0f}s"
+            raise StackError(msg) from exc
+        (self.logs / "redis-cluster-reshard.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0 or "[ERR]" in done.stdout:
+            tail = (done.stdout + done.stderr).strip().splitlines()[-3:]
+            msg = f"redis-cli --cluster reshard failed (exit {done.returncode}): {' | '.join(tail)}"
+            raise StackError(msg)
+        return done.stdout
 
     def status(self) -> dict[str, object]:
         state = self.load()
