@@ -88,6 +88,14 @@ def stop(pid: int | None, *, timeout_s: float = 30.0) -> bool:
     return True
 
 
+def kill(pid: int) -> None:
+    """SIGKILL the process group at once (a crash, for fault tests: no graceful shutdown) and reap it."""
+    _signal_group(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _signal_group(pid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pid, sig)
