@@ -134,9 +134,10 @@ async def test_the_partition_leader_killed_mid_stream_loses_nothing_and_counts_n
                 print(f"broker {victim} back in every ISR {time.monotonic() - restarted:.1f}s after its start")
 
     redelivered = out.scored_total - len(out.scored)
+    resumed = min((out.first_scored_at[tx] for tx in after_kill), default=killed_at) - killed_at
     print(f"{len(out.scored)} ids in {out.scored_total} scored records ({redelivered} redelivered); "
-          f"{len(after_kill)} of the victim's pending transactions scored after the kill; kafka errors "
-          f"{backend_errors(metrics, 'kafka')}")
+          f"{len(after_kill)} of the victim's pending transactions scored after the kill, the first {resumed:.1f}s "
+          f"after it; kafka errors {backend_errors(metrics, 'kafka')}")
     # Nothing lost, one outcome per id (after de-duplication by id), none dead-lettered.
     assert set(out.scored) == history.ids and not out.dead, out.dead_reasons()
     assert after_kill, "no transaction of the killed leader's partitions was scored after it died"
