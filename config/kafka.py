@@ -39,6 +39,10 @@ class KafkaConnection:
     sasl_password: SecretStr | None = field(default=None, repr=False)
     ssl_cafile: Path | None = None
     request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
+    replication_factor: int = 1
+    """Replicas of the topics ``ensure_topics`` creates through this connection (3 on a three-broker cluster)."""
+    min_insync_replicas: int | None = None
+    """Their ``min.insync.replicas``: the replicas an ``acks=all`` write must reach (None: the broker's default)."""
 
     def _ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ssl_cafile) if self.ssl_cafile else None)
@@ -128,17 +132,34 @@ async def assign_at_end(consumer: AIOKafkaConsumer, kafka: KafkaConnection | str
         await consumer.position(tp)
 
 
-async def ensure_topics(kafka: KafkaConnection | str, topics: dict[str, int]) -> list[str]:
-    """Create the topics (name → partitions, replication 1) that do not exist yet; returns those created."""
-    from aiokafka.admin import NewTopic
+TOPIC_ALREADY_EXISTS = 36
+"""Kafka's error code when another client created the topic first (not an error here)."""
 
-    admin = as_connection(kafka).admin(request_timeout_ms=10_000)
+
+async def ensure_topics(kafka: KafkaConnection | str, topics: dict[str, int]) -> list[str]:
+    """Create the topics (name → partitions) that do not exist yet, replicated as the connection says
+    (``replication_factor``, ``min.insync.replicas``; a bare bootstrap: one replica, the broker's default);
+    returns those created. Existing topics are left as they are. A refusal (e.g. more replicas than brokers)
+    raises."""
+    from aiokafka.admin import NewTopic
+    from aiokafka.errors import KafkaError
+
+    connection = as_connection(kafka)
+    replication_factor, min_isr = connection.replication_factor, connection.min_insync_replicas
+    configs = {} if min_isr is None else {"min.insync.replicas": str(min_isr)}
+    admin = connection.admin(request_timeout_ms=10_000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(name, partitions, 1) for name, partitions in topics.items() if name not in existing]
+        missing = [NewTopic(name, partitions, replication_factor, topic_configs=configs)
+                   for name, partitions in topics.items() if name not in existing]
         if missing:
-            await admin.create_topics(missing)
+            response = await admin.create_topics(missing)
+            refused = [f"{error[0]}: {error[2] if len(error) > 2 else error[1]}"
+                       for error in response.topic_errors if error[1] not in (0, TOPIC_ALREADY_EXISTS)]
+            if refused:
+                msg = f"Kafka refused to create topics ({replication_factor} replicas): {'; '.join(refused)}"
+                raise KafkaError(msg)
         return [t.name for t in missing]
     finally:
         await admin.close()

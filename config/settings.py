@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     topics: Topics = Topics()
     transactions_partitions: int = Field(default=4, ge=1, le=1024)
+    kafka_replication_factor: int = Field(
+        default=1, ge=1, le=16,
+        description="replicas of the topics fraudstream creates (its own and faust's); `stack up --brokers 3` "
+        "sets 3",
+    )
+    kafka_min_insync_replicas: int | None = Field(
+        default=None, ge=1, le=16,
+        description="min.insync.replicas of the topics fraudstream creates: an acks=all write is acknowledged "
+        "once this many replicas have it; unset: the broker's default; `stack up --brokers 3` sets 2",
+    )
     kafka_session_timeout_s: float = Field(
         default=60.0, ge=6.0, le=1800.0, description="consumer-group session: how soon a dead worker's partitions move"
     )
@@ -183,6 +193,7 @@ class Settings(BaseSettings):
             bootstrap=self.kafka_bootstrap, security_protocol=self.kafka_security_protocol,
             sasl_mechanism=self.kafka_sasl_mechanism, sasl_username=self.kafka_sasl_username,
             sasl_password=self.kafka_sasl_password, ssl_cafile=self.kafka_ssl_cafile,
+            replication_factor=self.kafka_replication_factor, min_insync_replicas=self.kafka_min_insync_replicas,
         )
 
     @property

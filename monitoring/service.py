@@ -95,7 +95,8 @@ class DriftMonitor:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._producer = self.options.connection.producer(acks="all")
+        # idempotent: a retried send after a leader change is neither duplicated nor reordered
+        self._producer = self.options.connection.producer(acks="all", enable_idempotence=True)
         await self._producer.start()
         self._tasks = [asyncio.create_task(self._supervised(self._consume), name="drift-consume"),
                        asyncio.create_task(self._evaluate_forever(), name="drift-evaluate")]

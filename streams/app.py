@@ -55,7 +55,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
         key_serializer="raw",
         processing_guarantee="at_least_once",
         consumer_auto_offset_reset="earliest",
-        topic_replication_factor=1,
+        # the topics faust creates itself (its assignor's leader topic): replicated like fraudstream's own
+        topic_replication_factor=settings.kafka_replication_factor,
         topic_partitions=settings.transactions_partitions,
         producer_acks=-1,
         producer_linger_ms=1,

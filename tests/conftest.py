@@ -6,4 +6,4 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.models"]
+pytest_plugins = ["tests.fixtures.stack", "tests.fixtures.models", "tests.fixtures.brokers"]

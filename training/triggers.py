@@ -124,7 +124,8 @@ class KafkaStatusPublisher:
 
     def __init__(self, kafka: KafkaConnection | str, topic: str) -> None:
         self.topic = topic
-        self._producer = as_connection(kafka).producer(acks="all")
+        # idempotent: a retried send after a leader change is neither duplicated nor reordered
+        self._producer = as_connection(kafka).producer(acks="all", enable_idempotence=True)
 
     async def start(self) -> None:
         await self._producer.start()

@@ -11,17 +11,23 @@ from fraudstream.cli.args import positive_float
 from fraudstream.stack import LocalStack, StackError
 
 
-def local_stack(*, redis_cluster: int = 0, redis_replicas: int = 0) -> LocalStack:
+def local_stack(*, redis_cluster: int = 0, redis_replicas: int = 0, brokers: int | None = None) -> LocalStack:
+    """The stack of this home; ``brokers`` None: as many as it has now (down and status act on what runs)."""
     settings = load_settings()
+    if brokers is None:
+        brokers = len(LocalStack(settings.home).load().brokers)
     return LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions,
-                      redis_cluster=redis_cluster, redis_replicas=redis_replicas)
+                      redis_cluster=redis_cluster, redis_replicas=redis_replicas, brokers=brokers)
 
 
 def _up(args: argparse.Namespace) -> int:
     if args.redis_cluster and args.redis_cluster < 3:
         print("error: --redis-cluster needs at least 3 primaries", file=sys.stderr)
         return 2
-    stack = local_stack(redis_cluster=args.redis_cluster, redis_replicas=args.replicas)
+    if args.brokers < 1 or args.brokers == 2:
+        print("error: --brokers is 1 or at least 3 (a KRaft quorum of 2 survives no loss)", file=sys.stderr)
+        return 2
+    stack = local_stack(redis_cluster=args.redis_cluster, redis_replicas=args.replicas, brokers=args.brokers)
     try:
         state = stack.up(timeout_s=args.timeout)
     except StackError as exc:
@@ -30,7 +36,9 @@ def _up(args: argparse.Namespace) -> int:
     cluster = (
         f" (cluster of {args.redis_cluster} primaries, {args.replicas} replica(s) each)" if args.redis_cluster else ""
     )
-    print(f"stack up: Kafka {state.bootstrap}, Redis {state.redis_url}{cluster}; settings in {stack.env_file}")
+    brokers = f" ({args.brokers} brokers, topics with 3 replicas, min.insync.replicas 2)" if args.brokers > 1 else ""
+    print(f"stack up: Kafka {state.bootstrap}{brokers}, Redis {state.redis_url}{cluster}; "
+          f"settings in {stack.env_file}")
     return 0
 
 
@@ -49,6 +57,9 @@ def _status(args: argparse.Namespace) -> int:
             where = info.get("bootstrap") or info.get("url") or "-"
             state = "healthy" if info["healthy"] else ("running" if info["running"] else "stopped")
             print(f"{name:6} {state:8} {where}  pid={info['pid']}  log={info['log']}")
+            for node in info.get("brokers") or []:  # type: ignore[attr-defined]  # a multi-broker Kafka
+                node_state = "healthy" if node["healthy"] else ("running" if node["running"] else "stopped")
+                print(f"  kafka node {node['node_id']} {node_state:8} 127.0.0.1:{node['port']}  pid={node['pid']}")
     return 0 if all(info["healthy"] for info in status.values()) else 3
 
 
@@ -61,6 +72,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                     help="a Redis Cluster of N (>= 3) primaries instead of one redis-server (default: single node)")
     up.add_argument("--replicas", type=int, default=0, metavar="R",
                     help="replicas per cluster primary (with --redis-cluster; default 0)")
+    up.add_argument("--brokers", type=int, default=1, metavar="M",
+                    help="Kafka brokers: 1 (default) or M >= 3 KRaft nodes, topics with 3 replicas and "
+                    "min.insync.replicas 2")
     up.set_defaults(handler=_up)
     actions.add_parser("down", help="stop both services; no process is left behind").set_defaults(handler=_down)
     status = actions.add_parser("status", help="show pids, addresses and health (exit 3 if not healthy)")

@@ -1,4 +1,6 @@
-"""A single-node Apache Kafka 4 broker in KRaft mode, from the jars on Maven Central.
+"""Apache Kafka 4 brokers in KRaft mode, from the jars on Maven Central: one combined broker+controller node
+by default, or several (``stack up --brokers 3``), each a combined node and one voter of a static controller
+quorum, so any one of three can die and the other two still elect a controller and partition leaders.
 
 The jars are resolved once with ``mvn dependency:copy-dependencies`` (deploy/kafka-broker/pom.xml) into a
 cache outside the checkout, so fresh clones on the same machine reuse them.
@@ -104,10 +106,21 @@ class KafkaLayout:
     listeners: tuple[Listener, ...] = ()
     properties: tuple[str, ...] = ()
     """More ``key=value`` lines for ``server.properties`` (the TLS listeners' keystores, SASL: stack/tls.py)."""
+    node_id: int = 1
+    voters: str = ""
+    """``controller.quorum.voters`` (``id@host:port,…``); empty: this node alone."""
+    replication_factor: int = 1
+    """Of the internal topics (consumer offsets, transaction state) and of topics created without one."""
+    min_insync_replicas: int = 1
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+
+def quorum_voters(controller_ports: list[int]) -> str:
+    """``controller.quorum.voters`` of nodes 1..N on these controller ports (node ids follow the list)."""
+    return ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(controller_ports, start=1))
 
 
 def java_binary() -> str:
@@ -124,12 +137,13 @@ def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
     bound = ",".join(f"{x.name}://127.0.0.1:{x.port}" for x in listeners)
     advertised = ",".join(f"{x.name}://127.0.0.1:{x.advertised_port or x.port}" for x in listeners)
     protocols = ",".join(f"{x.name}:{x.protocol}" for x in listeners)
+    rf, min_isr = layout.replication_factor, layout.min_insync_replicas
     layout.config_file.write_text(
         "\n".join(
             [
                 "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
+                f"node.id={layout.node_id}",
+                f"controller.quorum.voters={layout.voters or quorum_voters([layout.controller_port])}",
                 f"listeners={bound},CONTROLLER://127.0.0.1:{layout.controller_port}",
                 f"advertised.listeners={advertised}",
                 "controller.listener.names=CONTROLLER",
@@ -137,14 +151,21 @@ def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
                 f"listener.security.protocol.map={protocols},CONTROLLER:PLAINTEXT",
                 f"log.dirs={layout.data_dir}",
                 f"num.partitions={default_partitions}",
-                # Single node: replication 1, and few internal partitions so groups form fast.
-                "offsets.topic.replication.factor=1",
+                # One node: replication 1. Three: the group offsets are replicated like the data (a broker
+                # holding the only copy of __consumer_offsets would stop every commit when it dies).
+                # Few internal partitions so groups form fast.
+                f"offsets.topic.replication.factor={rf}",
                 "offsets.topic.num.partitions=4",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
+                f"transaction.state.log.replication.factor={rf}",
+                f"transaction.state.log.min.isr={min_isr}",
                 "transaction.state.log.num.partitions=4",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
+                f"share.coordinator.state.topic.replication.factor={rf}",
+                f"share.coordinator.state.topic.min.isr={min_isr}",
+                f"default.replication.factor={rf}",
+                f"min.insync.replicas={min_isr}",
+                # never elect a replica that missed acknowledged writes (Kafka's default, stated: the
+                # broker-loss test relies on it)
+                "unclean.leader.election.enable=false",
                 "group.initial.rebalance.delay.ms=0",
                 "auto.create.topics.enable=true",
                 "message.max.bytes=2097152",
@@ -163,17 +184,24 @@ def java_command(libs: Path, main_class: str, *args: str, heap: str = "512m") ->
     ]
 
 
-def format_storage(libs: Path, layout: KafkaLayout, *, scram_users: dict[str, str] | None = None) -> None:
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, base64url without padding (what `kafka-storage random-uuid`
+    prints)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+
+
+def format_storage(libs: Path, layout: KafkaLayout, *, scram_users: dict[str, str] | None = None,
+                   cluster_id: str | None = None) -> None:
     """Format the KRaft metadata directory with Kafka's own storage tool (once per data dir). SCRAM-SHA-512
-    users (name → password) are created in the metadata at format time, as docker-compose does."""
+    users (name → password) are created in the metadata at format time, as docker-compose does. The nodes
+    of one cluster are formatted with the same ``cluster_id``."""
     if (layout.data_dir / "meta.properties").exists():
         return
     layout.data_dir.mkdir(parents=True, exist_ok=True)
-    # A Kafka cluster id is 16 random bytes, base64url without padding (what `random-uuid` prints); it
-    # may start with '-', hence the '--cluster-id=' form.
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
+    cluster_id = cluster_id or new_cluster_id()
     scram = [arg for name, password in (scram_users or {}).items()
              for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
+    # the id may start with '-', hence the '--cluster-id=' form
     cmd = java_command(libs, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                        "-c", str(layout.config_file), *scram, heap="256m")
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -213,6 +241,32 @@ def healthy(bootstrap: str) -> bool:
     return asyncio.run(_probe(bootstrap))
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
-    return asyncio.run(topics_admin.ensure_topics(bootstrap, topics))
+async def _registered_brokers(bootstrap: str) -> set[int]:
+    admin = KafkaConnection(bootstrap).admin(request_timeout_ms=3000)
+    try:
+        await admin.start()
+        cluster = await admin.describe_cluster()
+    except Exception:
+        return set()
+    finally:
+        await admin.close()
+    return {int(b["node_id"]) for b in cluster["brokers"]}
+
+
+def wait_brokers_registered(bootstrap: str, count: int, *, timeout_s: float) -> None:
+    """Until the cluster's metadata lists ``count`` brokers: a topic of ``count`` replicas can be created
+    only then (each node registers with the controller quorum after it answers on its own port)."""
+    deadline = time.monotonic() + timeout_s
+    seen: set[int] = set()
+    while time.monotonic() < deadline:
+        seen = asyncio.run(_registered_brokers(bootstrap))
+        if len(seen) >= count:
+            return
+        time.sleep(0.5)
+    msg = f"Kafka at {bootstrap} lists brokers {sorted(seen)} after {timeout_s:.0f}s, expected {count}"
+    raise StackError(msg)
+
+
+def ensure_topics(kafka: KafkaConnection, topics: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet (replicated as ``kafka`` says); returns the names created."""
+    return asyncio.run(topics_admin.ensure_topics(kafka, topics))
