@@ -23,6 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     benches: BenchCommands = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     _register_scoring(benches)
     _register_e2e(benches)
+    _register_capacity(benches)
 
 
 def _register_scoring(benches: BenchCommands) -> None:
@@ -38,6 +39,23 @@ def _register_scoring(benches: BenchCommands) -> None:
 
 def _scoring(args: argparse.Namespace) -> int:
     from fraudstream.bench.scoring import main
+
+    return main(args)
+
+
+def _register_capacity(benches: BenchCommands) -> None:
+    from fraudstream.bench.capacity import add_arguments
+
+    parser = benches.add_parser(
+        "capacity", help="cores, workers, Redis shards, brokers and partitions for target rates, from the CPU per "
+        "transaction a 'bench e2e --json' run measured"
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=_capacity)
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from fraudstream.bench.capacity import main
 
     return main(args)
 

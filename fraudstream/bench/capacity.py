@@ -1,0 +1,147 @@
+"""``fraudstream bench capacity --from E2E_JSON``: the cores, workers, Redis shards, brokers and partitions a
+target rate needs, from the CPU per transaction that ``bench e2e`` measured (``cpu_us_per_tx``).
+
+The model (docs/scaling.md, "Capacity model") is CPU arithmetic, nothing more:
+
+* worker cores = rate x worker µs/tx / utilisation; one worker process uses one core (its event loop is
+  one thread), so workers = that, rounded up;
+* Redis shards = rate x Redis µs/tx (all nodes) x imbalance / (one core at the utilisation): Redis runs
+  commands on one thread, so a shard is one core. The imbalance is the busiest primary's share over the
+  mean share in the measured cluster (1 for a single node);
+* broker cores = rate x broker µs/tx x replication factor / utilisation, and brokers = that over the cores
+  of one broker, at least the replication factor. The measured broker ran at replication factor 1; each
+  follower fetches and writes every record again, so multiplying the whole cost by the factor is an upper
+  bound (a follower's fetch costs less than a producer's request): this part is projected, not measured;
+* partitions = twice the workers (room to double them without repartitioning, which would move cards
+  between partitions and break their order during the change), rounded up to a multiple of the brokers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fraudstream.cli.args import positive_float, positive_int
+
+RATES: tuple[float, ...] = (1_000.0, 10_000.0, 50_000.0)
+
+
+@dataclass(frozen=True)
+class Costs:
+    """CPU µs per transaction of each component, as measured (``bench e2e``'s ``cpu_us_per_tx``)."""
+
+    worker: float
+    redis_total: float
+    kafka_total: float
+    redis_imbalance: float = 1.0
+    """The busiest primary's CPU over the mean primary's: how much more than an even share one shard gets."""
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Assumptions:
+    utilisation: float = 0.6
+    """Share of a core each process may use at the target rate: room for bursts, rebalances, a failover."""
+    replication_factor: int = 3
+    broker_cores: int = 4
+    partitions_per_worker: int = 2
+
+
+@dataclass(frozen=True)
+class Plan:
+    rate_tps: float
+    worker_cores: float
+    workers: int
+    redis_cores: float
+    redis_shards: int
+    broker_cores: float
+    brokers: int
+    partitions: int
+    total_cores: float
+
+
+def costs_from(result: dict[str, Any], *, at: str = "saturation", source: str = "") -> Costs:
+    """The costs of one ``bench e2e`` result: at ``saturation`` (``cpu_us_per_tx``) or at its fixed rate
+    (``cpu_us_per_tx_at_fixed_rate``)."""
+    key = "cpu_us_per_tx" if at == "saturation" else "cpu_us_per_tx_at_fixed_rate"
+    cpu = result.get(key) or {}
+    if not cpu.get("worker") or cpu.get("redis_total") is None or cpu.get("kafka_total") is None:
+        msg = f"{source or 'the result'} has no {key} with worker, redis_total and kafka_total (bench e2e --json)"
+        raise ValueError(msg)
+    primaries = int(cpu.get("redis_primaries") or 1)
+    busiest = cpu.get("redis_busiest_primary")
+    total = float(cpu["redis_total"])
+    imbalance = busiest * primaries / total if busiest and total > 0 and primaries > 1 else 1.0
+    return Costs(worker=float(cpu["worker"]), redis_total=total, kafka_total=float(cpu["kafka_total"]),
+                 redis_imbalance=round(imbalance, 3), source=source)
+
+
+def plan(rate: float, costs: Costs, assume: Assumptions) -> Plan:
+    u = assume.utilisation
+    worker_cores = rate * costs.worker / 1e6 / u
+    workers = max(1, math.ceil(worker_cores))
+    redis_cores = rate * costs.redis_total * costs.redis_imbalance / 1e6 / u
+    shards = max(1, math.ceil(redis_cores))
+    broker_cores = rate * costs.kafka_total * assume.replication_factor / 1e6 / u
+    brokers = max(assume.replication_factor, math.ceil(broker_cores / assume.broker_cores))
+    partitions = math.ceil(workers * assume.partitions_per_worker / brokers) * brokers
+    return Plan(rate_tps=rate, worker_cores=round(worker_cores, 2), workers=workers, redis_cores=round(redis_cores, 2),
+                redis_shards=shards, broker_cores=round(broker_cores, 2), brokers=brokers, partitions=partitions,
+                total_cores=round(worker_cores + redis_cores + broker_cores, 2))
+
+
+def table(plans: list[Plan], costs: Costs, assume: Assumptions) -> str:
+    """A markdown table of the plans, with the inputs it came from."""
+    lines = [
+        f"inputs: worker {costs.worker:g} µs/tx, Redis {costs.redis_total:g} µs/tx (all nodes; imbalance "
+        f"{costs.redis_imbalance:g}), broker {costs.kafka_total:g} µs/tx at replication factor 1"
+        + (f" ({costs.source})" if costs.source else ""),
+        f"assumed: {assume.utilisation:.0%} of a core per process, replication factor {assume.replication_factor} "
+        f"(broker work x {assume.replication_factor}, projected), {assume.broker_cores} cores per broker, "
+        f"{assume.partitions_per_worker} partitions per worker",
+        "",
+        "| tx/s | worker cores | workers | Redis cores | Redis shards | broker cores | brokers | partitions "
+        "| cores in all |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {p.rate_tps:,.0f} | {p.worker_cores:g} | {p.workers} | {p.redis_cores:g} | {p.redis_shards} | "
+              f"{p.broker_cores:g} | {p.brokers} | {p.partitions} | {p.total_cores:g} |" for p in plans]
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", required=True, metavar="E2E_JSON",
+                        help="a 'bench e2e --json' result (its last line is read)")
+    parser.add_argument("--at", choices=("saturation", "fixed_rate"), default="saturation",
+                        help="the costs at saturation (default) or at the run's fixed --rate")
+    parser.add_argument("--rates", default=",".join(str(int(r)) for r in RATES),
+                        help="target rates in tx/s (default 1000,10000,50000)")
+    parser.add_argument("--utilisation", type=positive_float, default=0.6, help="share of a core per process (0.6)")
+    parser.add_argument("--replication-factor", type=positive_int, default=3, help="Kafka replication factor (3)")
+    parser.add_argument("--broker-cores", type=positive_int, default=4, help="cores of one broker (4)")
+    parser.add_argument("--json", action="store_true", help="print the plans as JSON (last line)")
+
+
+def main(args: argparse.Namespace) -> int:
+    text = Path(args.source).read_text().strip().splitlines()
+    try:
+        costs = costs_from(json.loads(text[-1]), at=args.at, source=args.source)
+    except (ValueError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not 0 < args.utilisation <= 1:
+        print("error: --utilisation is a share of one core, in (0, 1]", file=sys.stderr)
+        return 2
+    assume = Assumptions(utilisation=args.utilisation, replication_factor=args.replication_factor,
+                         broker_cores=args.broker_cores)
+    plans = [plan(float(r), costs, assume) for r in args.rates.split(",") if r]
+    if args.json:
+        print(json.dumps({"costs": asdict(costs), "assumptions": asdict(assume), "plans": [asdict(p) for p in plans]}))
+    else:
+        print(table(plans, costs, assume))
+    return 0
