@@ -3,8 +3,12 @@ target rate needs, from the CPU per transaction that ``bench e2e`` measured (``c
 
 The model (docs/scaling.md, "Capacity model") is CPU arithmetic, nothing more:
 
+* each component costs a fixed share of a core per process (polling, timers, cluster gossip: paid at any
+  rate) plus a marginal CPU per transaction. ``--at fit`` fits both to the run's phases at
+  different rates (10, 25, 50 % of saturation, the fixed rate, saturation); ``--at saturation`` (the default) /
+  ``fixed_rate`` take one phase's CPU per transaction as all marginal (right at the rate it was measured);
 * worker cores = rate x worker µs/tx / utilisation; one worker process uses one core (its event loop is
-  one thread), so workers = that, rounded up;
+  one thread), so workers = rate x µs/tx / (utilisation - fixed share), rounded up;
 * Redis shards = rate x Redis µs/tx (all nodes) x imbalance / (one core at the utilisation): Redis runs
   commands on one thread, so a shard is one core. The imbalance is the busiest primary's share over the
   mean share in the measured cluster (1 for a single node);
@@ -40,6 +44,10 @@ class Costs:
     kafka_total: float
     redis_imbalance: float = 1.0
     """The busiest primary's CPU over the mean primary's: how much more than an even share one shard gets."""
+    worker_fixed: float = 0.0
+    redis_fixed: float = 0.0
+    kafka_fixed: float = 0.0
+    """Cores each worker / Redis node / broker uses whatever the rate (``fit``; 0 otherwise)."""
     source: str = ""
 
 
@@ -81,14 +89,88 @@ def costs_from(result: dict[str, Any], *, at: str = "saturation", source: str = 
                  redis_imbalance=round(imbalance, 3), source=source)
 
 
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """(fixed cores, marginal µs per transaction) of ``cores = fixed + rate x marginal`` by least squares over
+    (rate, cores) points; a negative fixed part (noise) is dropped and the line put through the origin."""
+    points = [(r, c) for r, c in points if r > 0]
+    if not points:
+        return 0.0, 0.0
+    n = len(points)
+    mean_r = sum(r for r, _ in points) / n
+    mean_c = sum(c for _, c in points) / n
+    spread = sum((r - mean_r) ** 2 for r, _ in points)
+    if n >= 2 and spread > 0:
+        slope = sum((r - mean_r) * (c - mean_c) for r, c in points) / spread
+        fixed = mean_c - slope * mean_r
+        if fixed >= 0 and slope >= 0:
+            return round(fixed, 4), round(slope * 1e6, 1)
+        if slope < 0:  # no rate dependence seen: all fixed, and nothing to say about the marginal cost
+            return round(mean_c, 4), 0.0
+    return 0.0, round(sum(r * c for r, c in points) / sum(r * r for r, _ in points) * 1e6, 1)
+
+
+PHASE_RATE = {"batched": "throughput_tps"}
+"""The rate of a phase: its saturation throughput, or what was delivered under a paced load."""
+
+
+def phase_points(result: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+    """(rate, cpu) of the batched pipeline's phases: saturation, the shares of it and the fixed rate."""
+    points = []
+    for name, phase in (result.get("phases") or {}).items():
+        if not phase or not (name == "batched" or name == "latency" or name.startswith("share_")):
+            continue
+        rate = float(phase.get(PHASE_RATE.get(name, "delivered_tps")) or 0.0)
+        if rate > 0 and phase.get("cpu"):
+            points.append((rate, phase["cpu"]))
+    return points
+
+
+def fitted_costs(result: dict[str, Any], *, source: str = "") -> Costs:
+    """Fixed cores per process and marginal µs per transaction of the worker, the Redis nodes and the
+    brokers, fitted over the run's phases (one worker in each; the nodes and brokers as the run had them)."""
+    points = phase_points(result)
+    if len(points) < 2:
+        msg = f"{source or 'the result'} has fewer than two phases with CPU figures to fit (bench e2e --json)"
+        raise ValueError(msg)
+
+    def component(key: str) -> tuple[float, float]:
+        return fit([(rate, rate * float(cpu.get(key) or 0.0) / 1e6) for rate, cpu in points])
+
+    def count(key: str) -> int:
+        return max(1, max(len(cpu.get(key) or []) for _, cpu in points))
+
+    worker_fixed, worker = component("worker_cpu_us_per_tx")
+    redis_fixed, redis_total = component("redis_cpu_us_per_tx")
+    kafka_fixed, kafka_total = component("kafka_cpu_us_per_tx")
+    at_saturation = costs_from(result, source=source) if result.get("cpu_us_per_tx") else None
+    return Costs(worker=worker, redis_total=redis_total, kafka_total=kafka_total,
+                 redis_imbalance=at_saturation.redis_imbalance if at_saturation else 1.0,
+                 worker_fixed=worker_fixed, redis_fixed=round(redis_fixed / count("redis_nodes"), 4),
+                 kafka_fixed=round(kafka_fixed / count("kafka_brokers"), 4), source=source)
+
+
+def _instances(busy: float, fixed: float, per_instance: float) -> int:
+    """How many processes of ``per_instance`` usable cores carry ``busy`` cores of per-transaction work when
+    each also spends ``fixed`` cores whatever the rate."""
+    room = per_instance - fixed
+    if room <= 0:
+        msg = f"a process's fixed cost ({fixed:g} cores) leaves no room at {per_instance:g} usable cores"
+        raise ValueError(msg)
+    return max(1, math.ceil(busy / room - 1e-9))
+
+
 def plan(rate: float, costs: Costs, assume: Assumptions) -> Plan:
     u = assume.utilisation
-    worker_cores = rate * costs.worker / 1e6 / u
-    workers = max(1, math.ceil(worker_cores))
-    redis_cores = rate * costs.redis_total * costs.redis_imbalance / 1e6 / u
-    shards = max(1, math.ceil(redis_cores))
-    broker_cores = rate * costs.kafka_total * assume.replication_factor / 1e6 / u
-    brokers = max(assume.replication_factor, math.ceil(broker_cores / assume.broker_cores))
+    worker_busy = rate * costs.worker / 1e6
+    workers = _instances(worker_busy, costs.worker_fixed, u)
+    worker_cores = (worker_busy + workers * costs.worker_fixed) / u
+    redis_busy = rate * costs.redis_total * costs.redis_imbalance / 1e6
+    shards = _instances(redis_busy, costs.redis_fixed, u)
+    redis_cores = (redis_busy + shards * costs.redis_fixed) / u
+    broker_busy = rate * costs.kafka_total * assume.replication_factor / 1e6
+    brokers = max(assume.replication_factor,
+                  _instances(broker_busy, costs.kafka_fixed, assume.broker_cores * u))
+    broker_cores = (broker_busy + brokers * costs.kafka_fixed) / u
     partitions = math.ceil(workers * assume.partitions_per_worker / brokers) * brokers
     return Plan(rate_tps=rate, worker_cores=round(worker_cores, 2), workers=workers, redis_cores=round(redis_cores, 2),
                 redis_shards=shards, broker_cores=round(broker_cores, 2), brokers=brokers, partitions=partitions,
@@ -101,6 +183,8 @@ def table(plans: list[Plan], costs: Costs, assume: Assumptions) -> str:
         f"inputs: worker {costs.worker:g} µs/tx, Redis {costs.redis_total:g} µs/tx (all nodes; imbalance "
         f"{costs.redis_imbalance:g}), broker {costs.kafka_total:g} µs/tx at replication factor 1"
         + (f" ({costs.source})" if costs.source else ""),
+        f"fixed, whatever the rate: {costs.worker_fixed:g} cores per worker, {costs.redis_fixed:g} per Redis node, "
+        f"{costs.kafka_fixed:g} per broker",
         f"assumed: {assume.utilisation:.0%} of a core per process, replication factor {assume.replication_factor} "
         f"(broker work x {assume.replication_factor}, projected), {assume.broker_cores} cores per broker, "
         f"{assume.partitions_per_worker} partitions per worker",
@@ -117,8 +201,11 @@ def table(plans: list[Plan], costs: Costs, assume: Assumptions) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True, metavar="E2E_JSON",
                         help="a 'bench e2e --json' result (its last line is read)")
-    parser.add_argument("--at", choices=("saturation", "fixed_rate"), default="saturation",
-                        help="the costs at saturation (default) or at the run's fixed --rate")
+    parser.add_argument("--at", choices=("saturation", "fixed_rate", "fit"), default="saturation",
+                        help="the CPU per transaction at saturation (default: all of it counted as marginal, an "
+                        "upper bound below saturation) or at the run's fixed --rate; or fit fixed + marginal costs "
+                        "over the run's phases")
+
     parser.add_argument("--rates", default=",".join(str(int(r)) for r in RATES),
                         help="target rates in tx/s (default 1000,10000,50000)")
     parser.add_argument("--utilisation", type=positive_float, default=0.6, help="share of a core per process (0.6)")
@@ -130,7 +217,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     text = Path(args.source).read_text().strip().splitlines()
     try:
-        costs = costs_from(json.loads(text[-1]), at=args.at, source=args.source)
+        result = json.loads(text[-1])
+        costs = (fitted_costs(result, source=args.source) if args.at == "fit"
+                 else costs_from(result, at=args.at, source=args.source))
     except (ValueError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

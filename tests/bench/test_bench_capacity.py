@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from config.redis import RedisConnection
-from fraudstream.bench.capacity import Assumptions, costs_from, main, plan
+from fraudstream.bench.capacity import Assumptions, costs_from, fit, fitted_costs, main, plan
 from fraudstream.bench.components import (
     Metered,
     component_costs,
@@ -144,3 +144,31 @@ def test_the_e2e_command_takes_the_cluster_shape_and_refuses_fewer_than_three_pr
     assert build_parser().parse_args(["bench", "e2e", "--redis-cluster", "3"]).redis_cluster == 3
     assert cli_main(["bench", "e2e", "--redis-cluster", "2"]) == 2
     assert "at least 3 primaries" in capsys.readouterr().err
+
+
+def test_the_fit_splits_a_fixed_share_of_a_core_from_the_cost_per_transaction() -> None:
+    # a worker that idles at 0.1 core and spends 50 µs per transaction; a broker that costs 0.2 core flat
+    def phase(rate: float) -> dict[str, object]:
+        worker = (0.1 + rate * 50e-6) / rate * 1e6
+        redis = 40.0
+        kafka = 0.2 / rate * 1e6
+        return {"delivered_tps": rate, "throughput_tps": rate, "cpu": {
+            "worker_cpu_us_per_tx": worker, "redis_cpu_us_per_tx": redis, "kafka_cpu_us_per_tx": kafka,
+            "redis_nodes": [{"node": "a", "cpu_us_per_tx": redis}],
+            "kafka_brokers": [{"node": "k", "cpu_us_per_tx": kafka}]}}
+
+    result = {"phases": {"share_10": phase(100), "share_50": phase(500), "latency": phase(1000),
+                         "batched": phase(2000), "echo": phase(9000), "naive": None}}
+    costs = fitted_costs(result)
+
+    assert (costs.worker_fixed, costs.worker) == (0.1, 50.0)
+    assert (costs.redis_fixed, costs.redis_total) == (0.0, 40.0)
+    assert (costs.kafka_fixed, costs.kafka_total) == (0.2, 0.0)  # the echo phase (no Redis) is not a point
+    p = plan(10_000, costs, Assumptions(utilisation=0.6, replication_factor=3, broker_cores=1))
+    # 0.5 cores of work; each worker has 0.6 - 0.1 = 0.5 cores of room: one worker
+    assert (p.workers, p.worker_cores) == (1, 1.0)
+
+
+def test_a_flat_or_falling_cost_is_all_fixed() -> None:
+    assert fit([(100, 0.2), (1000, 0.18), (2000, 0.19)])[1] == 0.0
+    assert fit([(100, 0.01), (1000, 0.1)]) == (0.0, 100.0)
