@@ -199,8 +199,11 @@ def table(plans: list[Plan], costs: Costs, assume: Assumptions) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", required=True, metavar="E2E_JSON",
-                        help="a 'bench e2e --json' result (its last line is read)")
+    given = parser.add_mutually_exclusive_group(required=True)
+    given.add_argument("--from", dest="source", metavar="E2E_JSON",
+                       help="a 'bench e2e --json' result (its last line is read)")
+    given.add_argument("--costs", metavar="worker=US,redis=US,kafka=US",
+                       help="CPU µs per transaction given by hand (figures of an earlier run, documented)")
     parser.add_argument("--at", choices=("saturation", "fixed_rate", "fit"), default="saturation",
                         help="the CPU per transaction at saturation (default: all of it counted as marginal, an "
                         "upper bound below saturation) or at the run's fixed --rate; or fit fixed + marginal costs "
@@ -214,12 +217,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the plans as JSON (last line)")
 
 
-def main(args: argparse.Namespace) -> int:
-    text = Path(args.source).read_text().strip().splitlines()
+def given_costs(text: str) -> Costs:
+    """``worker=70,redis=80,kafka=8``: the three costs, all marginal."""
     try:
-        result = json.loads(text[-1])
-        costs = (fitted_costs(result, source=args.source) if args.at == "fit"
-                 else costs_from(result, at=args.at, source=args.source))
+        values = {name.strip(): float(value) for name, value in (part.split("=") for part in text.split(","))}
+        return Costs(worker=values["worker"], redis_total=values["redis"], kafka_total=values["kafka"],
+                     source=f"given: {text}")
+    except (KeyError, ValueError) as exc:
+        msg = f"--costs wants worker=US,redis=US,kafka=US, got {text!r}"
+        raise ValueError(msg) from exc
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.costs:
+            costs = given_costs(args.costs)
+        else:
+            result = json.loads(Path(args.source).read_text().strip().splitlines()[-1])
+            costs = (fitted_costs(result, source=args.source) if args.at == "fit"
+                     else costs_from(result, at=args.at, source=args.source))
     except (ValueError, IndexError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

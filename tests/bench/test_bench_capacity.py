@@ -69,7 +69,7 @@ def test_the_command_prints_the_table_from_the_last_line_of_a_result(
 ) -> None:
     source = tmp_path / "e2e.json"
     source.write_text("progress is on stderr, but a file may hold more lines\n" + json.dumps(SYNTHETIC) + "\n")
-    args = argparse.Namespace(source=str(source), at="saturation", rates="1000,10000", utilisation=0.6,
+    args = argparse.Namespace(source=str(source), costs=None, at="saturation", rates="1000,10000", utilisation=0.6,
                               replication_factor=3, broker_cores=4, json=True)
 
     assert main(args) == 0
@@ -172,3 +172,16 @@ def test_the_fit_splits_a_fixed_share_of_a_core_from_the_cost_per_transaction() 
 def test_a_flat_or_falling_cost_is_all_fixed() -> None:
     assert fit([(100, 0.2), (1000, 0.18), (2000, 0.19)])[1] == 0.0
     assert fit([(100, 0.01), (1000, 0.1)]) == (0.0, 100.0)
+
+
+def test_costs_given_by_hand_give_the_same_plan_as_a_result_with_those_costs(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = argparse.Namespace(source=None, costs="worker=60,redis=40,kafka=10", at="saturation", rates="10000",
+                              utilisation=0.6, replication_factor=3, broker_cores=4, json=True)
+
+    assert main(args) == 0
+    (row,) = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["plans"]
+    # Redis 10,000 x 40 µs / 0.6 = 0.67 cores: one shard (no imbalance given)
+    assert (row["workers"], row["redis_shards"], row["brokers"], row["partitions"]) == (1, 1, 3, 3)
+    assert main(argparse.Namespace(**{**vars(args), "costs": "worker=60"})) == 2
