@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 import shutil
 import sys
 import time
@@ -51,10 +50,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from config.kafka import KafkaConnection, as_connection, assign_at_end, delete_topics, ensure_topics
 from config.settings import Settings, Topics
 from features.simulator import SimulationConfig, Simulator
+from fraudstream.bench.components import (
+    component_costs,
+    cpu_seconds,
+    per_tx,
+    purge_cluster_prefix,
+    stack_processes,
+)
 from fraudstream.bench.ratios import HEADLINE_SHARE, SHARES, ratio_figures, share_key, targets
 from fraudstream.demo import has_model
-from fraudstream.stack.manager import LocalStack
-from fraudstream.stack.redis import purge_prefix
+from fraudstream.stack.redis import purge_prefix, scratch_redis
 from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
 from schemas import Transaction, transaction_context
 from schemas.codec import decode
@@ -162,35 +167,24 @@ def _tx_id(value: bytes) -> bytes:
     return value[start : value.index(b'"', start)]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class CpuMeter:
-    """CPU used by the worker(s), Redis, Kafka and this process between two marks, per transaction scored in between:
-    unlike a wall-clock rate this says where the machine's two cores go, and other load barely moves it."""
+    """CPU used by the worker(s), each Redis node, each Kafka broker and this process between two marks, per
+    transaction scored in between: unlike a wall-clock rate this says where the machine's two cores go, and
+    other load barely moves it (the processes: ``fraudstream/bench/components.py``)."""
 
     def __init__(self, settings: Settings, worker_pids: list[int]) -> None:
-        state = LocalStack(settings.home).load()
-        pids: dict[str, list[int | None]] = {"worker": list(worker_pids), "redis": [state.redis.pid],
-                                             "kafka": [state.kafka.pid], "bench": [os.getpid()]}
-        self.pids: dict[str, list[int]] = {
-            name: [p for p in ps if p and Path(f"/proc/{p}").exists()] for name, ps in pids.items()
-        }
-        self.marks: list[tuple[int, float, dict[str, float]]] = []
+        self.processes = stack_processes(settings.home, list(worker_pids))
+        self.marks: list[tuple[int, float, dict[int, float]]] = []
 
     def mark(self, done: int) -> None:
-        usage = {name: sum(cpu_seconds(p) for p in ps) for name, ps in self.pids.items() if ps}
-        self.marks.append((done, time.monotonic(), usage))
+        self.marks.append((done, time.monotonic(), {m.pid: cpu_seconds(m.pid) for m in self.processes}))
 
-    def per_tx(self) -> dict[str, float]:
+    def per_tx(self) -> dict[str, Any]:
         if len(self.marks) < 2 or self.marks[-1][0] <= self.marks[0][0]:
             return {}
         (n0, t0, u0), (n1, t1, u1) = self.marks[0], self.marks[-1]
-        out = {f"{name}_cpu_us_per_tx": round((u1[name] - u0[name]) / (n1 - n0) * 1e6, 1) for name in u1}
-        out["cores_busy"] = round(sum(u1[k] - u0[k] for k in u1) / (t1 - t0), 2)
+        out = per_tx(self.processes, u0, u1, n1 - n0)
+        out["cores_busy"] = round(sum(u1[p] - u0[p] for p in u1) / (t1 - t0), 2)
         return out
 
 
@@ -379,6 +373,9 @@ def cpu_split(phase: dict[str, Any]) -> str:
     cpu = phase.get("cpu") or {}
     parts = [f"{name.removesuffix('_cpu_us_per_tx')} {value:.0f}"
              for name, value in cpu.items() if name.endswith("_per_tx")]
+    nodes = cpu.get("redis_nodes") or []
+    if len(nodes) > 1:  # a cluster: each node's share
+        parts.append("per Redis node " + "/".join(f"{n['cpu_us_per_tx']:.0f}" for n in nodes))
     return f"CPU µs per transaction: {', '.join(parts)}; {cpu.get('cores_busy', 0):.2f} cores busy" if parts else ""
 
 
@@ -447,6 +444,30 @@ def machine_reference(settings: Settings, seconds: float = 1.5) -> dict[str, flo
     return {"redis_trivial_call_cpu_us": round(redis_us, 2), "validate_cpu_us_per_tx": round(decode_us, 2)}
 
 
+def machine_now(settings: Settings) -> dict[str, float]:
+    """The machine reference, on one non-cluster ``redis-server`` whatever the stack runs: on a cluster
+    stack a scratch server of the same binary (the trivial call is a read, so its AOF does not matter),
+    so the reference is the same work in a single-node and a cluster run and their ratios compare."""
+    if not settings.redis_cluster:
+        return machine_reference(settings)
+    with scratch_redis(settings.home.resolve() / "bench-reference-redis") as url:  # redis-server chdirs to it
+        return machine_reference(settings.model_copy(update={"redis_url": url, "redis_cluster": False}))
+
+
+def purge_phase_keys(settings: Settings, prefix: str) -> None:
+    if settings.redis_cluster:
+        purge_cluster_prefix(settings.home, prefix)
+    else:
+        purge_prefix(settings.redis, prefix)
+
+
+def per_component(saturated: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """CPU µs per transaction of the worker, each Redis node, each broker, at saturation (``cpu_us_per_tx``)
+    and at the fixed ``--rate`` (the same offered load in every run, whatever its saturation throughput)."""
+    return {"cpu_us_per_tx": component_costs(saturated.get("cpu") or {}),
+            "cpu_us_per_tx_at_fixed_rate": component_costs(fixed.get("cpu") or {})}
+
+
 def _redis_cpu(client: redis.Redis) -> float:
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -462,7 +483,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
     backend = model_backend_for(settings)
     log_dir = settings.home / "logs" / "bench"
     partitions = settings.transactions_partitions
-    reference = {"before": machine_reference(settings)}
+    reference = {"before": machine_now(settings)}
     progress(f"machine now: {reference['before']}")
     await ensure_topics(settings.kafka, {
         name: (1 if name == p.dead_letter else partitions)
@@ -538,10 +559,10 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                             [t for p in phases.values() for t in (p.transactions, p.scored, p.dead_letter)]
                             + [topic for topic, _ in leftovers])
         for phase in phases.values():
-            purge_prefix(settings.redis, phase.key_prefix)
+            purge_phase_keys(settings, phase.key_prefix)
         for _, table_dir in leftovers:
             shutil.rmtree(table_dir, ignore_errors=True)
-    reference["after"] = machine_reference(settings)
+    reference["after"] = machine_now(settings)
     progress(f"machine now: {reference['after']}")
     measured = {"batched": batched, "echo": echo, "kafka_rtt": rtt, "latency": latency, "naive": naive,
                 "strict_per_record": strict, **{share_key(share): point for share, point in shares.items()},
@@ -563,6 +584,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                    **{share_key(share): point for share, point in shares.items()}, "latency": latency,
                    "naive": naive, "strict_per_record": strict, "two_workers": two, "naive_two_workers": naive_two},
         "sweep": sweep,
+        **per_component(batched, latency),
         "model_backend": backend,
         "machine_reference": reference,
     }

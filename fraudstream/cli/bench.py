@@ -12,6 +12,8 @@ from fraudstream.cli.args import positive_float, positive_int
 if TYPE_CHECKING:
     from typing import TypeAlias
 
+    from fraudstream.stack import LocalStack
+
     BenchCommands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 
@@ -21,6 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     benches: BenchCommands = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
     _register_scoring(benches)
     _register_e2e(benches)
+    _register_capacity(benches)
 
 
 def _register_scoring(benches: BenchCommands) -> None:
@@ -36,6 +39,23 @@ def _register_scoring(benches: BenchCommands) -> None:
 
 def _scoring(args: argparse.Namespace) -> int:
     from fraudstream.bench.scoring import main
+
+    return main(args)
+
+
+def _register_capacity(benches: BenchCommands) -> None:
+    from fraudstream.bench.capacity import add_arguments
+
+    parser = benches.add_parser(
+        "capacity", help="cores, workers, Redis shards, brokers and partitions for target rates, from the CPU per "
+        "transaction a 'bench e2e --json' run measured"
+    )
+    add_arguments(parser)
+    parser.set_defaults(handler=_capacity)
+
+
+def _capacity(args: argparse.Namespace) -> int:
+    from fraudstream.bench.capacity import main
 
     return main(args)
 
@@ -59,6 +79,9 @@ def _register_e2e(benches: BenchCommands) -> None:
     parser.add_argument("--plot", default=None, metavar="PNG", help="with --sweep: plot throughput/latency vs load")
     parser.add_argument("--share-plot", default=None, metavar="PNG",
                         help="plot latency against the offered share of the run's saturation throughput")
+    parser.add_argument("--redis-cluster", type=int, default=0, metavar="N",
+                        help="run on a local Redis Cluster of N (>= 3) primaries, started through 'stack up "
+                        "--redis-cluster N' when no stack runs; reports CPU per transaction per Redis node")
     parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
     parser.set_defaults(handler=_e2e)
 
@@ -73,7 +96,14 @@ def _e2e(args: argparse.Namespace) -> int:
     from fraudstream.stack import LocalStack
 
     settings = load_settings()
-    stack = LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions)
+    if args.redis_cluster and args.redis_cluster < 3:
+        print("error: --redis-cluster needs at least 3 primaries", file=sys.stderr)
+        return 2
+    stack = LocalStack(settings.home, topics=settings.topics, transactions_partitions=settings.transactions_partitions,
+                       redis_cluster=args.redis_cluster)
+    if args.redis_cluster and (problem := _other_redis_shape(stack, args.redis_cluster)):
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     started = stack.ensure_up("[bench e2e] starting the local stack")
     if started:
         settings = load_settings()
@@ -99,3 +129,19 @@ def _e2e(args: argparse.Namespace) -> int:
         print(f"[bench e2e] plot written to {args.share_plot}", file=sys.stderr)
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 1 if result["lost"] else 0  # a benchmark that lost transactions measured a broken pipeline
+
+
+def _other_redis_shape(stack: LocalStack, primaries: int) -> str:
+    """Why a running stack cannot serve a run on ``primaries`` cluster primaries ('' when it can, or when
+    no stack runs: the bench then starts one of that shape and stops it after). A running stack of another
+    shape is someone's: the bench does not swap its Redis."""
+    from fraudstream.bench.components import redis_shape
+
+    if not any(service["running"] for service in stack.status().values()):
+        return ""
+    shape = redis_shape(stack.home)
+    if shape == primaries:
+        return ""
+    running = "one redis-server" if shape == 1 else f"a Redis Cluster of {shape} primaries"
+    return (f"the local stack runs {running}, not a cluster of {primaries}: 'fraudstream stack down' first, or "
+            f"'fraudstream stack up --redis-cluster {primaries}'")
