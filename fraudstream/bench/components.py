@@ -67,8 +67,8 @@ def stack_processes(home: Path, worker_pids: list[int]) -> list[Metered]:
         metered += cluster_nodes(stack.cluster.load())
     elif state.redis.pid:
         metered.append(Metered("redis", f"127.0.0.1:{state.redis.port}", state.redis.pid, "primary"))
-    if state.kafka.pid:  # one broker today; a list, so a multi-broker stack's brokers each get a row
-        metered.append(Metered("kafka", f"127.0.0.1:{state.kafka.port}", state.kafka.pid))
+    metered += [Metered("kafka", f"127.0.0.1:{broker.port}", broker.pid)  # every broker of `stack up --brokers N`
+                for broker in state.brokers if broker.pid]
     metered.append(Metered("bench", "bench", os.getpid()))
     return [m for m in metered if Path(f"/proc/{m.pid}").exists()]
 
