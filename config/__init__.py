@@ -5,8 +5,9 @@ Nothing here imports another fraudstream package; every other package may import
 
 from config.errors import FraudstreamError
 from config.kafka import KafkaConnection
+from config.model import ModelConnection
 from config.redis import RedisConnection
 from config.settings import Settings, Topics, default_home, kafka_client_options, load_settings
 
-__all__ = ["FraudstreamError", "KafkaConnection", "RedisConnection", "Settings", "Topics", "default_home",
-           "kafka_client_options", "load_settings"]
+__all__ = ["FraudstreamError", "KafkaConnection", "ModelConnection", "RedisConnection", "Settings", "Topics",
+           "default_home", "kafka_client_options", "load_settings"]

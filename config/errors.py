@@ -9,3 +9,7 @@ class FraudstreamError(Exception):
     """Base of every error a fraudstream package raises on purpose."""
 
     retryable: bool = False
+
+
+class BadBackendUri(FraudstreamError):
+    """``model_backend`` could not be parsed; a configuration error, fixed by changing settings."""

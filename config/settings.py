@@ -5,14 +5,18 @@ writes. Environment variables win over the file. This is the only module that re
 everything else receives a ``Settings`` instance.
 
 The fields stay flat, because their names are the ``FRAUD_*`` variables that docker-compose, the Helm chart
-and the docs set. The connections are grouped on top of them: ``settings.kafka`` and ``settings.redis`` are
-the factories of every Kafka and Redis client (``config/kafka.py``, ``config/redis.py``), so no other module
-reads a password or builds a client.
+and the docs set. They are grouped on top of that as views, one per concern: ``settings.kafka``,
+``settings.redis`` and ``settings.model`` are the factories of every Kafka client, Redis client and model
+server channel (``config/kafka.py``, ``config/redis.py``, ``config/model.py``), so no other module reads a
+password or builds a client; ``settings.worker`` and ``settings.monitoring`` are the worker's batching and
+the metrics / drift options. A view is built from the flat fields each time it is asked for (they are
+frozen), so there is one source of truth.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,13 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from config.kafka import KafkaConnection, KafkaSecurityProtocol, SaslMechanism
+from config.model import ModelConnection
 from config.redis import RedisConnection
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.asyncio.cluster import RedisCluster
-
-ModelBackendKind = Literal["local", "tfserving"]
 
 
 class Topics(BaseModel):
@@ -41,6 +44,34 @@ class Topics(BaseModel):
     retrain_requests: str = "retrain-requests"
     retrain_status: str = "retrain-status"
     drift_alerts: str = "drift-alerts"
+
+
+PipelineMode = Literal["batched", "naive", "strict_per_record", "echo"]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The worker's part of the settings (``settings.worker``): its group, batching and input limits."""
+
+    app_id: str
+    web_port: int
+    batch_max_size: int
+    batch_max_wait_s: float
+    max_batches_in_flight: int
+    fetch_min_bytes: int
+    fetch_max_wait_ms: int
+    max_message_bytes: int
+    max_clock_skew_s: float
+    pipeline_mode: PipelineMode
+
+
+@dataclass(frozen=True)
+class MonitoringOptions:
+    """The metrics endpoint and the drift windows (``settings.monitoring``)."""
+
+    metrics_host: str
+    metrics_port: int
+    drift_bucket_s: float
 
 
 def default_home() -> Path:
@@ -137,7 +168,7 @@ class Settings(BaseSettings):
     )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
-    pipeline_mode: Literal["batched", "naive", "strict_per_record", "echo"] = Field(
+    pipeline_mode: PipelineMode = Field(
         default="batched",
         description="benchmark baselines (fraudstream/bench/baselines.py): naive = a conventional faust agent, one "
         "Redis trip and model call per record, buffered sends; strict_per_record = the same, each send awaited "
@@ -185,7 +216,7 @@ class Settings(BaseSettings):
     def stack_env_file(self) -> Path:
         return self.home / "stack.env"
 
-    # --- connections (config/kafka.py, config/redis.py) -------------------------------------------------
+    # --- views: connections (config/kafka.py, config/redis.py, config/model.py) and options ---------------
     @property
     def kafka(self) -> KafkaConnection:
         """The factory of every Kafka client: bootstrap, TLS / SASL, timeouts."""
@@ -201,6 +232,28 @@ class Settings(BaseSettings):
         """The factory of every Redis client: URL, ACL user and password, timeouts."""
         return RedisConnection(url=self.redis_url, username=self.redis_username, password=self.redis_password,
                                cluster=self.redis_cluster)
+
+    @property
+    def model(self) -> ModelConnection:
+        """The model: its backend URI (local or TF Serving), deadline, outage grace, and the factory of the
+        model server's gRPC channel with its retry policy."""
+        return ModelConnection(backend=self.effective_model_backend, deadline_s=self.model_deadline_s,
+                               outage_grace_s=self.model_outage_grace_s)
+
+    @property
+    def worker(self) -> WorkerOptions:
+        return WorkerOptions(
+            app_id=self.app_id, web_port=self.worker_web_port, batch_max_size=self.batch_max_size,
+            batch_max_wait_s=self.batch_max_wait_ms / 1000.0, max_batches_in_flight=self.max_batches_in_flight,
+            fetch_min_bytes=self.kafka_fetch_min_bytes, fetch_max_wait_ms=self.kafka_fetch_max_wait_ms,
+            max_message_bytes=self.max_message_bytes, max_clock_skew_s=self.max_clock_skew_s,
+            pipeline_mode=self.pipeline_mode,
+        )
+
+    @property
+    def monitoring(self) -> MonitoringOptions:
+        return MonitoringOptions(metrics_host=self.metrics_host, metrics_port=self.metrics_port,
+                                 drift_bucket_s=self.drift_bucket_s)
 
     def card_hash_key(self) -> bytes:
         """The HMAC key card ids are hashed with (``streams.identity.CardHasher``)."""

@@ -111,23 +111,39 @@ async def compute_online(
     progress: Callable[[int, int], None] | None = None,
 ) -> npt.NDArray[np.float64]:
     """Feed the history to ``store`` as the stream would, returning the vectors in row order."""
-    events = transaction_events(transactions)
-    pending = label_events(labels)
-    out = np.zeros((len(events), len(store.features)), dtype=np.float64)
+    out = await apply_history(store, transaction_events(transactions), label_events(labels), batch_size=batch_size,
+                              keep=True, progress=progress)
+    assert out is not None
+    return out
+
+
+async def apply_history(
+    store: RedisFeatureStore, events: list[TransactionEvent], labels: list[LabelEvent], *, batch_size: int,
+    keep: bool, progress: Callable[[int, int], None] | None = None,
+) -> npt.NDArray[np.float64] | None:
+    """Apply a history (transactions in arrival order, labels by ``available_at``) through the online
+    engine, in batches, as the stream would: each batch after the labels available by its newest event
+    time; with ``keep``, return every transaction's feature vector (row order). Used by parity, ``features
+    rebuild`` and the warm-up."""
+    out = np.zeros((len(events), len(store.features)), dtype=np.float64) if keep else None
     li = 0
     horizon = -np.inf
     for start in range(0, len(events), batch_size):
         batch = events[start : start + batch_size]
         horizon = max(horizon, max(e.event_time for e in batch))
         lj = li
-        while lj < len(pending) and pending[lj].available_at <= horizon:
+        while lj < len(labels) and labels[lj].available_at <= horizon:
             lj += 1
         if lj > li:
-            await store.apply_labels(pending[li:lj])
+            await store.apply_labels(labels[li:lj])
             li = lj
-        out[start : start + len(batch)] = await store.apply_and_read(batch)
+        vectors = await store.apply_and_read(batch)
+        if out is not None:
+            out[start : start + len(batch)] = vectors
         if progress is not None:
             progress(start + len(batch), len(events))
+    if li < len(labels):  # labels known after the last transaction still belong in the state
+        await store.apply_labels(labels[li:])
     return out
 
 

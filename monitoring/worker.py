@@ -28,22 +28,20 @@ import numpy.typing as npt
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
+from config.errors import BadBackendUri
 from config.settings import Settings
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.reference import ReferenceCatalog
 from monitoring.sketch import FeatureDriftSketch
-from scoring.errors import BadBackendUri
-from scoring.uri import parse_backend_uri
 
 log = logging.getLogger(__name__)
-DEFAULT_METRICS_PORT = 9108
 
 
 def sketch_model_dir(settings: Settings) -> Path:
     """Where the references the sketch bins on are: the local backend's model directory, else (TF Serving)
     the model repository of this home, when it is mounted here."""
     try:
-        spec = parse_backend_uri(settings.effective_model_backend)
+        spec = settings.model.spec
     except BadBackendUri:
         spec = None  # the scorer reports the bad URI; monitoring falls back to the home's repository
     if spec is not None and spec.path is not None:
@@ -63,14 +61,15 @@ class WorkerMonitoring:
         cls, settings: Settings, *, redis: Redis | RedisCluster | None, feature_names: Sequence[str],
         port: int | None = None, host: str | None = None,
     ) -> WorkerMonitoring:
-        """Metrics served on ``host:port`` (default: ``settings.metrics_host``, loopback, and
-        ``settings.metrics_port`` if the field exists, else 9108; negative = not served); the sketch bins on
+        """Metrics served on ``host:port`` (default: ``settings.monitoring``'s, loopback and 9108 unless
+        configured; negative = not served); the sketch bins on
         the stable model version's reference when the model repository is readable here
         (``<home>/models/<model_name>``), else it stays off."""
         monitoring = cls(WorkerMetrics())
-        chosen = port if port is not None else int(getattr(settings, "metrics_port", DEFAULT_METRICS_PORT))
+        options = settings.monitoring
+        chosen = port if port is not None else options.metrics_port
         # loopback unless configured otherwise (FRAUD_METRICS_HOST; docker-compose sets 0.0.0.0)
-        host = host if host is not None else str(getattr(settings, "metrics_host", "127.0.0.1"))
+        host = host if host is not None else options.metrics_host
         if chosen >= 0:
             try:
                 monitoring.port = monitoring.metrics.serve(chosen, host=host)
@@ -81,7 +80,7 @@ class WorkerMonitoring:
         model_dir = sketch_model_dir(settings)
         if redis is not None and model_dir.is_dir():
             monitoring.sketch = FeatureDriftSketch(redis, ReferenceCatalog(model_dir), feature_names,
-                                                   bucket_s=settings.drift_bucket_s, namespace=settings.app_id)
+                                                   bucket_s=options.drift_bucket_s, namespace=settings.app_id)
         return monitoring
 
     async def after_batch(

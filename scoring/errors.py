@@ -72,9 +72,5 @@ class FeatureHashMismatch(ModelRejected):
         )
 
 
-class BadBackendUri(ScoringError):
-    """``model_backend`` could not be parsed; a configuration error, fixed by changing settings."""
-
-
 class PolicyError(ScoringError):
     """The decision-policy file is invalid; the previous policy stays in force."""

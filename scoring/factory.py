@@ -1,25 +1,26 @@
-"""``open_backend``: a ``ModelBackend`` from a ``model_backend`` URI (see scoring/uri.py)."""
+"""``open_backend``: a ``ModelBackend`` from the model connection (``settings.model``, config/model.py)."""
 
 from __future__ import annotations
 
+from config.model import ModelConnection
 from scoring.backend import ModelBackend
-from scoring.uri import parse_backend_uri
 
 
 def open_backend(
-    uri: str,
+    connection: ModelConnection | str,
     *,
     expected_feature_hash: str | None,
-    deadline_s: float = 1.0,
     poll_interval_s: float = 2.0,
-    retries: int = 2,
 ) -> ModelBackend:
-    """Build (not start) the backend ``uri`` names; call ``await backend.start()`` before scoring.
+    """Build (not start) the backend the connection's URI names (a bare URI: the default deadline and retry
+    policy); call ``await backend.start()`` before scoring.
 
     ``start()`` raises ``FeatureHashMismatch`` when the model's feature list differs from
     ``expected_feature_hash``.
     """
-    spec = parse_backend_uri(uri)
+    if isinstance(connection, str):
+        connection = ModelConnection(backend=connection)
+    spec = connection.spec
     if spec.kind == "local":
         from scoring.local import LocalBackend
 
@@ -27,14 +28,4 @@ def open_backend(
         return LocalBackend(spec.path, expected_feature_hash=expected_feature_hash, poll_interval_s=poll_interval_s)
     from scoring.tfserving import TFServingBackend
 
-    assert spec.target is not None
-    return TFServingBackend(
-        spec.target,
-        spec.model_name,
-        expected_feature_hash=expected_feature_hash,
-        label=spec.label,
-        version=spec.version,
-        signature=spec.signature,
-        deadline_s=spec.deadline_s or deadline_s,
-        retries=retries,
-    )
+    return TFServingBackend(connection, expected_feature_hash=expected_feature_hash)

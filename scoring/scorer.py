@@ -27,7 +27,6 @@ from scoring.factory import open_backend
 from scoring.policy import PolicyStore, Reason, top_reasons
 from scoring.resilience import ModelOutage, ResilientPredictor
 from scoring.rollout import RolloutConfig, canary_mask
-from scoring.uri import parse_backend_uri
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -132,19 +131,19 @@ class Scorer:
 
     @classmethod
     def from_settings(cls, settings: Settings, feature_names: Sequence[str], feature_hash: str) -> Scorer:
-        uri = settings.effective_model_backend
-        backend = open_backend(uri, expected_feature_hash=feature_hash, deadline_s=settings.model_deadline_s)
+        model = settings.model
+        backend = open_backend(model, expected_feature_hash=feature_hash)
         return cls(
             backend,
-            model_name=parse_backend_uri(uri).model_name,
+            model_name=model.model_name,
             feature_names=feature_names,
             feature_hash=feature_hash,
             policy=PolicyStore(settings.policy_file),
             rollout=RolloutConfig(canary_share=settings.canary_share, shadow=settings.shadow),
-            grace_s=settings.model_outage_grace_s,
-            max_batch=settings.batch_max_size,
-            max_wait_s=settings.batch_max_wait_ms / 1000.0,
-            max_in_flight=settings.max_batches_in_flight,
+            grace_s=model.outage_grace_s,
+            max_batch=settings.worker.batch_max_size,
+            max_wait_s=settings.worker.batch_max_wait_s,
+            max_in_flight=settings.worker.max_batches_in_flight,
         )
 
     @property

@@ -6,16 +6,15 @@ signature exists with input ``features``), then a ``Predict`` on the ``metadata`
 A version first seen at runtime (a new stable, the canary) is verified the same way before its scores are
 returned.
 
-Each call has a deadline; retryable status codes are retried a few times with jittered exponential backoff
-by gRPC itself (the channel's service config: ``retry_service_config``), behind a circuit breaker. The
-deadline covers the call with its retries. Longer outages are the resilience layer's job
+The channel, its retry policy and the deadline are the model connection's (``settings.model``,
+config/model.py): retryable status codes are retried a few times by gRPC itself, behind a circuit breaker
+here; the deadline covers the call with its retries. Longer outages are the resilience layer's job
 (scoring/resilience.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -31,6 +30,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from config.model import RETRYABLE_CODE_NAMES, ModelConnection
 from scoring.backend import Prediction
 from scoring.breaker import CircuitBreaker
 from scoring.errors import (
@@ -45,38 +45,8 @@ from scoring.tensors import float_tensor, to_float_array, to_strings
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_CODES = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-    }
-)
+RETRYABLE_CODES = frozenset(grpc.StatusCode[name] for name in RETRYABLE_CODE_NAMES)
 _AVAILABLE = get_model_status_pb2.ModelVersionStatus.State.AVAILABLE
-_MAX_MESSAGE = 64 * 1024 * 1024
-_RETRY_BUFFER = 16 * 1024 * 1024
-_MIN_BACKOFF_S = 0.01
-"""gRPC 1.85's retries stalled until the deadline on 20-29 of 40 calls with an initialBackoff of 1 ms, and on
-none of 40 with 2, 3, 5 or 10 ms (a sync and an aio server answering UNAVAILABLE twice)."""
-
-
-def retry_service_config(retries: int, backoff_s: float) -> str:
-    """gRPC's own retry policy for both TF Serving services: up to ``retries`` more attempts on the retryable
-    codes, the n-th after a random wait in [0, ``backoff_s`` * 2^(n-1)) (full jitter: the retries of many
-    workers do not reach the server in lockstep). gRPC retries only statuses the server sent: a call
-    whose own deadline ran out is not retried."""
-    if retries <= 0:
-        return json.dumps({})
-    policy = {
-        "maxAttempts": min(retries + 1, 5),  # gRPC caps attempts at 5
-        "initialBackoff": f"{max(backoff_s, _MIN_BACKOFF_S):.3f}s",
-        "maxBackoff": f"{max(backoff_s * 2 ** (retries - 1), _MIN_BACKOFF_S):.3f}s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
-    }
-    services = [{"service": "tensorflow.serving.PredictionService"}, {"service": "tensorflow.serving.ModelService"}]
-    return json.dumps({"methodConfig": [{"name": services, "retryPolicy": policy}]})
 
 
 def translate(exc: grpc.aio.AioRpcError, what: str) -> ScoringError:
@@ -97,30 +67,25 @@ class TFServingBackend:
 
     def __init__(
         self,
-        target: str,
-        model_name: str,
+        connection: ModelConnection,
         *,
         expected_feature_hash: str | None,
-        label: str | None = None,
-        version: int | None = None,
-        signature: str = "serving_default",
-        deadline_s: float = 1.0,
-        retries: int = 2,
-        backoff_s: float = 0.05,
         breaker: CircuitBreaker | None = None,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self.target = target
-        self.model_name = model_name
+        """``connection`` names the server, model, label or version and signature (its ``tfserving://`` URI),
+        the deadline and the retry policy, and builds the channel unless one is given."""
+        self.connection = connection
+        spec = connection.spec
+        self.target = connection.target
+        self.model_name = spec.model_name
         self.expected_feature_hash = expected_feature_hash
         self.feature_list_hash: str | None = expected_feature_hash
-        self.default_label = label if version is None else None
-        self.version = version
-        self.signature = signature
-        self.deadline_s = deadline_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.breaker = breaker or CircuitBreaker(name=f"tfserving:{target}/{model_name}")
+        self.default_label = spec.label if spec.version is None else None
+        self.version = spec.version
+        self.signature = spec.signature
+        self.deadline_s = connection.call_deadline_s
+        self.breaker = breaker or CircuitBreaker(name=f"tfserving:{self.target}/{self.model_name}")
         self._channel = channel
         self._own_channel = channel is None
         self._predict_stub: Any = None
@@ -132,18 +97,7 @@ class TFServingBackend:
     # --- lifecycle -----------------------------------------------------------------------------------
     async def start(self) -> None:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(
-                self.target,
-                options=[
-                    ("grpc.max_receive_message_length", _MAX_MESSAGE),
-                    ("grpc.max_send_message_length", _MAX_MESSAGE),
-                    ("grpc.enable_retries", 1),
-                    # gRPC keeps a request for its retries only up to this size: with its default (256 KiB)
-                    # a 6,000-row batch (384 KB) failed at the first UNAVAILABLE instead of being retried
-                    ("grpc.per_rpc_retry_buffer_size", _RETRY_BUFFER),
-                    ("grpc.service_config", retry_service_config(self.retries, self.backoff_s)),
-                ],
-            )
+            self._channel = self.connection.channel()
         self._predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._model_stub = model_service_pb2_grpc.ModelServiceStub(self._channel)
         await self._check_status()
@@ -191,7 +145,7 @@ class TFServingBackend:
         return spec
 
     async def _call(self, method: Any, request: Any, what: str) -> Any:
-        """One RPC (gRPC retries retryable codes itself: ``retry_service_config``) with deadline and breaker."""
+        """One RPC (gRPC retries retryable codes itself: ``GrpcRetryPolicy``) with deadline and breaker."""
         self.breaker.before_call()
         try:
             response = await method(request, timeout=self.deadline_s)

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
@@ -40,7 +38,7 @@ from config.settings import Settings
 from features import FEATURE_LIST, LabelEvent, RedisFeatureStore, TransactionEvent
 from features.ids import Claim, TransactionIds
 from features.offline import compute_offline
-from features.parity import compare
+from features.parity import apply_history, compare
 from schemas import FraudLabel, Transaction, transaction_context
 from schemas.codec import Rejection, decode
 from streams.identity import CardHasher, content_hash
@@ -234,34 +232,6 @@ async def rebuild(
         await client.aclose()
     report.seconds = time.perf_counter() - started
     return report
-
-
-async def apply_history(
-    store: RedisFeatureStore, events: list[TransactionEvent], labels: list[LabelEvent], *, batch_size: int,
-    keep: bool, progress: Progress | None,
-) -> npt.NDArray[np.float64] | None:
-    """Apply a history (transactions in arrival order, labels by ``available_at``) through the online
-    engine, in batches; with ``keep``, return every transaction's feature vector."""
-    out = np.zeros((len(events), len(FEATURE_LIST.names))) if keep else None
-    li = 0
-    horizon = -np.inf
-    for start in range(0, len(events), batch_size):
-        batch = events[start:start + batch_size]
-        horizon = max(horizon, max(e.event_time for e in batch))
-        lj = li
-        while lj < len(labels) and labels[lj].available_at <= horizon:
-            lj += 1
-        if lj > li:
-            await store.apply_labels(labels[li:lj])
-            li = lj
-        vectors = await store.apply_and_read(batch)
-        if out is not None:
-            out[start:start + len(batch)] = vectors
-        if progress is not None:
-            progress(start + len(batch), len(events))
-    if li < len(labels):  # labels known after the last transaction still belong in the state
-        await store.apply_labels(labels[li:])
-    return out
 
 
 def _frame(events: list[TransactionEvent]) -> pd.DataFrame:

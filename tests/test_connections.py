@@ -1,6 +1,7 @@
 """Connections are owned by configuration: only the bottom layer (``config/``) builds a Kafka or Redis client
-or reads a connection secret; everything else asks ``settings.kafka`` / ``settings.redis`` (or a
-``KafkaConnection`` / ``RedisConnection``), which always pass the credentials, TLS/SASL and timeouts.
+or a gRPC channel to the model server, or reads a connection secret; everything else asks ``settings.kafka``
+/ ``settings.redis`` / ``settings.model`` (or a ``KafkaConnection`` / ``RedisConnection`` /
+``ModelConnection``), which always pass the credentials, TLS/SASL, timeouts and the retry policy.
 
 Read from the source (AST), so a client built in a branch no test runs is found too.
 """
@@ -8,11 +9,14 @@ Read from the source (AST), so a client built in a branch no test runs is found 
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
+import grpc
 import pytest
 
 from config.kafka import KafkaConnection
+from config.model import GrpcRetryPolicy, ModelConnection
 from config.redis import RedisConnection
 from config.settings import Settings
 
@@ -20,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ABOVE_CONFIG = ["fraudstream", "streams", "features", "scoring", "training", "schemas", "monitoring"]
 CLIENT_CLASSES = {"AIOKafkaProducer", "AIOKafkaConsumer", "AIOKafkaAdminClient", "AIOKafkaClient", "Redis",
                   "StrictRedis", "RedisCluster"}
-CLIENT_BUILDERS = {"from_url", "from_pool"}
+CLIENT_BUILDERS = {"from_url", "from_pool", "insecure_channel", "secure_channel"}
 SECRET_FIELDS = {"kafka_sasl_password", "redis_password", "card_hash_secret"}
 
 
@@ -50,9 +54,10 @@ def test_the_scan_finds_a_client_built_by_hand(tmp_path: Path) -> None:
     probe = ROOT / "streams" / "_probe_for_test.py"  # inside the tree, as a real module would be
     probe.write_text("import redis\nfrom aiokafka import AIOKafkaProducer\n"
                      "p = AIOKafkaProducer(bootstrap_servers='x')\nr = redis.Redis.from_url('redis://x')\n"
-                     "s = settings.redis_password\n")
+                     "s = settings.redis_password\nimport grpc\nc = grpc.aio.insecure_channel('x:1')\n"
+                     "t = grpc.aio.secure_channel('x:1', grpc.ssl_channel_credentials())\n")
     try:
-        assert len(_violations(probe)) == 3
+        assert len(_violations(probe)) == 5
     finally:
         probe.unlink()
 
@@ -91,3 +96,25 @@ def test_faust_and_aiokafka_get_the_same_security(protocol: str) -> None:
     assert (credentials is None) == (options == {}) == (protocol == "PLAINTEXT")
     if protocol.startswith("SASL"):
         assert credentials.username == options["sasl_plain_username"] == "fraud"
+
+
+async def test_the_model_connection_is_the_settings_and_builds_the_channel() -> None:  # grpc.aio wants a loop
+    settings = Settings(_env_file=None, model_backend="tfserving://tfs:8500/fraud_dnn?label=canary",  # type: ignore[call-arg]
+                        model_deadline_s=0.4, model_outage_grace_s=12.0)
+    model = settings.model
+    assert isinstance(model, ModelConnection)
+    assert (model.target, model.model_name, model.label) == ("tfs:8500", "fraud_dnn", "canary")
+    assert (model.call_deadline_s, model.outage_grace_s) == (0.4, 12.0)
+    # a deadline in the URI wins over the setting
+    assert ModelConnection(backend="tfserving://tfs/m?deadline_ms=250", deadline_s=0.4).call_deadline_s == 0.25
+    options = dict(model.channel_options())
+    policy = json.loads(str(options["grpc.service_config"]))["methodConfig"][0]["retryPolicy"]
+    assert policy["maxAttempts"] == 3 and "UNAVAILABLE" in policy["retryableStatusCodes"]
+    assert options["grpc.enable_retries"] == 1
+    assert json.loads(GrpcRetryPolicy(retries=0).service_config()) == {}
+    channel = model.channel()
+    try:
+        assert isinstance(channel, grpc.aio.Channel)
+    finally:
+        await channel.close()
+    assert ModelConnection.tfserving("h:1", "m", label="stable").backend == "tfserving://h:1/m?label=stable"

@@ -99,6 +99,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def run(config: BenchConfig) -> dict[str, Any]:
+    from config.model import ModelConnection
     from scoring.batcher import MicroBatcher
     from scoring.breaker import CircuitBreaker
     from scoring.local import LocalBackend
@@ -121,7 +122,8 @@ async def run(config: BenchConfig) -> dict[str, Any]:
         # A breaker that never opens during a benchmark: we measure the happy path.
         breaker = CircuitBreaker(name="bench", failure_threshold=1_000_000)
         grpc_backend = TFServingBackend(
-            server.target, "fraud_dnn", expected_feature_hash=fhash, label="stable", breaker=breaker
+            ModelConnection.tfserving(server.target, "fraud_dnn", label="stable"), expected_feature_hash=fhash,
+            breaker=breaker,
         )
         local = LocalBackend(model_dir, expected_feature_hash=fhash, poll_interval_s=0)
         batcher = MicroBatcher(

@@ -65,6 +65,7 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
     from aiokafka import errors as kafka_errors
     from pydantic import ValidationError
 
+    from config.errors import BadBackendUri
     from features.errors import FeatureError
     from fraudstream.stack.errors import StackError
     from fraudstream.topictools.errors import TopicToolError
@@ -94,7 +95,8 @@ def explain(exc: BaseException, settings: Settings | None) -> Explanation | None
         return Explanation(str(ServiceUnreachable.redis(redis_at)), EXIT_FAILURE)
     if isinstance(exc, FeatureError) and exc.retryable:
         return Explanation(f"{exc} (transient: try again)", EXIT_FAILURE)
-    if isinstance(exc, StackError | TrainingError | FeatureError | ScoringError | TopicToolError | StreamsError):
+    if isinstance(exc, StackError | TrainingError | FeatureError | ScoringError | TopicToolError | StreamsError
+                  | BadBackendUri):
         return Explanation(str(exc), EXIT_FAILURE)
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False)[0]

@@ -125,18 +125,27 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-def _dashboard(args: argparse.Namespace) -> int:
-    from monitoring.dashboard import create_app, serve
-
+def _start_monitor(args: argparse.Namespace) -> tuple[Settings, DriftMonitor] | None:
+    """Logging, settings, the bucket check and the services check of ``monitor`` and ``dashboard``, then the
+    monitor; None after a usage error (said on stderr; the command exits with 2)."""
     logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     try:
         _check_bucket(settings, args)  # a usage error: before any connection is tried
     except BucketMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return None
     _require_services(settings, args)
-    monitor = _build_monitor(settings, args)
+    return settings, _build_monitor(settings, args)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from monitoring.dashboard import create_app, serve
+
+    started = _start_monitor(args)
+    if started is None:
+        return 2
+    settings, monitor = started
     token = settings.api_token.get_secret_value() if settings.api_token else None
 
     async def main() -> None:
@@ -152,15 +161,10 @@ def _dashboard(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    try:
-        _check_bucket(settings, args)  # a usage error: before any connection is tried
-    except BucketMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    started = _start_monitor(args)
+    if started is None:
         return 2
-    _require_services(settings, args)
-    monitor = _build_monitor(settings, args)
+    _, monitor = started
 
     async def main() -> None:
         from prometheus_client import start_http_server

@@ -89,9 +89,8 @@ def require_model(settings: Settings) -> None:
     worker itself, which retries it (``model_outage_grace_s``)."""
     from scoring.errors import ModelNotFound
     from scoring.repository import scan
-    from scoring.uri import parse_backend_uri
 
-    spec = parse_backend_uri(settings.effective_model_backend)
+    spec = settings.model.spec
     if spec.kind != "local" or spec.path is None:
         return
     try:

@@ -280,7 +280,6 @@ def _retrain(args: argparse.Namespace) -> int:
         require_kafka(settings)
     _require_services(args, settings)
     from schemas.retrain import RetrainRequest
-    from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
 
     _setup_tf(args)
@@ -293,19 +292,7 @@ def _retrain(args: argparse.Namespace) -> int:
         train_days=args.days,
         promote=not args.no_promote,
     )
-    defaults = TrainJob(
-        input_path=_history_input(args),
-        mapping=_mapping(args.mapping),
-        config=_config(args, args.quick),
-        limit=args.limit,
-    )
-    runner = make_job_runner(
-        defaults,
-        repository=settings.model_repository,
-        model_name=settings.model_name,
-        runs_dir=settings.home / "runs",
-        serving_base_path=settings.tfserving_model_base_path,
-    )
+    runner = _job_runner(args, settings)
 
     async def report(status: Any) -> None:
         print(f"[{status.state}] {status.message}", file=sys.stderr, flush=True)
@@ -334,6 +321,26 @@ def _retrain(args: argparse.Namespace) -> int:
     return 0 if status.state == "succeeded" else 1
 
 
+def _job_runner(args: argparse.Namespace, settings: Settings) -> Any:
+    """The trainer's job runner (``retrain`` and ``trainer serve``): the command line's history, mapping and
+    model options as the defaults of every job, the model repository and runs of this home."""
+    from training.pipeline import TrainJob, make_job_runner
+
+    defaults = TrainJob(
+        input_path=_history_input(args),
+        mapping=_mapping(args.mapping),
+        config=_config(args, args.quick),
+        limit=args.limit,
+    )
+    return make_job_runner(
+        defaults,
+        repository=settings.model_repository,
+        model_name=settings.model_name,
+        runs_dir=settings.home / "runs",
+        serving_base_path=settings.tfserving_model_base_path,
+    )
+
+
 async def _publisher(settings: Settings) -> Any:
     from training.triggers import KafkaStatusPublisher
 
@@ -346,24 +353,11 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     if not args.no_kafka:  # before TensorFlow's start-up chatter
         require_kafka(settings)
-    from training.pipeline import TrainJob, make_job_runner
     from training.service import TrainerService
     from training.triggers import consume_retrain_requests, make_app, serve_http
 
     _setup_tf(args)
-    defaults = TrainJob(
-        input_path=_history_input(args),
-        mapping=_mapping(args.mapping),
-        config=_config(args, args.quick),
-        limit=args.limit,
-    )
-    runner = make_job_runner(
-        defaults,
-        repository=settings.model_repository,
-        model_name=settings.model_name,
-        runs_dir=settings.home / "runs",
-        serving_base_path=settings.tfserving_model_base_path,
-    )
+    runner = _job_runner(args, settings)
 
     async def main() -> None:
         publisher = None if args.no_kafka else await _publisher(settings)

@@ -85,8 +85,9 @@ async def warm_up(settings: Settings, tx_values: list[bytes], label_values: list
     """Apply a history to the online store through the worker's engine (not scored, not published)."""
     # Imported here: the feature engine and the stream package are only needed by the commands that warm up.
     from features import RedisFeatureStore
+    from features.parity import apply_history
     from streams.identity import CardHasher
-    from streams.rebuild import RebuildReport, apply_history, label_events, transaction_events
+    from streams.rebuild import RebuildReport, label_events, transaction_events
 
     started = time.perf_counter()
     client = settings.redis.client()

@@ -12,7 +12,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from fraudstream.stack.process import is_alive
-from tests.stack.test_stack_cli import fraudstream
+from tests.fixtures.stack import fraudstream
 
 pytestmark = pytest.mark.integration
 

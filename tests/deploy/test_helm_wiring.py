@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from config.model import parse_backend_uri
 from config.settings import Settings, load_settings
 from fraudstream.cli import build_parser
-from scoring.uri import parse_backend_uri
 from tests.fixtures.chart import (
     PRODUCTION_VALUES,
     RELEASE,

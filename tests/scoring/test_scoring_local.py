@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from scoring.errors import BadBackendUri, LabelNotFound
+from config.errors import BadBackendUri
+from config.model import parse_backend_uri
+from scoring.errors import LabelNotFound
 from scoring.factory import open_backend
 from scoring.local import LocalBackend
 from scoring.testing.model_factory import export_model, sample_features, write_labels
 from scoring.tfserving import TFServingBackend
-from scoring.uri import parse_backend_uri
 from tests.fixtures.scoring import FEATURE_HASH, MODEL
 
 

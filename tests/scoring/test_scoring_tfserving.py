@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from config.model import GrpcRetryPolicy, ModelConnection
 from scoring.breaker import CircuitBreaker
 from scoring.errors import BackendUnavailable, CircuitOpen, InvalidRequest, LabelNotFound, ModelNotFound
 from scoring.scorer import Scorer
@@ -27,10 +28,13 @@ async def server(model_dir: Path):  # type: ignore[no-untyped-def]
     await srv.stop()
 
 
-def client(server: InProcessModelServer, **kwargs: object) -> TFServingBackend:
-    options: dict[str, object] = {"label": "stable", "deadline_s": 2.0, "retries": 2, "backoff_s": 0.001}
-    options.update(kwargs)
-    return TFServingBackend(server.target, MODEL, expected_feature_hash=FEATURE_HASH, **options)  # type: ignore[arg-type]
+def client(
+    server: InProcessModelServer, *, label: str | None = "stable", version: int | None = None, retries: int = 2,
+    breaker: CircuitBreaker | None = None,
+) -> TFServingBackend:
+    connection = ModelConnection.tfserving(server.target, MODEL, label=label, version=version, deadline_s=2.0,
+                                           retry=GrpcRetryPolicy(retries=retries, backoff_s=0.001))
+    return TFServingBackend(connection, expected_feature_hash=FEATURE_HASH, breaker=breaker)
 
 
 async def test_retries_retryable_codes_then_succeeds(server: InProcessModelServer) -> None:
@@ -108,7 +112,7 @@ async def test_unknown_label_and_model(server: InProcessModelServer) -> None:
     with pytest.raises(LabelNotFound):
         await backend.predict(sample_features(2), label="nope")
     await backend.close()
-    missing = TFServingBackend(server.target, "other_model", expected_feature_hash=None)
+    missing = TFServingBackend(ModelConnection.tfserving(server.target, "other_model"), expected_feature_hash=None)
     with pytest.raises(ModelNotFound):
         await missing.start()
     await missing.close()

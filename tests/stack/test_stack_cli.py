@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fraudstream.stack.process import is_alive
+from tests.fixtures.stack import fraudstream
 
 pytestmark = pytest.mark.integration
-
-
-def fraudstream(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
-    env["FRAUD_HOME"] = str(home)
-    return subprocess.run([sys.executable, "-m", "fraudstream", *args], env=env, capture_output=True, text=True,
-                          timeout=180, check=False)
 
 
 def descendants_alive(pids: list[int]) -> list[int]:
