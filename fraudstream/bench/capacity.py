@@ -30,8 +30,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fraudstream.cli.args import positive_float, positive_int
-
 RATES: tuple[float, ...] = (1_000.0, 10_000.0, 50_000.0)
 
 
@@ -196,25 +194,6 @@ def table(plans: list[Plan], costs: Costs, assume: Assumptions) -> str:
     lines += [f"| {p.rate_tps:,.0f} | {p.worker_cores:g} | {p.workers} | {p.redis_cores:g} | {p.redis_shards} | "
               f"{p.broker_cores:g} | {p.brokers} | {p.partitions} | {p.total_cores:g} |" for p in plans]
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    given = parser.add_mutually_exclusive_group(required=True)
-    given.add_argument("--from", dest="source", metavar="E2E_JSON",
-                       help="a 'bench e2e --json' result (its last line is read)")
-    given.add_argument("--costs", metavar="worker=US,redis=US,kafka=US",
-                       help="CPU µs per transaction given by hand (figures of an earlier run, documented)")
-    parser.add_argument("--at", choices=("saturation", "fixed_rate", "fit"), default="saturation",
-                        help="the CPU per transaction at saturation (default: all of it counted as marginal, an "
-                        "upper bound below saturation) or at the run's fixed --rate; or fit fixed + marginal costs "
-                        "over the run's phases")
-
-    parser.add_argument("--rates", default=",".join(str(int(r)) for r in RATES),
-                        help="target rates in tx/s (default 1000,10000,50000)")
-    parser.add_argument("--utilisation", type=positive_float, default=0.6, help="share of a core per process (0.6)")
-    parser.add_argument("--replication-factor", type=positive_int, default=3, help="Kafka replication factor (3)")
-    parser.add_argument("--broker-cores", type=positive_int, default=4, help="cores of one broker (4)")
-    parser.add_argument("--json", action="store_true", help="print the plans as JSON (last line)")
 
 
 def given_costs(text: str) -> Costs:
