@@ -36,7 +36,9 @@ The patches, why, and what they gave (figures from docs/benchmarks.md, measured 
 7. ``FetchHold`` (aiokafka's ``Fetcher._fetch_min_bytes``, read per request by
    ``Fetcher._get_actions_per_node``; faust's ``AIOKafkaConsumerThread._consumer``): patch 3's hold applies only
    while records arrive fast enough to fill it; under light load each fetch is answered with its first record.
-   Gain: see docs/benchmarks.md ("Adaptive fetch hold", issue #20).
+   Measured (docs/benchmarks.md, "the adaptive fetch hold", an A/B on an overloaded box): saturation and p50
+   at 10 % of capacity not worse; 11-32 % more worker CPU per transaction at 10 %; the ~5 ms it should save at
+   low load on a quiet box is not measured yet.
 """
 
 from __future__ import annotations
