@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=10, ge=0, le=60_000, description="longest a worker's fetch waits for kafka_fetch_min_bytes",
     )
+    kafka_fetch_hold_min_records: int = Field(
+        default=16, ge=0,
+        description="the broker holds a fetch (the two settings above) only while records arrive fast enough to "
+        "bring this many within kafka_fetch_max_wait_ms; below that rate a fetch is answered with the first record, "
+        "so a lone transaction never waits for a batch to fill; 0 = always hold",
+    )
     max_message_bytes: int = Field(default=64 * 1024, ge=256)
     max_clock_skew_s: float = Field(default=86_400.0, ge=0, description="how far in the future an event may be")
     pipeline_mode: PipelineMode = Field(

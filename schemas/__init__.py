@@ -5,7 +5,7 @@ from schemas.dead_letter import DeadLetter, Stage
 from schemas.drift import DriftAlert
 from schemas.labels import FraudLabel
 from schemas.retrain import RetrainRequest, RetrainStatus
-from schemas.scored import Decision, Latencies, ReasonCode, ScoredTransaction, ShadowScore
+from schemas.scored import Decision, Latencies, ReasonCode, ScoredTransaction, ShadowScore, StageTimings
 from schemas.transaction import Transaction, transaction_context
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "ScoredTransaction",
     "ShadowScore",
     "Stage",
+    "StageTimings",
     "Transaction",
     "transaction_context",
 ]

@@ -32,6 +32,27 @@ class Latencies(BaseModel):
     end_to_end_ms: float = 0.0
 
 
+class StageTimings(BaseModel):
+    """Milliseconds this record spent in each stage of the worker, in order; their sum is the time from the
+    transaction's Kafka timestamp to the start of the publish (the publish itself, until the broker's
+    acknowledgement, is in the worker's ``fraudstream_record_stage_latency_seconds{stage="publish"}``).
+    Every field is optional: a stage that did not apply (a repeat's stored result has no model call) or
+    could not be measured (a record without a Kafka timestamp) is left out."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fetch_ms: float | None = None
+    """Kafka timestamp → the worker's fetch returned it (the broker's and the consumer's waits)."""
+    batch_wait_ms: float | None = None
+    """Fetched → its micro-batch started (validation, the chunk queue, waiting for a free pipeline slot)."""
+    features_ms: float | None = None
+    """Its batch's id claims and feature state in Redis, including the wait for the batch before."""
+    score_wait_ms: float | None = None
+    """Features read → the model call started (batches are scored and published in order)."""
+    model_ms: float | None = None
+    """Its batch's model call and decision."""
+
+
 class ShadowScore(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,4 +79,6 @@ class ScoredTransaction(Record):
     shadow: ShadowScore | None = None
     feature_list_hash: str
     latencies: Latencies = Field(default_factory=Latencies)
+    timings: StageTimings | None = None
+    """Per-record stage times (since issue #20; absent in records of older workers)."""
     scored_at: datetime

@@ -72,7 +72,8 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
     )
     faust_patches.install(app, chunked_topics=[settings.topics.transactions],
                           fetch_min_bytes=settings.kafka_fetch_min_bytes,
-                          fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+                          fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+                          fetch_hold_min_records=settings.kafka_fetch_hold_min_records)
     runtime.bind(app)
     transactions = app.topic(settings.topics.transactions, schema=RawSchema())
     labels = app.topic(settings.topics.labels, schema=RawSchema())
@@ -94,7 +95,7 @@ def create_app(settings: Settings, runtime: WorkerRuntime) -> faust.App:
                 if not taken:
                     continue
                 try:
-                    checked = pipeline.check(taken)
+                    checked = pipeline.check(taken, fetched_at=chunk.fetched_at)
                 except Exception as exc:
                     await runtime.fail("unexpected error validating a batch", exc)
                     return

@@ -53,13 +53,15 @@ def decode_result(stored: bytes) -> dict[str, Any]:
     return fields
 
 
-def scored_json(tx: Transaction, card_ref: str, fields: dict[str, Any], common: dict[str, object]) -> bytes:
+def scored_json(tx: Transaction, card_ref: str, fields: dict[str, Any], common: dict[str, object],
+                timings: dict[str, float] | None = None) -> bytes:
     """One ``ScoredTransaction``: the transaction's own fields, the scoring result, this delivery's
-    latencies and time. orjson writes the (UTC) event time itself, without a Python call per record."""
+    latencies, stage timings and time. orjson writes the (UTC) event time itself, without a Python call per
+    record."""
     return orjson.dumps({
         "schema_version": SCHEMA_VERSION, "transaction_id": tx.transaction_id, "card_ref": card_ref,
         "terminal_id": tx.terminal_id, "amount": tx.amount, "currency": tx.currency,
-        "event_time": tx.event_time, **fields, **common,
+        "event_time": tx.event_time, **fields, **common, "timings": timings,
     }, option=orjson.OPT_UTC_Z)
 
 

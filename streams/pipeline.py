@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
+from math import nan
 from typing import Any, Protocol
 
 import numpy as np
@@ -72,6 +73,23 @@ class BatchOutcome:
     models: Counter[tuple[str, int | None, str | None]] = field(default_factory=Counter)
     degraded: int = 0
     publish_s: float = 0.0
+    stages: RecordStages | None = None
+    """Where the published records' time went, for the worker's per-stage histograms."""
+
+
+@dataclass(slots=True)
+class RecordStages:
+    """Seconds the published records of one batch spent in each stage (``schemas.scored.StageTimings``): per
+    record where records differ (``fetch``: only records with a Kafka timestamp), once where the batch's
+    records share the stage; ``records`` is how many records each shared value stands for."""
+
+    fetch_s: npt.NDArray[np.float64]
+    batch_wait_s: npt.NDArray[np.float64]
+    features_s: float
+    score_wait_s: float
+    model_s: float
+    publish_s: float
+    records: int
 
 
 def _iso(moment: datetime) -> str:
@@ -100,6 +118,8 @@ class CheckedMessage:
     result: Checked | Rejection
     validate_s: float
     """This message's share of its chunk's validation time."""
+    fetched_at: float = 0.0
+    """Wall-clock time its fetch was handed over (``Chunk.fetched_at``)."""
 
 
 @dataclass
@@ -115,6 +135,12 @@ class PreparedBatch:
     transactions: list[Transaction] = field(default_factory=list)
     repeats: list[tuple[Transaction, str, bytes]] = field(default_factory=list)
     """Repeats of transactions whose result is stored: (transaction, card_ref, the stored result)."""
+    arrived: list[tuple[float, float]] = field(default_factory=list)
+    """(Kafka timestamp or NaN, fetched at) of each of ``transactions``, then of each of ``repeats``."""
+    repeat_arrived: list[tuple[float, float]] = field(default_factory=list)
+    started_at: float = 0.0
+    """Wall-clock stamps (``time.time()``) of the batch's stages, for the records' ``timings``."""
+    features_at: float = 0.0
     validate_s: float = 0.0
     features_s: float = 0.0
     started_s: float = 0.0
@@ -197,17 +223,19 @@ class TransactionPipeline:
         """The whole micro-batch; returns once everything is published and acknowledged."""
         return await self.finish(await self.prepare(self.check(messages)))
 
-    def check(self, messages: Sequence[InboundMessage]) -> list[CheckedMessage]:
+    def check(self, messages: Sequence[InboundMessage], *, fetched_at: float | None = None) -> list[CheckedMessage]:
         """Stage 0: decode and validate. Needs no order and no I/O, so the worker runs it as messages arrive,
         while Redis works on the batch before: what ``prepare`` does between two Redis round trips (and
-        Redis sits idle for) is then only the round trip's own work."""
+        Redis sits idle for) is then only the round trip's own work. ``fetched_at``: when the messages'
+        fetch was handed over (default: now)."""
         t0 = time.perf_counter()
+        fetched = time.time() if fetched_at is None else fetched_at
         context = transaction_context(datetime.now(UTC), self.config.max_clock_skew_s)
         checked: list[CheckedMessage] = []
         for message in messages:
             parsed = decode(Transaction, message.value, max_bytes=self.config.max_message_bytes, context=context)
             if isinstance(parsed, Rejection):
-                checked.append(CheckedMessage(message, parsed, 0.0))
+                checked.append(CheckedMessage(message, parsed, 0.0, fetched))
                 continue
             card_ref = self.hasher.reference(parsed.card_id)
             event_time = parsed.event_time.timestamp()
@@ -217,7 +245,7 @@ class TransactionPipeline:
             )
             fingerprint = content_hash(card_ref, parsed.terminal_id, parsed.amount, parsed.currency, event_time,
                                        parsed.latitude, parsed.longitude)
-            checked.append(CheckedMessage(message, Checked(parsed, event, fingerprint), 0.0))
+            checked.append(CheckedMessage(message, Checked(parsed, event, fingerprint), 0.0, fetched))
         share = (time.perf_counter() - t0) / max(1, len(checked))
         for item in checked:
             item.validate_s = share
@@ -233,8 +261,10 @@ class TransactionPipeline:
         content (in this batch or any earlier one) is dead-lettered; a repeat of the same content gets the
         stored first result, or, while there is none, goes on and gets the first vector back from the
         feature state."""
-        batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)))
+        batch = PreparedBatch(messages=[c.message for c in checked], outcome=BatchOutcome(consumed=len(checked)),
+                              started_at=time.time())
         valid: list[tuple[InboundMessage, Checked]] = []
+        fetched: list[float] = []
         for checked_message in checked:
             batch.validate_s += checked_message.validate_s
             if isinstance(checked_message.result, Rejection):
@@ -244,17 +274,22 @@ class TransactionPipeline:
                 self._count_dead(out, rejection.reason, batch)
             else:
                 valid.append((checked_message.message, checked_message.result))
+                fetched.append(checked_message.fetched_at)
         claims = [Claim(c.transaction.transaction_id, c.content_hash, m.topic, m.partition, m.offset) for m, c in valid]
-        for (message, item), claimed in zip(valid, await self.path.claim(self.ids, claims), strict=True):
+        claimed_ids = await self.path.claim(self.ids, claims)
+        for (message, item), fetched_at, claimed in zip(valid, fetched, claimed_ids, strict=True):
+            stamp = nan if message.timestamp is None else message.timestamp
             if claimed.status == "conflict":
                 out = conflict_message(message, item.transaction, item.event.card_ref, item.content_hash, claimed,
                                        self.config.dead_letter_topic)
                 self._count_dead(out, "duplicate:transaction_id:conflict", batch)
             elif claimed.outcome is not None:
                 batch.repeats.append((item.transaction, item.event.card_ref, claimed.outcome))
+                batch.repeat_arrived.append((stamp, fetched_at))
             else:
                 batch.transactions.append(item.transaction)
                 batch.events.append(item.event)
+                batch.arrived.append((stamp, fetched_at))
         batch.started_s = time.perf_counter()
         if batch.events:
             batch.pending = await self.path.submit(self.features, batch.events)
@@ -266,6 +301,7 @@ class TransactionPipeline:
             vectors = await self.path.features(self.features, batch.events, batch.pending)
             batch.outcome.features = vectors.astype(np.float32)
         batch.features_s = time.perf_counter() - batch.started_s
+        batch.features_at = time.time()
         return batch
 
     async def finish(self, batch: PreparedBatch) -> BatchOutcome:
@@ -273,10 +309,10 @@ class TransactionPipeline:
         the next batch's ``prepare``."""
         outcome, valid, valid_messages = batch.outcome, batch.events, batch.transactions
         out = batch.out
-        t2 = time.perf_counter()
+        t2 = time.time()
         if valid and outcome.features is not None:
             results = await self.path.score(self.scorer, outcome.features, valid, valid_messages)
-        t3 = time.perf_counter()
+        t3 = time.time()
         stored: list[tuple[str, bytes]] = []
         if valid or batch.repeats:
             now = datetime.now(UTC)
@@ -289,26 +325,52 @@ class TransactionPipeline:
             outcome.latencies = latencies
             common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
             scored_topic, hash_ = self.config.scored_topic, self.config.feature_list_hash
-            for tx, event, result in zip(valid_messages, valid, results if valid else (), strict=True):
+            timings = self._timings(batch, t2, t3)
+            for tx, event, result, timing in zip(valid_messages, valid, results if valid else (),
+                                                 timings[: len(valid)], strict=True):
                 fields = result_fields(result, hash_)
                 out.append(OutboundMessage(scored_topic, event.card_ref.encode(),
-                                           scored_json(tx, event.card_ref, fields, common)))
+                                           scored_json(tx, event.card_ref, fields, common, timing)))
                 stored.append((tx.transaction_id, encode_result(fields)))
                 outcome.decisions[result.decision] = outcome.decisions.get(result.decision, 0) + 1
                 outcome.models[(result.model_name, result.model_version, result.model_label)] += 1
                 outcome.degraded += bool(result.degraded)
-            for tx, card_ref, first in batch.repeats:
+            for (tx, card_ref, first), timing in zip(batch.repeats, timings[len(valid_messages):], strict=True):
                 fields = decode_result(first)
-                out.append(OutboundMessage(scored_topic, card_ref.encode(), scored_json(tx, card_ref, fields, common)))
+                out.append(OutboundMessage(scored_topic, card_ref.encode(),
+                                           scored_json(tx, card_ref, fields, common, timing)))
                 outcome.decisions[fields["decision"]] = outcome.decisions.get(fields["decision"], 0) + 1
             outcome.scored = len(valid) + len(batch.repeats)
         t4 = time.perf_counter()
         await self.path.publish(self.publisher, out)
         outcome.publish_s = time.perf_counter() - t4
+        if outcome.stages is not None:
+            outcome.stages.publish_s = outcome.publish_s
         if stored:
             # Only after the broker has them: a stored result is one that was published.
             await self.path.record_outcomes(self.ids, stored)
         return outcome
+
+    def _timings(self, batch: PreparedBatch, scoring_at: float, scored_at: float) -> list[dict[str, float]]:
+        """Each published record's ``timings`` (``schemas.scored.StageTimings``), scored records first, then
+        repeats; the same seconds go to ``batch.outcome.stages`` for the worker's histograms. Vectorised
+        over the batch: two subtractions per record, and one dict."""
+        arrived = batch.arrived + batch.repeat_arrived
+        if not arrived:
+            return []
+        stamps = np.array(arrived, dtype=np.float64)
+        fetch_s = stamps[:, 1] - stamps[:, 0]
+        wait_s = batch.started_at - stamps[:, 1]
+        features_s = batch.features_at - batch.started_at
+        score_wait_s = scoring_at - batch.features_at
+        model_s = scored_at - scoring_at
+        batch.outcome.stages = RecordStages(fetch_s[~np.isnan(fetch_s)], wait_s, features_s, score_wait_s, model_s,
+                                            0.0, len(arrived))
+        shared = {"features_ms": round(features_s * 1000, 3), "score_wait_ms": round(score_wait_s * 1000, 3),
+                  "model_ms": round(model_s * 1000, 3)}
+        fetch_ms = np.round(fetch_s * 1000, 3).tolist()  # NaN (no Kafka timestamp) is written as null
+        wait_ms = np.round(wait_s * 1000, 3).tolist()
+        return [{"fetch_ms": f, "batch_wait_ms": w, **shared} for f, w in zip(fetch_ms, wait_ms, strict=True)]
 
     def _count_dead(self, message: OutboundMessage, reason: str, batch: PreparedBatch) -> None:
         batch.out.append(message)

@@ -58,6 +58,8 @@ from fraudstream.bench.components import (
     stack_processes,
 )
 from fraudstream.bench.ratios import HEADLINE_SHARE, SHARES, ratio_figures, share_key, targets
+from fraudstream.bench.stages import describe as describe_stages
+from fraudstream.bench.stages import stage_breakdown
 from fraudstream.demo import has_model
 from fraudstream.stack.redis import purge_prefix, scratch_redis
 from fraudstream.workers import WorkerProcess, spawn_worker, worker_env
@@ -190,12 +192,13 @@ class CpuMeter:
 
 async def collect(
     consumer: AIOKafkaConsumer, expected: int, timeout_s: float, workers: Sequence[WorkerProcess],
-    meter: CpuMeter | None = None,
+    meter: CpuMeter | None = None, values: dict[bytes, bytes] | None = None,
 ) -> tuple[list[float], dict[bytes, float], int]:
     """Read scored records until ``expected`` arrived; returns their Kafka timestamps (s), arrival time per
     transaction id, and the number of dead letters seen. The meter is marked at 10% and 90% of the records.
     Raises when every worker has exited: waiting out the timeout would only hide the worker's error (no
-    workers: the records are the producer's own, read back by ``kafka_rtt``)."""
+    workers: the records are the producer's own, read back by ``kafka_rtt``). ``values``: filled with each
+    scored record's value by transaction id (for ``stages.stage_breakdown``)."""
     stamps: list[float] = []
     arrivals: dict[bytes, float] = {}
     dead = 0
@@ -219,7 +222,10 @@ async def collect(
                     dead += 1
                     continue
                 stamps.append(m.timestamp / 1000.0)
-                arrivals[_tx_id(m.value or b'"transaction_id":""')] = now
+                tx_id = _tx_id(m.value or b'"transaction_id":""')
+                arrivals[tx_id] = now
+                if values is not None:
+                    values[tx_id] = m.value or b"{}"
     if meter is not None and len(meter.marks) == 1:  # the records after the first mark came in one go
         meter.mark(len(arrivals) + dead)
     return stamps, arrivals, dead
@@ -329,9 +335,10 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
         await collect(consumer, len(warm), 120 + WARM_S, [worker])
         # Under a paced load the bench's CPU includes its producer, unlike the saturation phases.
         meter = CpuMeter(settings, [worker.pid])
+        scored: dict[bytes, bytes] = {}
         with no_collector_pauses():
             sender = asyncio.create_task(send_all(settings.kafka, phase.transactions, items, rate=rate))
-            _, arrivals, dead = await collect(consumer, count, seconds + 120, [worker], meter)
+            _, arrivals, dead = await collect(consumer, count, seconds + 120, [worker], meter, scored)
             sent_at = await sender
     finally:
         await consumer.stop()
@@ -343,7 +350,7 @@ async def fixed_load(settings: Settings, phase: Phase, model_backend: str, *, ra
             "lost": max(0, count - len(latencies) - dead),  # one latency per scored transaction of the run
             "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
             "p999_ms": percentile(latencies, 99.9), "max_ms": max(latencies) if latencies else float("nan"),
-            "cpu": meter.per_tx()}
+            "cpu": meter.per_tx(), "stages": stage_breakdown(scored, sent_at, arrivals)}
 
 
 async def kafka_rtt(settings: Settings, phase: Phase, *, rate: float, seconds: float, seed: int) -> dict[str, Any]:
@@ -515,6 +522,7 @@ async def run_bench(settings: Settings, options: BenchOptions) -> dict[str, Any]
                 batch=options.batch, seed=options.seed + 1, log_dir=log_dir)
             progress(f"  → p50 {point['p50_ms']:.1f} ms, p99 {point['p99_ms']:.1f} ms, "
                      f"p99.9 {point['p999_ms']:.1f} ms; {cpu_split(point)}")
+            progress(f"    stages p50/p99 ms: {describe_stages(point['stages'])}")
         progress(f"latency at {options.fixed_rate:,.0f} tx/s offered for {options.fixed_seconds:.0f} s")
         latency = await fixed_load(settings, phases["latency"], backend, rate=options.fixed_rate,
                                    seconds=options.fixed_seconds, batch=options.batch, seed=options.seed + 1,

@@ -69,7 +69,7 @@ def ratio_figures(batched: dict[str, Any], echo: dict[str, Any], rtt: dict[str, 
         "latency_at_share": [
             {"share": share, "offered_tps": round(p["offered_tps"], 1), "delivered_tps": round(p["delivered_tps"], 1),
              "p50_ms": round(p["p50_ms"], 2), "p99_ms": round(p["p99_ms"], 2), "p999_ms": round(p["p999_ms"], 2),
-             "lost": p["lost"]}
+             "lost": p["lost"], "stages": p.get("stages", {})}
             for share, p in sorted(shares.items())
         ],
         "reference_call_cpu_us": round(call_us, 3),

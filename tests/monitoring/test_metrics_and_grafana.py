@@ -8,12 +8,13 @@ import re
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from monitoring.metrics import BatchOutcomeLike, WorkerMetrics
 from monitoring.service import MonitorMetrics
 from schemas.scored import Latencies
-from streams.pipeline import BatchOutcome
+from streams.pipeline import BatchOutcome, RecordStages
 
 GRAFANA = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards" / "fraudstream.json"
 SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
@@ -105,3 +106,23 @@ def _monitor_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MonitorMetrics(registry)
     return registry
+
+
+def test_record_stages_count_every_record_once_per_stage() -> None:
+    """Per-record values land one observation each (a value on a bucket's bound counts in it, as Prometheus's
+    ``le``); a batch-wide value counts once per record of the batch."""
+    metrics = WorkerMetrics()
+    stages = RecordStages(fetch_s=np.array([0.0004, 0.001, 0.003]), batch_wait_s=np.array([0.0, 0.0, 0.02, 7.0]),
+                          features_s=0.004, score_wait_s=0.0, model_s=0.002, publish_s=0.03, records=4)
+    metrics.observe_batch(BatchOutcome(consumed=4, scored=4, stages=stages))
+    sample = metrics.registry.get_sample_value
+    name = "fraudstream_record_stage_latency_seconds"
+    assert sample(f"{name}_count", {"stage": "fetch"}) == 3  # one record had no Kafka timestamp
+    assert sample(f"{name}_bucket", {"stage": "fetch", "le": "0.001"}) == 2
+    assert sample(f"{name}_bucket", {"stage": "batch_wait", "le": "0.025"}) == 3
+    assert sample(f"{name}_bucket", {"stage": "batch_wait", "le": "+Inf"}) == 4
+    assert sample(f"{name}_sum", {"stage": "batch_wait"}) == np.float64(7.02)
+    assert sample(f"{name}_bucket", {"stage": "model", "le": "0.001"}) == 0
+    assert sample(f"{name}_bucket", {"stage": "model", "le": "0.0025"}) == 4
+    assert sample(f"{name}_count", {"stage": "publish"}) == 4
+    assert sample(f"{name}_sum", {"stage": "features"}) == 0.016

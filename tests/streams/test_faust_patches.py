@@ -60,3 +60,30 @@ def test_install_applies_the_patches_once() -> None:
     assert isinstance(conductor, ChunkConductor) and conductor.chunked_topics == {"tx"}
     with pytest.raises(RuntimeError, match="already installed"):
         faust_patches.install(app, chunked_topics=["tx"], fetch_min_bytes=1, fetch_max_wait_ms=1500)
+
+
+def test_the_fetch_hold_follows_the_arrival_rate() -> None:
+    """Patch 7: the broker holds a fetch only while records arrive fast enough to bring ``hold_min_records``
+    within the hold (10 ms here: 16 records = 1,600 tx/s); a lone record is fetched at once."""
+    hold = faust_patches.FetchHold(min_bytes=65536, max_wait_ms=10, hold_min_records=16)
+    assert hold.next_min_bytes == 65536  # as configured until the first window says otherwise
+    t = 1000.0
+    hold._since = t
+    assert not hold.after_fetch(1, now=t + 0.01)  # the window (50 ms) is not over yet
+    assert hold.after_fetch(1, now=t + 0.06) and hold.next_min_bytes == 1  # 2 records in 60 ms: light load
+    t += 0.06
+    for i in range(1, 6):  # 3,000 tx/s in fetches of 3 records, every millisecond
+        hold.after_fetch(3, now=t + i * 0.001)
+    assert hold.next_min_bytes == 1  # still within the window
+    for i in range(6, 60):
+        hold.after_fetch(3, now=t + i * 0.001)
+    assert hold.next_min_bytes == 65536  # 30 records per 10 ms hold: worth holding
+    assert not hold.after_fetch(40, now=t + 0.061)  # a full fetch keeps the hold
+    always = faust_patches.FetchHold(min_bytes=65536, max_wait_ms=10, hold_min_records=0)
+    assert not always.after_fetch(0, now=t + 10) and always.next_min_bytes == 65536
+
+
+def test_a_burst_holds_the_next_fetch_at_once() -> None:
+    hold = faust_patches.FetchHold(min_bytes=65536, max_wait_ms=10, hold_min_records=16)
+    hold.holding = False
+    assert hold.after_fetch(500) and hold.next_min_bytes == 65536

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+import urllib.request
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,6 +78,7 @@ async def test_transactions_are_scored_and_bad_records_dead_lettered(
     assert record["model_version"] == 1
     assert record["event_time"] == "2026-01-01T00:05:00Z"  # UTC, written as the input wrote it
     assert record["degraded"] is False
+    assert_stage_timings(scored.values(), worker)
     reasons = sorted(d["reason"] for d in out.dead_ids(run))
     assert reasons == ["decode:json", "validation:amount:greater_than_equal", "validation:card_id:missing"]
     assert all(d["topic"] == TOPICS.transactions and d["offset"] >= 0 for d in out.dead_ids(run))
@@ -124,6 +128,28 @@ async def test_a_redelivered_transaction_does_not_change_its_features(
     offline = compute_offline(history, None)[-1:]
     assert np.allclose(online, offline, rtol=1e-9, atol=1e-9), dict(
         zip(FEATURE_LIST.names, zip(online[0], offline[0], strict=True), strict=True))
+
+
+STAGES = ("fetch_ms", "batch_wait_ms", "features_ms", "score_wait_ms", "model_ms")
+
+
+def assert_stage_timings(records: Iterable[dict[str, Any]], worker: WorkerProcess) -> None:
+    """Each scored record says where its time went (``timings``), within the time from its Kafka timestamp
+    to its batch's publication (``latencies.end_to_end_ms``, the batch's oldest record); the worker's
+    /metrics counts every published record once per stage, publish included."""
+    records = list(records)
+    for record in records:
+        timings = record["timings"]
+        assert set(timings) == set(STAGES), timings
+        assert all(timings[s] >= 0 for s in STAGES[1:]), timings
+        assert timings["fetch_ms"] >= -1.0, timings  # Kafka's timestamps are whole milliseconds
+        assert sum(timings.values()) <= record["latencies"]["end_to_end_ms"] + 1.0, record
+    match = re.search(r"worker metrics on ([0-9.]+):(\d+)/metrics", worker.output())
+    assert match, worker.tail()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{match.group(2)}/metrics", timeout=5).read().decode()
+    counts = dict(re.findall(r'fraudstream_record_stage_latency_seconds_count\{stage="([a-z_]+)"\} ([0-9.e+]+)', text))
+    assert set(counts) == {"fetch", "batch_wait", "features", "score_wait", "model", "publish"}, counts
+    assert all(float(n) >= len(records) for n in counts.values()), counts
 
 
 FEATURE_KEY_PREFIX = "fs"  # the worker's default (FRAUD_FEATURE_KEY_PREFIX)
