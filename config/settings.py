@@ -166,6 +166,12 @@ class Settings(BaseSettings):
     kafka_fetch_max_wait_ms: int = Field(
         default=10, ge=0, le=60_000, description="longest a worker's fetch waits for kafka_fetch_min_bytes",
     )
+    scored_stage_timings: bool = Field(
+        default=True,
+        description="each scored record carries `timings`, where its time went (fetch, batch wait, features, score "
+        "wait, model); false leaves the field out, for consumers that validate against a schema exported before "
+        "it existed (the worker's /metrics has the per-stage histograms either way)",
+    )
     kafka_fetch_hold_min_records: int = Field(
         default=16, ge=0,
         description="the broker holds a fetch (the two settings above) only while records arrive fast enough to "

@@ -58,11 +58,14 @@ def scored_json(tx: Transaction, card_ref: str, fields: dict[str, Any], common: 
     """One ``ScoredTransaction``: the transaction's own fields, the scoring result, this delivery's
     latencies, stage timings and time. orjson writes the (UTC) event time itself, without a Python call per
     record."""
-    return orjson.dumps({
+    record = {
         "schema_version": SCHEMA_VERSION, "transaction_id": tx.transaction_id, "card_ref": card_ref,
         "terminal_id": tx.terminal_id, "amount": tx.amount, "currency": tx.currency,
-        "event_time": tx.event_time, **fields, **common, "timings": timings,
-    }, option=orjson.OPT_UTC_Z)
+        "event_time": tx.event_time, **fields, **common,
+    }
+    if timings is not None:  # left out, not null, when switched off: a reader of the older schema accepts it
+        record["timings"] = timings
+    return orjson.dumps(record, option=orjson.OPT_UTC_Z)
 
 
 def dead_letter_message(

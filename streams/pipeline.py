@@ -58,6 +58,8 @@ class PipelineConfig:
     feature_list_hash: str
     max_message_bytes: int = 64 * 1024
     max_clock_skew_s: float = 86_400.0
+    stage_timings: bool = True
+    """Scored records carry ``timings`` (settings.scored_stage_timings); the histograms are kept either way."""
 
 
 @dataclass
@@ -325,7 +327,9 @@ class TransactionPipeline:
             outcome.latencies = latencies
             common: dict[str, object] = {"latencies": asdict_latencies(latencies), "scored_at": _iso(now)}
             scored_topic, hash_ = self.config.scored_topic, self.config.feature_list_hash
-            timings = self._timings(batch, t2, t3)
+            timings: list[dict[str, float] | None] = list(self._timings(batch, t2, t3))
+            if not self.config.stage_timings:
+                timings = [None] * len(timings)
             for tx, event, result, timing in zip(valid_messages, valid, results if valid else (),
                                                  timings[: len(valid)], strict=True):
                 fields = result_fields(result, hash_)

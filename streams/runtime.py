@@ -183,6 +183,7 @@ class WorkerRuntime(Service):
             scored_topic=settings.topics.scored, dead_letter_topic=settings.topics.dead_letter,
             feature_names=FEATURE_LIST.names, feature_list_hash=FEATURE_LIST.hash,
             max_message_bytes=settings.max_message_bytes, max_clock_skew_s=settings.max_clock_skew_s,
+            stage_timings=settings.scored_stage_timings,
         )
         path = await self._path_factory() if self._path_factory is not None else None
         self._pipeline = TransactionPipeline(
