@@ -275,9 +275,9 @@ async def test_kafka_bandwidth_limited_then_black_holed(
     answer like any request, so the group session (10 s here, the coordinator expels the member after it)
     does not show on the worker's side; the publisher's produce request times out after 40 s (config/kafka.py)
     and faust's fetch, commit and heartbeat requests after 90 s (``broker_request_timeout``), and only then
-    does the worker log ``Heartbeat session expired``. The hole outlasts both, so the worker must have noticed by itself before
-    the heal; after it (removing the toxic closes the held connections) it finds it was expelled, rejoins and
-    resumes from the committed offsets."""
+    does the worker log ``Heartbeat session expired``. The hole outlasts both, so the worker must have noticed
+    by itself before the heal; after it (removing the toxic closes the held connections) it finds it was
+    expelled, rejoins and resumes from the committed offsets."""
     tp, kafka = kafka_proxied.toxiproxy, kafka_proxied.direct_bootstrap
     tp.reset()
     history = History.build(run_id("net-kbw"), cards=PARTITION_CARDS, per_card=PARTITION_PER_CARD, seed=25)
