@@ -130,7 +130,8 @@ class SoakOptions:
     batch: int = 512
     dedup_horizon_s: float = 60.0
     invalid_share: float = 0.001
-    drain_s: float = 120.0
+    drain_s: float = 300.0
+    """How long the backlog left when the load stops may take to be scored (or dead-lettered)."""
     seed: int = 23
     keep_data: bool = False
     """Keep the stack's Kafka and Redis data after the run (30 minutes at 2,500 tx/s are several GB)."""
@@ -355,9 +356,10 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:
             samples.append(await sample(settings, worker, tally, admin, consumer, group, started))
             progress(describe(samples[-1]))
         await sender
-        drain_until = time.monotonic() + options.drain_s
-        while (tally.sent_at or tally.dead < tally.invalid) and time.monotonic() < drain_until:
+        stopped = time.monotonic()
+        while (tally.sent_at or tally.dead < tally.invalid) and time.monotonic() < stopped + options.drain_s:
             await asyncio.sleep(0.5)
+        drained_s = time.monotonic() - stopped
         stop_reading.set()
         await reader
         final = await group_lag(settings, admin, consumer, group)
@@ -378,8 +380,10 @@ async def run_soak(settings: Settings, options: SoakOptions) -> dict[str, Any]:
         "dedup_horizon_s": options.dedup_horizon_s,
         "sent": {"transactions": tally.transactions, "labels": tally.labels, "invalid": tally.invalid},
         "scored": tally.scored, "dead_letters": tally.dead,
-        "lost": unscored + max(0, tally.invalid - tally.dead),
-        "lag_after_drain": final,
+        # neither scored nor dead-lettered within drain_s after the load stopped: lost, or a worker that
+        # could not catch up with its backlog in that time (the samples' lag says which)
+        "unscored": unscored + max(0, tally.invalid - tally.dead),
+        "drain_s": round(drained_s, 1), "lag_after_drain": final,
         "samples": samples, "verdicts": judged,
         "ok": all(v["ok"] is not False for v in judged.values()) and unscored == 0 and tally.dead >= tally.invalid,
         "machine_reference": reference, "cpus": os.cpu_count(),
@@ -425,7 +429,8 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"{name:22s} slope {slope} {v['unit']} (bound {v['bound_per_min']:,} from minute "
                      f"{v['from_minute']}): {state}")
     lines.append(f"offered {result['offered_tps']:,} tx/s; sent {result['sent']}; scored {result['scored']:,}; "
-                 f"dead letters {result['dead_letters']:,}; lost {result['lost']:,}; verdict "
+                 f"dead letters {result['dead_letters']:,}; unscored {result['unscored']:,} "
+                 f"(drained for {result['drain_s']:g} s); verdict "
                  f"{'ok' if result['ok'] else 'FAILED'}")
     return "\n".join(lines)
 

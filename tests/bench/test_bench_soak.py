@@ -80,7 +80,7 @@ def test_a_short_soak_on_its_own_stack_reports_each_sample_and_loses_nothing(tmp
     assert result["sent"]["transactions"] == pytest.approx(200 * 30, rel=0.1)
     assert result["scored"] == result["sent"]["transactions"]
     assert result["dead_letters"] == result["sent"]["invalid"]
-    assert result["lost"] == 0
+    assert result["unscored"] == 0
     assert sum(s["scored"] for s in result["samples"]) <= result["scored"]
     assert set(result["verdicts"]) == set(bounds(200.0))
     assert all(v["ok"] is None for v in result["verdicts"].values())  # 3 samples: too short to judge
