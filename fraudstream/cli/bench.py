@@ -135,6 +135,9 @@ def _soak(args: argparse.Namespace) -> int:
     from config.settings import default_home
     from fraudstream.bench.soak import SoakOptions, plot, run, table
 
+    if args.dedup_horizon_s < 60:  # the settings refuse less (config/settings.py): the worker would not start
+        print("error: --dedup-horizon-s must be at least 60", file=sys.stderr)
+        return 2
     options = SoakOptions(
         minutes=args.minutes, interval_s=args.interval_s, rate=args.rate, share=args.share,
         saturation_count=args.saturation_transactions, batch=args.batch, dedup_horizon_s=args.dedup_horizon_s,
