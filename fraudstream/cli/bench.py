@@ -5,6 +5,7 @@ to stderr and, with ``--json``, its JSON result as the last stdout line."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fraudstream.cli.args import positive_float, positive_int
@@ -24,6 +25,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     _register_scoring(benches)
     _register_e2e(benches)
     _register_capacity(benches)
+    _register_soak(benches)
 
 
 def _register_scoring(benches: BenchCommands) -> None:
@@ -160,3 +162,49 @@ def _other_redis_shape(stack: LocalStack, primaries: int) -> str:
     running = "one redis-server" if shape == 1 else f"a Redis Cluster of {shape} primaries"
     return (f"the local stack runs {running}, not a cluster of {primaries}: 'fraudstream stack down' first, or "
             f"'fraudstream stack up --redis-cluster {primaries}'")
+def _register_soak(benches: BenchCommands) -> None:
+    from fraudstream.cli.args import share
+
+    parser = benches.add_parser(
+        "soak", help="a long run at a share of capacity on a stack of its own: worker RSS, Redis memory, consumer "
+        "lag and latency per minute, and a verdict on what grows"
+    )
+    parser.add_argument("--minutes", type=positive_float, default=30.0, help="how long to offer the load (default 30)")
+    parser.add_argument("--interval-s", type=positive_float, default=60.0, help="seconds between samples (default 60)")
+    parser.add_argument("--rate", type=positive_float, default=None,
+                        help="transactions per second to offer (default: --share of the saturation measured first)")
+    parser.add_argument("--share", type=share, default=0.5, help="share of the saturation throughput (default 0.5)")
+    parser.add_argument("--saturation-transactions", type=positive_int, default=20_000,
+                        help="backlog of the saturation measurement (default 20000)")
+    parser.add_argument("--batch", type=positive_int, default=512, help="worker micro-batch size (default 512)")
+    parser.add_argument("--dedup-horizon-s", type=positive_float, default=60.0,
+                        help="the worker's dedup_horizon_s: id records live this long (default 60, the minimum)")
+    parser.add_argument("--home", type=Path, default=None,
+                        help="where the soak's own stack lives (default <FRAUD_HOME>/soak); its data is removed after")
+    parser.add_argument("--keep-data", action="store_true", help="keep the soak stack's Kafka and Redis data")
+    parser.add_argument("--plot", default=None, metavar="PNG", help="plot RSS, Redis memory, lag and latency")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (last line)")
+    parser.set_defaults(handler=_soak)
+
+
+def _soak(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from config.settings import default_home
+    from fraudstream.bench.soak import SoakOptions, plot, run, table
+
+    if args.dedup_horizon_s < 60:  # the settings refuse less (config/settings.py): the worker would not start
+        print("error: --dedup-horizon-s must be at least 60", file=sys.stderr)
+        return 2
+    options = SoakOptions(
+        minutes=args.minutes, interval_s=args.interval_s, rate=args.rate, share=args.share,
+        saturation_count=args.saturation_transactions, batch=args.batch, dedup_horizon_s=args.dedup_horizon_s,
+        keep_data=args.keep_data,
+    )
+    result = run(options, args.home or default_home() / "soak")
+    if args.plot:
+        plot(result, args.plot)
+        print(f"[bench soak] plot written to {args.plot}", file=sys.stderr)
+    print(json.dumps(result) if args.json else table(result))
+    return 0 if result["ok"] else 1  # something grew, or a transaction was neither scored nor dead-lettered

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +27,7 @@ import redis
 from fraudstream.stack import process
 from fraudstream.stack.redis import redis_command, wait_healthy
 from tests.chaos.proxied import backend_errors, drain, scored_at
+from tests.fixtures.disk import fill, require_mount, small_tmpfs
 from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
 from tests.fixtures.topics import Collected, Collector, private_topics, produce, run_topics
 from tests.fixtures.workers import launch, wait_ready, worker_env
@@ -40,19 +37,6 @@ TMPFS_MB = 32  # the AOF grows by ~2.8 KB per transaction (fraudstream/stack/red
 CARDS, PER_CARD, RATE = 60, 40, 60.0
 START_AFTER_SCORED = 200
 FULL_S = 12.0  # the disk stays full this long
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
-    path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)],
-                             capture_output=True, text=True, check=False)
-    if mounted.returncode != 0:
-        pytest.fail(f"cannot mount a tmpfs (the chaos suite runs as root): {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @contextlib.contextmanager
@@ -67,25 +51,6 @@ def aof_redis(data_dir: Path, log_dir: Path) -> Iterator[str]:
         yield url
     finally:
         process.stop(pid, timeout_s=10)
-
-
-def fill(directory: Path) -> Path:
-    """A filler file that takes every free byte of ``directory``'s file system."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # unbuffered: ENOSPC where it happens
-    try:
-        for chunk in (1 << 20, 4096, 1):
-            block = b"\0" * chunk
-            while True:
-                try:
-                    os.write(fd, block)
-                except OSError as exc:
-                    if exc.errno != errno.ENOSPC:
-                        raise
-                    break
-    finally:
-        os.close(fd)
-    return filler
 
 
 def aof_write_status(url: str) -> str:
@@ -147,8 +112,7 @@ async def stream_through_a_full_disk(
 async def test_redis_disk_full_mid_stream_pauses_and_resumes_losing_nothing(
     kafka_bootstrap: str, local_backend: str, tmp_path: Path
 ) -> None:
-    if shutil.which("mount") is None:
-        pytest.fail("mount(8) is missing")
+    require_mount()
     run, _ = await private_topics(kafka_bootstrap, "fulldisk")
     history = History.build(run, cards=CARDS, per_card=PER_CARD, seed=11, label_share=0.05)
     prefix = f"fs-{run}"

@@ -61,6 +61,8 @@ FAULTS_CARDS, FAULTS_PER_CARD = 100, 30
 MODEL_CARDS, MODEL_PER_CARD = 60, 40
 MODEL_GRACE_S, MODEL_DEADLINE_S, MODEL_PARTITION_S = 3.0, 1.0, 12.0
 PARTITION_CARDS, PARTITION_PER_CARD = 60, 40
+BANDWIDTH_KB_S, BANDWIDTH_S = 4, 15.0  # both directions; the stream's records alone need ~30 KB/s at RATE
+KAFKA_SESSION_S, KAFKA_BLACK_HOLE_S = 10.0, 100.0  # outlasts the session and the 40 s / 90 s request timeouts
 
 
 @pytest.fixture(scope="module")
@@ -261,6 +263,84 @@ async def test_kafka_slow_reset_and_partitioned(
     assert partition.recovered is not None and partition.recovered - partition.healed < 60.0, partition.summary()
     # a record scored twice (redelivered after the heal) changed no state: the features equal the offline
     # engine's on the history applied once
+    await check_state(history, kafka_proxied.redis_url, prefix)
+
+
+async def test_kafka_bandwidth_limited_then_black_holed(
+    kafka_proxied: KafkaBehindProxy, local_backend: str, tmp_path: Path
+) -> None:
+    """The worker's only way to the broker, throttled to a few KB/s each way (slower than the stream needs),
+    then a black hole (Toxiproxy's ``timeout`` toxic both ways: bytes dropped, no FIN, no RST) for 100 s.
+    The worker has nothing but its clients' timeouts to notice a silent link: its heartbeats wait for an
+    answer like any request, so the group session (10 s here, the coordinator expels the member after it)
+    does not show on the worker's side; the publisher's produce request times out after 40 s (config/kafka.py)
+    and faust's fetch, commit and heartbeat requests after 90 s (``broker_request_timeout``), and only then
+    does the worker log ``Heartbeat session expired``. The hole outlasts both, so the worker must have noticed
+    by itself before the heal; after it (removing the toxic closes the held connections) it finds it was
+    expelled, rejoins and resumes from the committed offsets."""
+    tp, kafka = kafka_proxied.toxiproxy, kafka_proxied.direct_bootstrap
+    tp.reset()
+    history = History.build(run_id("net-kbw"), cards=PARTITION_CARDS, per_card=PARTITION_PER_CARD, seed=25)
+    run, topics = history.run, run_topics(history.run)
+    await create_topics(kafka, topics)
+    port = free_port()
+    prefix = f"fs-{run}"
+    env = worker_env(tmp_path, kafka_proxied.proxied_bootstrap, kafka_proxied.redis_url, local_backend, topics, run,
+                     FRAUD_METRICS_PORT=str(port), FRAUD_FEATURE_KEY_PREFIX=prefix,
+                     FRAUD_KAFKA_SESSION_TIMEOUT_S=str(KAFKA_SESSION_S))
+    async with Collector(kafka, topics) as collector:
+        worker = launch(env, tmp_path / "worker-kafka-bw.log")
+        try:
+            await wait_ready(worker)
+            producing = asyncio.create_task(produce(kafka, history.records(topics), rate=RATE))
+            await collector.wait(lambda o: len(o.scored) >= START_AFTER_SCORED, 120, "scored before the faults",
+                                 worker=worker)
+            with tp.toxic("kafka", Toxic.bandwidth(BANDWIDTH_KB_S, stream="upstream")), \
+                    tp.toxic("kafka", Toxic.bandwidth(BANDWIDTH_KB_S, stream="downstream")):
+                started = time.time()
+                scored_before = collector.out.scored_total
+                await asyncio.sleep(BANDWIDTH_S)
+                scored_throttled = collector.out.scored_total - scored_before
+                healed = time.time()
+            throttled = Phase("kafka bandwidth", started, healed)
+            await wait_recovered(collector, throttled, timeout_s=60)
+            before = len(worker.output())
+            with black_hole(tp, "kafka"):
+                started = time.time()
+                await asyncio.sleep(3.0)  # what was in flight lands (or not) by now
+                arrived_early = collector.out.scored_total
+                await asyncio.sleep(KAFKA_BLACK_HOLE_S - 3.0)
+                arrived_late = collector.out.scored_total
+                during = worker.output()[before:]
+                healed = time.time()
+            hole = Phase("kafka black hole", started, healed, during=during)
+            await wait_recovered(collector, hole, timeout_s=120)
+            hole.log = worker.output()[before:]
+            await producing
+            out, metrics = await drain(collector, history.ids, kafka, run, topics, worker, port)
+        finally:
+            worker.stop()
+    offered = RATE * BANDWIDTH_S
+    throttled.notes["scored"] = scored_throttled
+    for phase in (throttled, hole):
+        print(phase.summary())
+    print(f"kafka errors by kind: {backend_errors(metrics, 'kafka')}; "
+          f"{out.scored_total - len(out.scored)} records scored twice (at-least-once)")
+    print("worker log during the black hole:\n" + "\n".join(line[:400] for line in hole.during.splitlines()[:40]))
+    after = hole.log[len(hole.during):]
+    print("worker log after the heal:\n" + "\n".join(line[:400] for line in after.splitlines()[:40]))
+    assert set(out.scored) == history.ids, "transactions lost"
+    assert not out.dead, out.dead_reasons()
+    assert 0 < scored_throttled < 0.8 * offered, f"{scored_throttled} scored in {BANDWIDTH_S:.0f}s: not slowed"
+    assert throttled.recovered is not None
+    assert arrived_late == arrived_early, "records reached the broker through a black hole"
+    # noticed before the heal: the produce request's 40 s timeout, then the 90 s one of commits and heartbeats
+    assert "Got error produce response: [Error 7] RequestTimedOutError" in hole.during, hole.during[-3000:]
+    assert "Heartbeat session expired" in hole.during, hole.during[-3000:]
+    assert "UnknownMemberIdError" in hole.log, hole.log[-3000:]  # expelled meanwhile: it rejoined by itself
+    assert hole.recovered is not None and hole.recovered - hole.healed < 60.0, hole.summary()
+    # redelivered after the rejoin, scored twice: the features still equal the offline engine's on the
+    # history applied once
     await check_state(history, kafka_proxied.redis_url, prefix)
 
 
