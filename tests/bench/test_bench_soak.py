@@ -60,6 +60,7 @@ def test_every_series_is_judged_and_lag_is_bounded_by_the_offered_load() -> None
 
 @pytest.mark.integration
 @pytest.mark.slow
+@pytest.mark.chaos  # a stack of its own and a 30 s run (~2.5 min in all): with the long-run tests of `make test-chaos`
 def test_a_short_soak_on_its_own_stack_reports_each_sample_and_loses_nothing(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
