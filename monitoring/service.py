@@ -141,8 +141,10 @@ class DriftMonitor:
     async def _consume(self) -> None:
         t = self.options.topics
         consumer = self.options.connection.consumer(enable_auto_commit=False, auto_offset_reset="latest")
-        await consumer.start()
         try:
+            # start() inside the try: a monitor stopped while its consumer connects (the dashboard's port was
+            # taken) still closes it
+            await consumer.start()
             await self._assign(consumer, [t.scored, t.dead_letter, t.labels])
             self.ready.set()
             while True:
@@ -160,8 +162,8 @@ class DriftMonitor:
         parts: list[TopicPartition] = []
         deadline = time.monotonic() + 60.0
         admin = self.options.connection.admin()
-        await admin.start()
         try:
+            await admin.start()
             while True:
                 described = await admin.describe_topics(topics)
                 parts = [TopicPartition(t["topic"], p["partition"]) for t in described if not t["error_code"]
@@ -280,9 +282,9 @@ class DriftMonitor:
         assert group is not None
         admin = self.options.connection.admin()
         probe = self.options.connection.consumer(enable_auto_commit=False)
-        await admin.start()
-        await probe.start()
         try:
+            await admin.start()
+            await probe.start()
             while True:
                 try:
                     committed = await admin.list_consumer_group_offsets(group)

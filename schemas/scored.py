@@ -82,3 +82,8 @@ class ScoredTransaction(Record):
     timings: StageTimings | None = None
     """Per-record stage times (since issue #20; absent in records of older workers)."""
     scored_at: datetime
+
+
+PER_DELIVERY_FIELDS: frozenset[str] = frozenset({"latencies", "timings", "scored_at"})
+"""The fields that describe one delivery, not the result: a repeated transaction id is published with its
+first result, equal field for field except these."""

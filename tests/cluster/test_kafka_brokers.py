@@ -20,7 +20,9 @@ from config.settings import Topics
 from fraudstream.stack.process import is_alive
 from tests.fixtures.brokers import describe_partitions, topic_config
 
-pytestmark = pytest.mark.integration
+# three JVM brokers started and stopped through the CLI: ~1-3 min, with the long tests of `make test-chaos`
+# (it keeps `make test` under 15 min)
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 def fraudstream(home: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ from features import RedisFeatureStore
 from features.ids import TransactionIds
 from features.online import entity_keys
 from fraudstream.workers import WorkerProcess
+from schemas.scored import PER_DELIVERY_FIELDS
 from streams.outputs import decode_result
 from tests.fixtures.history import (
     History,
@@ -159,7 +160,7 @@ async def test_an_exact_redelivery_in_a_later_batch_gets_the_first_score_and_cha
     again = r.collector.out.scored[rows[2]["transaction_id"]]
     # the first result again, field for field (the first was scored in a batch of five, which changes the
     # last float32 bits of the reason codes' contributions: a new score would not be this)
-    per_delivery = {"latencies", "scored_at"}
+    per_delivery = PER_DELIVERY_FIELDS
     assert {k: v for k, v in again.items() if k not in per_delivery} == {
         k: v for k, v in first[rows[2]["transaction_id"]].items() if k not in per_delivery}
     assert await entity_state(r.redis_url, rows[2]) == before

@@ -18,6 +18,7 @@ from config.kafka import ensure_topics
 from config.settings import Topics
 from features import FEATURE_LIST, TransactionEvent
 from fraudstream.workers import WorkerProcess
+from schemas.scored import PER_DELIVERY_FIELDS
 from streams.partitioner import partitions_for
 from tests.fixtures.history import History, max_rel_diff, offline_probe_vectors, online_probe_vectors
 from tests.fixtures.topics import (
@@ -31,7 +32,7 @@ from tests.fixtures.topics import (
 from tests.fixtures.workers import HASHER, launch, wait_ready, worker_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-PER_DELIVERY = {"latencies", "scored_at"}
+PER_DELIVERY = PER_DELIVERY_FIELDS
 
 
 def first_result(record: dict[str, Any]) -> dict[str, Any]:
