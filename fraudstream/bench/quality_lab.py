@@ -45,7 +45,7 @@ def feature_list(name: str) -> Any:
         return FEATURE_LIST
     import importlib
 
-    module = importlib.import_module("bench.quality_candidates")
+    module = importlib.import_module("fraudstream.bench.quality_candidates")
     return getattr(module, name.upper() + "_FEATURES")
 
 
