@@ -52,6 +52,7 @@ W1H = Window(name="1h", length_s=HOUR, tile_s=5 * MINUTE)
 W1D = Window(name="1d", length_s=DAY, tile_s=HOUR)
 W7D = Window(name="7d", length_s=7 * DAY, tile_s=DAY)
 W30D = Window(name="30d", length_s=30 * DAY, tile_s=DAY)
+W28D = Window(name="28d", length_s=28 * DAY, tile_s=DAY)
 # Delayed-label windows use day tiles, as the handbook counts whole days.
 W1D_DAYTILE = Window(name="1d", length_s=DAY, tile_s=DAY)
 
@@ -213,7 +214,9 @@ class DelayedLabelRisk:
 
     @property
     def name(self) -> str:
-        return f"{self.entity}_delayed_{self.stat}_{self.window.name}"
+        # The handbook's 7-day delay is the unnamed default; another delay is part of the name.
+        suffix = "" if self.delay_s == 7 * DAY else _delay_suffix(self.delay_s)
+        return f"{self.entity}_delayed_{self.stat}_{self.window.name}{suffix}"
 
     @property
     def delay_tiles(self) -> int:

@@ -6,7 +6,19 @@ import pytest
 
 from features import FEATURE_LIST
 from features.catalogue import render_catalogue
-from features.definitions import DAY, HOUR, W1D, W7D, W30D, AmountVsHistory, FeatureList, Window, WindowedAggregate
+from features.definitions import (
+    DAY,
+    HOUR,
+    W1D,
+    W7D,
+    W28D,
+    W30D,
+    AmountVsHistory,
+    DelayedLabelRisk,
+    FeatureList,
+    Window,
+    WindowedAggregate,
+)
 from features.errors import FeatureDefinitionError
 from features.online import entity_keys
 from features.plan import compile_plan
@@ -64,6 +76,17 @@ def test_delayed_amount_windows_validate_and_name_themselves() -> None:
         WindowedAggregate(entity="card", agg="sum", window=W7D, delay_s=HOUR)
     with pytest.raises(FeatureDefinitionError, match="undelayed windows only"):
         WindowedAggregate(entity="card", agg="max", window=W7D, delay_s=DAY)
+
+
+def test_label_risk_names_a_delay_other_than_the_handbooks() -> None:
+    """The 7-day delay keeps the names models were trained on; another delay is named, so both can coexist."""
+    handbook = DelayedLabelRisk(entity="terminal", stat="fraud_count", window=W7D)
+    assert handbook.name == "terminal_delayed_fraud_count_7d"
+    episode = DelayedLabelRisk(entity="terminal", stat="fraud_count", window=W28D, delay_s=28 * DAY)
+    assert episode.name == "terminal_delayed_fraud_count_28d_delay28d"
+    assert compile_plan(FeatureList(name="x", features=(episode,))).entities[0].ring[0] == 56
+    both = (episode, DelayedLabelRisk(entity="terminal", stat="fraud_count", window=W28D))
+    assert len(FeatureList(name="x", features=both).names) == 2
 
 
 def test_undelayed_windows_hash_as_before_the_delay_existed() -> None:
