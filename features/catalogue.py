@@ -91,7 +91,7 @@ SEMANTICS = """
   `fs:durable:{<slot tag>}` (a cluster: one key per primary, in a slot it owns) is the marker written
   before each `WAIT` (`features/replication.py`): the value `1`, overwritten, no TTL.
   Keys carry a wall-clock TTL (retention + 2 days, refreshed at most hourly); fields are trimmed by
-  event time (dedup after 24 h, counterparties after the longest window) every 3 days of event time or
+  event time (dedup after 24 h, counterparties after the longest distinct-count window) every 3 days of event time or
   256 transactions of the entity, whichever comes first; tiles leave the blob as soon as they leave
   every window.
 - **Offline** (`compute_offline`): per entity, rows sorted by (entity, arrival) and processed in runs of

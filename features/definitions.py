@@ -320,14 +320,32 @@ def _terminal() -> list[Feature]:
     return out
 
 
-FEATURE_LIST = FeatureList(
-    name="fraudstream_v1",
-    features=(
-        Amount(),
-        Calendar(part="hour"),
-        Calendar(part="is_night"),
-        Calendar(part="is_weekend"),
-        *_card(),
-        *_terminal(),
-    ),
+def _spending_baselines() -> list[Feature]:
+    """The amount against the card's own recent and delayed history, and the terminal's recent one (#22).
+
+    The delayed baselines end 7 or 14 days back, so the spending of a card compromised in the last days
+    cannot inflate the mean it is compared with. Appended after v1's features, the order they were
+    selected in (the DNN's initial weights follow the column order).
+    """
+    stats: tuple[HistoryStat, ...] = ("ratio", "zscore")
+    out: list[Feature] = [AmountVsHistory(entity="card", stat=s, window=w) for w in (W1D, W7D) for s in stats]
+    out += [AmountVsHistory(entity="card", stat=s, window=W30D, delay_s=7 * DAY) for s in stats]
+    out += [WindowedAggregate(entity="card", agg=a, window=W30D, delay_s=7 * DAY) for a in ("count", "mean", "std")]
+    out += [AmountVsHistory(entity="card", stat=s, window=W30D, delay_s=14 * DAY) for s in stats]
+    out += [AmountVsHistory(entity="terminal", stat="ratio", window=w) for w in (W1D, W7D)]
+    return out
+
+
+_V1_FEATURES: tuple[Feature, ...] = (
+    Amount(),
+    Calendar(part="hour"),
+    Calendar(part="is_night"),
+    Calendar(part="is_weekend"),
+    *_card(),
+    *_terminal(),
 )
+
+# The list before #22's spending baselines: models trained on it keep its name and hash.
+FEATURE_LIST_V1 = FeatureList(name="fraudstream_v1", features=_V1_FEATURES)
+
+FEATURE_LIST = FeatureList(name="fraudstream_v2", features=(*_V1_FEATURES, *_spending_baselines()))

@@ -114,7 +114,7 @@ def entity_config(
         "LABEL_LEVEL": (min(label_levels) + 1) if label_levels else 1,
         "DEDUP_H": float(dedup_horizon_s),
         # A counterparty's last-seen field must outlive the tile it points into (see the tile rebuild).
-        "CP_KEEP": float(ep.retention_s),
+        "CP_KEEP": float(ep.counterparty_keep_s),
         "TRIM_EVERY": float(trim_every_s),
         "TRIM_COUNT": trim_count,
         "TTL_MS": int(ttl_s * 1000),

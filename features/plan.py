@@ -86,6 +86,10 @@ class EntityPlan:
     """(statistic, window index or -1) the engines exchange, in order; features derive from these."""
     distinct_levels: tuple[int, ...]
     needs_labels: bool
+    counterparty_keep_s: int
+    """How long a counterparty's last-seen time can still matter: the longest distinct-count window.
+
+    Longer (delayed) amount windows keep tiles, not counterparties."""
 
     @property
     def retention_s(self) -> int:
@@ -164,6 +168,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
     ops: list[Op] = []
     raw: list[tuple[str, int]] = []
     distinct: set[int] = set()
+    distinct_keep = 0
     for _, f in items:
         wd = _window_of(f)
         widx = -1
@@ -172,6 +177,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
         name, param = _op_code(f)
         if name == "distinct":
             distinct.add(specs[widx].level)
+            distinct_keep = max(distinct_keep, tiles[specs[widx].level] * (specs[widx].tiles + specs[widx].delay))
         needs = [(st, widx) for st in _NEEDS.get(name, ())]
         if name == "since_prev":
             needs = [("dt", -1)]
@@ -189,6 +195,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
         raw=tuple(raw),
         distinct_levels=tuple(sorted(distinct)),
         needs_labels=any(isinstance(f, DelayedLabelRisk) for _, f in items),
+        counterparty_keep_s=distinct_keep or max(t * r for t, r in zip(tiles, ring, strict=True)),
     )
 
 

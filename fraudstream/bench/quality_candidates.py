@@ -1,31 +1,15 @@
-"""Candidate features for ``fraudstream/bench/quality_lab.py --features lab``: the default list plus what is A/B'd."""
+"""Candidate feature lists for ``python -m fraudstream.bench.quality_lab --features NAME``.
+
+``v1`` is the list before #22's spending baselines (the A/B's other side); ``episode`` adds label risk four
+weeks back to the default (tried for #22, not kept: docs/benchmarks.md).
+"""
 
 from __future__ import annotations
 
 from features import FEATURE_LIST
-from features.definitions import (
-    DAY,
-    W1D,
-    W7D,
-    W28D,
-    W30D,
-    AmountVsHistory,
-    DelayedLabelRisk,
-    FeatureList,
-    WindowedAggregate,
-)
+from features.definitions import DAY, FEATURE_LIST_V1, W7D, W28D, DelayedLabelRisk, FeatureList
 
-LAB_FEATURES = FeatureList(
-    name="fraudstream_lab",
-    features=(
-        *FEATURE_LIST.features,
-        *(AmountVsHistory(entity="card", stat=s, window=w) for w in (W1D, W7D) for s in ("ratio", "zscore")),
-        *(AmountVsHistory(entity="card", stat=s, window=W30D, delay_s=7 * DAY) for s in ("ratio", "zscore")),
-        *(WindowedAggregate(entity="card", agg=a, window=W30D, delay_s=7 * DAY) for a in ("count", "mean", "std")),
-        *(AmountVsHistory(entity="card", stat=s, window=W30D, delay_s=14 * DAY) for s in ("ratio", "zscore")),
-        *(AmountVsHistory(entity="terminal", stat="ratio", window=w) for w in (W1D, W7D)),
-    ),
-)
+V1_FEATURES = FEATURE_LIST_V1
 
 # Terminal compromise episodes end: frauds known from 4 weeks back say an episode began long ago.
 EPISODE_FEATURES = FeatureList(

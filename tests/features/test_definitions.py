@@ -8,6 +8,7 @@ from features import FEATURE_LIST
 from features.catalogue import render_catalogue
 from features.definitions import (
     DAY,
+    FEATURE_LIST_V1,
     HOUR,
     W1D,
     W7D,
@@ -24,11 +25,15 @@ from features.online import entity_keys
 from features.plan import compile_plan
 
 # Changing a definition changes this hash: exported models record it, so update it deliberately.
-PINNED_HASH = "391db72a1af85b8297ebd746abf0d5acd4ba89e9a6fb9cfd88e175fc15b740f8"
+PINNED_HASH = "c957784374878a8d7f5ece62b2fdcd690bf808ab818ef3200165efe4e0dc53a6"
+# The list before #22's spending baselines: models exported on it record this hash.
+PINNED_V1_HASH = "391db72a1af85b8297ebd746abf0d5acd4ba89e9a6fb9cfd88e175fc15b740f8"
 
 
 def test_hash_is_pinned_and_stable() -> None:
     assert FEATURE_LIST.hash == PINNED_HASH
+    assert FEATURE_LIST_V1.hash == PINNED_V1_HASH
+    assert FEATURE_LIST.features[: len(FEATURE_LIST_V1)] == FEATURE_LIST_V1.features
     assert len(FEATURE_LIST.hash) == 64
     rebuilt = FeatureList(name=FEATURE_LIST.name, features=tuple(FEATURE_LIST.features))
     assert rebuilt.hash == FEATURE_LIST.hash
