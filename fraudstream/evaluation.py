@@ -1,8 +1,9 @@
 """``fraudstream evaluate --via stream``: a fold's test week scored through the real path — Kafka, a worker
 process, Redis features and the model backend — instead of in-process.
 
-Per fold: the trained model is exported to a private model repository; the history from 40 days before the
-test week (30-day windows + 7-day label delay + margin) to its end is replayed into private topics; the
+Per fold: the trained model is exported to a private model repository; the history from ``lookback_days()``
+before the test week (the feature list's longest reach back — 30-day windows ending 14 days back in
+``fraudstream_v2``, so 44 days — plus a margin) to its end is replayed into private topics; the
 labels first (the online engine counts a label only from its ``available_at``, so applying them early is
 point-in-time correct, while applying one late would not be), then the transactions; the scored records of
 the test rows are collected. A test row the worker dead-letters (or that does not come back in time) is
@@ -13,6 +14,7 @@ consumer group and Redis key prefix are private to the run and removed afterward
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import tempfile
 import time
@@ -30,14 +32,23 @@ from aiokafka import AIOKafkaConsumer
 
 from config.kafka import KafkaConnection, assign_at_end, delete_topics, ensure_topics, partitions_of
 from config.settings import Settings, Topics
+from features import FEATURE_LIST, FeatureList
+from features.plan import compile_plan
 from fraudstream.sources.producer import produce
 from fraudstream.sources.replay import label_records, transaction_records
 from fraudstream.stack.redis import purge_prefix
 from fraudstream.workers import spawn_worker, worker_env
 
 DAY_S = 86_400.0
-LOOKBACK_DAYS = 40
+# Days replayed before the longest window's far end, so the first test rows see the history offline sees.
+LOOKBACK_MARGIN_DAYS = 3
 LABEL_DELAY_S = 7 * DAY_S
+
+
+def lookback_days(features: FeatureList = FEATURE_LIST) -> int:
+    """Days of history a test row's features can reach back (delayed windows included), plus a margin."""
+    reach_s = max(entity.retention_s for entity in compile_plan(features).entities)
+    return math.ceil(reach_s / DAY_S) + LOOKBACK_MARGIN_DAYS
 
 
 def _progress(message: str) -> None:
@@ -155,7 +166,7 @@ class StreamScores:
         test_times = times[fold.test_idx]
         test_start = float(np.floor(test_times.min() / DAY_S) * DAY_S)
         end = float(test_times.max())
-        window = tx[(times >= test_start - LOOKBACK_DAYS * DAY_S) & (times <= end)]
+        window = tx[(times >= test_start - lookback_days() * DAY_S) & (times <= end)]
         fraud = history.y[window.index.to_numpy()] == 1
         available = window["event_time"].to_numpy(dtype=np.float64) + LABEL_DELAY_S
         known = available <= end
