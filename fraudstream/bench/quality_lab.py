@@ -10,8 +10,9 @@ Variants:
 
 - ``--config '{"ensemble": 1, "hidden": [256, 128]}'``: ``ModelConfig`` fields over the default;
 - ``--drop REGEX`` / ``--keep REGEX``: feature columns removed / kept by name (subsets of the list);
-- ``--features lab``: the candidate list (``training.candidates.LAB_FEATURES`` when it exists) instead of
-  ``FEATURE_LIST``, so new features can be A/B'd before they become the default.
+- ``--features NAME``: a candidate list from ``fraudstream.bench.quality_candidates`` (``NAME_FEATURES``:
+  ``v1``, the list before #22's spending baselines; ``episode``) instead of ``FEATURE_LIST``, so features
+  can be A/B'd before they become the default.
 
 Example (the machine is shared: nice, and two TensorFlow threads)::
 
