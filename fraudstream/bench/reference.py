@@ -11,7 +11,8 @@ In one run, on the local stack (started and stopped here when it is not up):
   (``await topic.send`` per event), ``faust_app_producer`` (the app's producer, one future per event,
   awaited per batch), and ``faust_nowork_eager_drain`` — fraudstream's consumer (streams/faust_patches.py)
   against faust's own (``faust_nowork``): an A/B of that change in one run;
-- ``tf_rows_per_s_batch_1`` / ``_batch_256``: a real SavedModel (64-unit DNN over the 55 features).
+- ``tf_rows_per_s_batch_1`` / ``_batch_256``: a real SavedModel (64-unit DNN over the feature list: 55 features
+  in the figures of docs/benchmarks.md before #22, 68 since ``fraudstream_v2``).
 
 Records are fraudstream's simulated transactions (~200 bytes of JSON), 4 partitions. Each faust figure
 is the rate between its first and last batch, and the worker's CPU seconds per message over the same
