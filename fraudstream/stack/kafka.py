@@ -224,13 +224,27 @@ async def _probe(bootstrap: str) -> bool:
     return True
 
 
-def wait_healthy(bootstrap: str, *, timeout_s: float, alive: Callable[[], bool] | None = None) -> None:
+def _last_error(log_path: Path) -> str:
+    """The log's last ERROR or exception line, which usually names the cause (a port in use, a bad config)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    found = [line.strip() for line in lines if " ERROR " in line or "Exception:" in line]
+    return found[-1][:300] if found else ""
+
+
+def wait_healthy(
+    bootstrap: str, *, timeout_s: float, alive: Callable[[], bool] | None = None, log_path: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if asyncio.run(_probe(bootstrap)):
             return
         if alive is not None and not alive():
-            msg = "the Kafka broker exited during start-up; see its log"
+            where = f"see {log_path}" if log_path is not None else "see its log"
+            cause = _last_error(log_path) if log_path is not None else ""
+            msg = f"the Kafka broker on {bootstrap} exited during start-up ({where})" + (f": {cause}" if cause else "")
             raise StackError(msg)
         time.sleep(0.5)
     msg = f"Kafka at {bootstrap} did not answer within {timeout_s:.0f}s"

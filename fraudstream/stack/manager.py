@@ -246,9 +246,10 @@ class LocalStack:
         for node_id in range(1, self.brokers + 1):
             if not process.is_alive(state.brokers[node_id - 1].pid):
                 self._spawn_broker(state, node_id)
-        for broker in state.brokers:
+        for node_id, broker in enumerate(state.brokers, start=1):
             kafka.wait_healthy(f"127.0.0.1:{broker.port}", timeout_s=timeout_s,
-                               alive=functools.partial(process.is_alive, broker.pid))
+                               alive=functools.partial(process.is_alive, broker.pid),
+                               log_path=self._layout(state, node_id).log_file)
         if self.brokers > 1:
             kafka.wait_brokers_registered(state.bootstrap, self.brokers, timeout_s=timeout_s)
 
@@ -335,7 +336,8 @@ class LocalStack:
             self._spawn_broker(state, node_id)
         broker = state.brokers[node_id - 1]
         pid = broker.pid
-        kafka.wait_healthy(f"127.0.0.1:{broker.port}", timeout_s=timeout_s, alive=lambda: process.is_alive(pid))
+        kafka.wait_healthy(f"127.0.0.1:{broker.port}", timeout_s=timeout_s, alive=lambda: process.is_alive(pid),
+                           log_path=self._layout(state, node_id).log_file)
         return state
 
     def restart_redis(self) -> StackState:

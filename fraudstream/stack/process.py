@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -13,9 +14,29 @@ from pathlib import Path
 
 from fraudstream.stack.errors import StackError
 
+# Listening ports are picked below the kernel's ephemeral range: a port from inside it, free when picked,
+# can be taken as the local end of an outgoing connection (a broker dialling its voters, a client) before
+# the service binds it seconds later; a three-broker start-up failed that way.
+LISTEN_PORT_MIN = 20_000
+
+
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands to outgoing connections (32768 when it cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
 
 def free_port() -> int:
-    """A loopback port that was free a moment ago (the OS picks it)."""
+    """A loopback port that was free a moment ago, below the ephemeral range when there is room."""
+    ceiling = ephemeral_port_floor()
+    for _ in range(100):
+        if ceiling - 1 <= LISTEN_PORT_MIN:
+            break
+        port = random.randint(LISTEN_PORT_MIN, ceiling - 1)
+        if port_is_free(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -62,8 +62,12 @@ BUS_PORT_OFFSET = 10_000
 def free_node_port(taken: set[int]) -> int:
     """A free loopback port whose bus port (+10000) is free and valid too; the OS's ephemeral picks are
     often above 55535, where the bus port would not exist."""
+    # Both ports below the ephemeral range where it leaves room (see ``process.free_port``).
+    ceiling = process.ephemeral_port_floor() - 1
+    if ceiling - BUS_PORT_OFFSET <= process.LISTEN_PORT_MIN:
+        ceiling = 65_535
     for _ in range(200):
-        port = random.randint(20_000, 65_535 - BUS_PORT_OFFSET)
+        port = random.randint(process.LISTEN_PORT_MIN, ceiling - BUS_PORT_OFFSET)
         if {port, port + BUS_PORT_OFFSET} & taken:
             continue
         if process.port_is_free(port) and process.port_is_free(port + BUS_PORT_OFFSET):
