@@ -170,6 +170,10 @@ def write_config(layout: KafkaLayout, *, default_partitions: int) -> None:
                 "auto.create.topics.enable=true",
                 "message.max.bytes=2097152",
                 "log.retention.hours=168",
+                # The log cleaner allocates its offset map on the heap at start-up (128 MiB by default): with
+                # three 256 MiB brokers that failed a start with OutOfMemoryError. The compacted topics here
+                # (group offsets, changelogs) are small; 32 MiB maps ~1.4 M keys a cleaning pass.
+                "log.cleaner.dedupe.buffer.size=33554432",
                 *layout.properties,
                 "",
             ]

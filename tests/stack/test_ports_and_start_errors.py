@@ -33,3 +33,13 @@ def test_a_broker_dead_at_start_up_is_reported_with_its_log_and_cause(tmp_path: 
     message = str(caught.value)
     assert str(log) in message
     assert "Address already in use" in message
+
+
+def test_the_log_cleaner_map_leaves_room_in_a_small_broker_heap(tmp_path: Path) -> None:
+    """A three-broker stack gives each broker 256 MiB; the cleaner's default 128 MiB map, allocated at
+    start-up, made one die with OutOfMemoryError (seen in the chaos suite)."""
+    layout = kafka.KafkaLayout(data_dir=tmp_path / "data", config_file=tmp_path / "server.properties",
+                               log_file=tmp_path / "kafka.log", port=21001, controller_port=21002)
+    kafka.write_config(layout, default_partitions=3)
+    props = dict(line.split("=", 1) for line in layout.config_file.read_text().splitlines() if "=" in line)
+    assert int(props["log.cleaner.dedupe.buffer.size"]) <= 32 << 20
