@@ -285,8 +285,7 @@ class RedisFeatureStore:
         # layout never reads state it cannot parse; it starts a fresh keyspace (rebuild it from the topics).
         self.key_prefix = f"{key_prefix}:{state_tag(features)}"
         self.base_prefix = key_prefix
-        retention = max(ep.retention_s for ep in self.plan.entities)
-        ttl = ttl_s if ttl_s is not None else retention + 2 * 86_400.0
+        ttl = ttl_s if ttl_s is not None else self.plan.retention_s + 2 * 86_400.0
         self._library, names, label_name = function_library(
             self.plan, dedup_horizon_s=dedup_horizon_s, trim_every_s=trim_every_s, trim_count=trim_count, ttl_s=ttl
         )

@@ -86,15 +86,19 @@ class EntityPlan:
     """(statistic, window index or -1) the engines exchange, in order; features derive from these."""
     distinct_levels: tuple[int, ...]
     needs_labels: bool
-    counterparty_keep_s: int
-    """How long a counterparty's last-seen time can still matter: the longest distinct-count window.
-
-    Longer (delayed) amount windows keep tiles, not counterparties."""
+    distinct_span_s: int
+    """The longest distinct-count window (0 when the entity has none)."""
 
     @property
     def retention_s(self) -> int:
         """Event-time span of state that can still influence a feature."""
         return max(t * r for t, r in zip(self.tile_s, self.ring, strict=True))
+
+    @property
+    def counterparty_keep_s(self) -> int:
+        """How long a counterparty's last-seen time can still matter: only distinct counts read it, so longer
+        (delayed) amount windows keep tiles, not counterparties."""
+        return self.distinct_span_s or self.retention_s
 
     def raw_index(self, stat: str, window: int = -1) -> int:
         return self.raw.index((stat, window))
@@ -106,6 +110,11 @@ class Plan:
     stateless: tuple[Amount | Calendar, ...]
     entities: tuple[EntityPlan, ...]
     width: int
+
+    @property
+    def retention_s(self) -> int:
+        """How far back in event time any feature of the list can reach."""
+        return max(ep.retention_s for ep in self.entities)
 
 
 def _window_of(f: Feature) -> tuple[Window, int] | None:
@@ -168,7 +177,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
     ops: list[Op] = []
     raw: list[tuple[str, int]] = []
     distinct: set[int] = set()
-    distinct_keep = 0
+    distinct_span = 0
     for _, f in items:
         wd = _window_of(f)
         widx = -1
@@ -177,7 +186,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
         name, param = _op_code(f)
         if name == "distinct":
             distinct.add(specs[widx].level)
-            distinct_keep = max(distinct_keep, tiles[specs[widx].level] * (specs[widx].tiles + specs[widx].delay))
+            distinct_span = max(distinct_span, tiles[specs[widx].level] * (specs[widx].tiles + specs[widx].delay))
         needs = [(st, widx) for st in _NEEDS.get(name, ())]
         if name == "since_prev":
             needs = [("dt", -1)]
@@ -195,7 +204,7 @@ def _entity_plan(entity: Entity, items: list[tuple[int, Feature]]) -> EntityPlan
         raw=tuple(raw),
         distinct_levels=tuple(sorted(distinct)),
         needs_labels=any(isinstance(f, DelayedLabelRisk) for _, f in items),
-        counterparty_keep_s=distinct_keep or max(t * r for t, r in zip(tiles, ring, strict=True)),
+        distinct_span_s=distinct_span,
     )
 
 

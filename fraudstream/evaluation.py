@@ -47,8 +47,7 @@ LABEL_DELAY_S = 7 * DAY_S
 
 def lookback_days(features: FeatureList = FEATURE_LIST) -> int:
     """Days of history a test row's features can reach back (delayed windows included), plus a margin."""
-    reach_s = max(entity.retention_s for entity in compile_plan(features).entities)
-    return math.ceil(reach_s / DAY_S) + LOOKBACK_MARGIN_DAYS
+    return math.ceil(compile_plan(features).retention_s / DAY_S) + LOOKBACK_MARGIN_DAYS
 
 
 def _progress(message: str) -> None:

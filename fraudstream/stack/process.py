@@ -31,9 +31,7 @@ def ephemeral_port_floor() -> int:
 def free_port() -> int:
     """A loopback port that was free a moment ago, below the ephemeral range when there is room."""
     ceiling = ephemeral_port_floor()
-    for _ in range(100):
-        if ceiling - 1 <= LISTEN_PORT_MIN:
-            break
+    for _ in range(100 if ceiling - 1 > LISTEN_PORT_MIN else 0):
         port = random.randint(LISTEN_PORT_MIN, ceiling - 1)
         if port_is_free(port):
             return port
